@@ -1,0 +1,468 @@
+"""The student core: a stream of committed latent chunks, the prompts they were made with, and a KV cache.
+
+A :class:`Stream` is an immutable snapshot. Its truth is its history of events (context frames, generated chunks,
+prompt re-caches), each holding the latents it committed and the prompt it used; the KV cache is a derived
+accelerator kept in a :class:`StreamStorage` that snapshots of one lineage share:
+
+- appending from the newest snapshot writes into the cache in place;
+- appending from an older snapshot rewinds the shared cache (K/V of frames < n depend only on frames < n), or,
+  when the cache no longer holds that state (another branch rolled it, a window evicted it, a re-cache rewrote
+  it), replays the committed latents into it (one clean pass per block: the same K/V as the original run);
+- noise for chunk k comes from (seed, k) (:mod:`.noise`), so splitting the work over calls changes nothing.
+
+Latent layout is the reference's [B, F, C, h, w] (frames before channels); the DiT sees [B, C, F, h, w].
+
+Typical use::
+
+    stream = start_stream(model, sampler_preset("chunkwise-4step"), height=480, width=832,
+                          prompt=Prompt(embeds), seed=42)
+    stream = stream.generate(7)                       # 21 latent frames
+    later = stream.generate(2, prompt=Prompt(other), recache=True)
+    video_latents = later.latents                     # [1, 27, 16, 60, 104]
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from .config import SamplerConfig
+from .dit import CausalWanModel
+from .errors import InvalidInputError, StreamStateError
+from .kv_cache import KVCache, TextKV, validate_window
+from .noise import NoiseSource, SeededNoise
+from .scheduler import FlowMatchScheduler
+
+logger = logging.getLogger(__name__)
+
+#: Spatial downsampling of the Wan 2.1 VAE (pixels per latent row/column).
+VAE_SPATIAL_STRIDE = 8
+#: Latent frames a global-attention cache is first sized for (the reference's 21); it grows when needed.
+DEFAULT_GLOBAL_CAPACITY = 21
+_TEXT_CACHE_SIZE = 8
+
+
+@dataclass(frozen=True, eq=False)
+class Prompt:
+    """One prompt's embeddings [B or 1, L <= text_len, text_dim]; identity, not value, tells prompts apart."""
+
+    embeds: torch.Tensor
+    label: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class ContextEvent:
+    """Clean frames given to the stream (an I2V image latent, or video to extend), cached at t = 0."""
+
+    latents: torch.Tensor  # [B, n, C, h, w]
+    prompt: Prompt
+
+
+@dataclass(frozen=True, eq=False)
+class ChunkEvent:
+    """A generated chunk: its index among generated chunks (the noise seed) and its committed x0."""
+
+    index: int
+    latents: torch.Tensor  # [B, n, C, h, w]
+    prompt: Prompt
+
+
+@dataclass(frozen=True, eq=False)
+class RecacheEvent:
+    """A prompt switch that re-encodes the cached non-sink frames under ``prompt`` (LongLive, reference §6)."""
+
+    prompt: Prompt
+
+
+Event = ContextEvent | ChunkEvent | RecacheEvent
+#: on_step(step, steps, x0): after each denoising step, with that step's x0 prediction [B, n, C, h, w]
+StepCallback = Callable[[int, int, torch.Tensor], None]
+
+
+def _frames(event: Event) -> int:
+    return 0 if isinstance(event, RecacheEvent) else event.latents.shape[1]
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """What never changes over a stream's life."""
+
+    sampler: SamplerConfig
+    batch: int
+    latent_height: int
+    latent_width: int
+    seed: int = 0
+    window_frames: int | None = None
+    sink_frames: int = 0
+
+
+def latent_size_for(height: int, width: int, model: CausalWanModel) -> tuple[int, int]:
+    """Pixel size -> latent size, rejecting sizes the VAE and the DiT patching cannot produce."""
+    multiple = VAE_SPATIAL_STRIDE * max(model.config.patch_size[1], model.config.patch_size[2])
+    bad = [(name, v) for name, v in (("height", height), ("width", width)) if v <= 0 or v % multiple]
+    if bad:
+        hints = "; ".join(
+            f"{name} {v}: nearest valid {max(multiple, v // multiple * multiple)} or {(v // multiple + 1) * multiple}"
+            for name, v in bad
+        )
+        raise InvalidInputError(f"Height and width must be positive multiples of {multiple} pixels ({hints}).")
+    return height // VAE_SPATIAL_STRIDE, width // VAE_SPATIAL_STRIDE
+
+
+class StreamStorage:
+    """Mutable state shared by the snapshots of one lineage: the KV cache, which history it reflects, text K/V."""
+
+    def __init__(
+        self,
+        model: CausalWanModel,
+        settings: StreamSettings,
+        *,
+        capacity_frames: int | None = None,
+        memory_budget_bytes: int | None = None,
+    ) -> None:
+        self.model = model
+        self.settings = settings
+        self.scheduler = FlowMatchScheduler(settings.sampler.shift)
+        cfg = model.config
+        self.cache = KVCache(
+            num_layers=cfg.num_layers,
+            batch=settings.batch,
+            num_heads=cfg.num_heads,
+            head_dim=cfg.head_dim,
+            frame_tokens=cfg.tokens_per_frame(settings.latent_height, settings.latent_width),
+            capacity_frames=capacity_frames or DEFAULT_GLOBAL_CAPACITY,
+            window_frames=settings.window_frames,
+            sink_frames=settings.sink_frames,
+            dtype=model.compute_dtype,
+            device=model.device,
+            memory_budget_bytes=memory_budget_bytes,
+        )
+        #: the history the cache currently reflects; None = unknown (a failed destructive write)
+        self.history: tuple[Event, ...] | None = ()
+        #: the cache can be rewound to event boundaries >= floor only (evictions and re-caches lose older state)
+        self.floor = 0
+        self.lock = threading.RLock()
+        self._text: OrderedDict[Prompt, TextKV] = OrderedDict()
+
+    # ------------------------------------------------------------------------------------------- text
+    def text_kv(self, prompt: Prompt) -> TextKV:
+        if prompt in self._text:
+            self._text.move_to_end(prompt)
+            return self._text[prompt]
+        embeds = prompt.embeds
+        if embeds.shape[0] != self.settings.batch:
+            embeds = embeds.expand(self.settings.batch, -1, -1)
+        kv = self.model.embed_text(embeds)
+        self._text[prompt] = kv
+        while len(self._text) > _TEXT_CACHE_SIZE:
+            self._text.popitem(last=False)
+        return kv
+
+    # ------------------------------------------------------------------------------------------- model calls
+    def _forward(self, x: torch.Tensor, t: float, prompt: Prompt, plan, start_frame: int) -> torch.Tensor:
+        """x [B, n, C, h, w] at timestep t for every frame -> flow [B, n, C, h, w]."""
+        b, n = x.shape[:2]
+        timestep = torch.full((b, n), float(t), dtype=torch.float32)
+        flow = self.model(
+            x.permute(0, 2, 1, 3, 4), timestep, self.text_kv(prompt), cache=self.cache, plan=plan,
+            start_frame=start_frame,
+        )
+        return flow.permute(0, 2, 1, 3, 4)
+
+    def _cache_clean(self, latents: torch.Tensor, t: float, prompt: Prompt) -> None:
+        """Write clean K/V of ``latents`` [B, n, C, h, w] as the next block(s) of frames_per_block frames."""
+        step = self.settings.sampler.frames_per_block
+        for s in range(0, latents.shape[1], step):
+            block = latents[:, s : s + step]
+            start = self.cache.global_end
+            self._forward(block, t, prompt, self.cache.plan_block(start, block.shape[1]), start)
+
+    def _recache(self, prompt: Prompt, history: tuple[Event, ...]) -> None:
+        plan, first = self.cache.plan_recache()
+        if plan.slot_end <= plan.slot_start:
+            return
+        committed = torch.cat([e.latents for e in history if not isinstance(e, RecacheEvent)], dim=1)
+        frames = committed[:, first : first + plan.slot_end - plan.slot_start]
+        self._forward(frames, self.settings.sampler.context_noise, prompt, plan, first)
+
+    def _apply(self, event: Event, history_before: tuple[Event, ...]) -> None:
+        """Bring the cache from ``history_before`` to ``history_before + (event,)`` without generating."""
+        before = self.cache.destructive_writes
+        if isinstance(event, ContextEvent):
+            self._cache_clean(event.latents, 0.0, event.prompt)
+        elif isinstance(event, ChunkEvent):
+            self._cache_clean(event.latents, self.settings.sampler.context_noise, event.prompt)
+        else:
+            self._recache(event.prompt, history_before)
+        self.history = history_before + (event,)
+        if self.cache.destructive_writes != before:
+            self.floor = len(self.history)
+
+    # ------------------------------------------------------------------------------------------- sync
+    @torch.no_grad()
+    def sync(self, target: tuple[Event, ...]) -> None:
+        """Make the cache reflect ``target``: extend, rewind, or replay from scratch."""
+        current = self.history
+        if current is not None:
+            common = 0
+            for a, b in zip(current, target):
+                if a is not b:
+                    break
+                common += 1
+            if common < len(current) and common >= self.floor:
+                self.cache.rewind(sum(_frames(e) for e in target[:common]))
+                current = self.history = target[:common]
+            if common == len(current):
+                for event in target[common:]:
+                    self._apply(event, self.history)
+                return
+        logger.info("Replaying %d committed events into the KV cache", len(target))
+        self.cache.reset()
+        self.history, self.floor = (), 0
+        for event in target:
+            self._apply(event, self.history)
+
+    @torch.no_grad()
+    def generate_chunk(
+        self, history: tuple[Event, ...], prompt: Prompt, noise: NoiseSource, on_step: StepCallback | None
+    ) -> ChunkEvent:
+        """Denoise the next chunk after ``history`` (already synced), refresh its cache slots with clean K/V."""
+        sampler = self.settings.sampler
+        index = sum(isinstance(e, ChunkEvent) for e in history)
+        n = sampler.frames_per_block
+        start = self.cache.global_end
+        timesteps = self.scheduler.warp(sampler.steps_for_chunk(index)) if sampler.warp else torch.tensor(
+            [float(s) for s in sampler.steps_for_chunk(index)]
+        )
+        cfg = self.model.config
+        shape = (self.settings.batch, n, cfg.in_dim, self.settings.latent_height, self.settings.latent_width)
+        x, renoise = noise.chunk_noise(index, shape, len(timesteps) - 1)
+        x = x.to(self.model.device, self.model.compute_dtype)
+        for i, t in enumerate(timesteps.tolist()):
+            flow = self._forward(x, t, prompt, self.cache.plan_block(start, n), start)
+            x0 = self.scheduler.flow_to_x0(x.flatten(0, 1), flow.flatten(0, 1), torch.full((x.shape[0] * n,), t))
+            if i + 1 < len(timesteps):
+                next_t = torch.full((x0.shape[0],), float(timesteps[i + 1]))
+                x = self.scheduler.add_noise(x0, renoise[i].to(x0.device, x0.dtype), next_t).view_as(x)
+            if on_step is not None:
+                on_step(i + 1, len(timesteps), x0.view_as(x))
+        x0 = x0.view_as(x)
+        self._forward(x0, sampler.context_noise, prompt, self.cache.plan_block(start, n), start)
+        return ChunkEvent(index, x0, prompt)
+
+
+@dataclass(frozen=True)
+class Stream:
+    """An immutable snapshot of a video stream. Every operation returns a new snapshot."""
+
+    storage: StreamStorage = field(repr=False)
+    history: tuple[Event, ...]
+    prompt: Prompt
+
+    # ------------------------------------------------------------------------------------------- facts
+    @property
+    def settings(self) -> StreamSettings:
+        return self.storage.settings
+
+    @property
+    def num_frames(self) -> int:
+        """Committed latent frames (context included)."""
+        return sum(_frames(e) for e in self.history)
+
+    @property
+    def num_chunks(self) -> int:
+        """Generated chunks (context frames not counted)."""
+        return sum(isinstance(e, ChunkEvent) for e in self.history)
+
+    @property
+    def latents(self) -> torch.Tensor:
+        """Every committed latent frame [B, F, C, h, w] (empty F = 0 before anything was committed)."""
+        parts = [e.latents for e in self.history if not isinstance(e, RecacheEvent)]
+        if not parts:
+            s, cfg = self.settings, self.storage.model.config
+            return torch.zeros(s.batch, 0, cfg.in_dim, s.latent_height, s.latent_width)
+        return torch.cat(parts, dim=1)
+
+    @property
+    def kv_cache(self) -> KVCache:
+        """The shared cache brought in line with this snapshot (for inspection; do not mutate)."""
+        with self.storage.lock:
+            self.storage.sync(self.history)
+            return self.storage.cache
+
+    # ------------------------------------------------------------------------------------------- operations
+    def switch_prompt(self, prompt: Prompt, recache: bool = False) -> "Stream":
+        """Use ``prompt`` from the next chunk on. With ``recache`` the cached non-sink frames are re-encoded at
+        their original positions under the new prompt (LongLive); without it only the text K/V change."""
+        _check_prompt(prompt, self.storage.model, self.settings.batch)
+        history = self.history
+        if recache and self.num_frames > 0:
+            history = history + (RecacheEvent(prompt),)
+        return replace(self, history=history, prompt=prompt)
+
+    def generate(
+        self,
+        num_chunks: int = 1,
+        *,
+        prompt: Prompt | None = None,
+        recache: bool = False,
+        noise: NoiseSource | None = None,
+        on_step: StepCallback | None = None,
+        on_chunk: Callable[["Stream"], None] | None = None,
+    ) -> "Stream":
+        """Generate ``num_chunks`` more chunks (optionally switching to ``prompt`` first) and return the snapshot.
+
+        ``on_step(step, steps, x0)`` runs after every denoising step and may raise to interrupt; ``on_chunk`` gets
+        each new snapshot. An interruption leaves this and every earlier snapshot valid.
+        """
+        if num_chunks < 0:
+            raise InvalidInputError(f"num_chunks must be >= 0, got {num_chunks}.")
+        stream = self if prompt is None or prompt is self.prompt else self.switch_prompt(prompt, recache)
+        noise = noise or SeededNoise(self.settings.seed)
+        storage = stream.storage
+        with storage.lock:
+            for _ in range(num_chunks):
+                storage.sync(stream.history)
+                cache = storage.cache
+                saved = (cache.global_end, cache.local_end, cache.destructive_writes)
+                try:
+                    event = storage.generate_chunk(stream.history, stream.prompt, noise, on_step)
+                except BaseException:
+                    if cache.destructive_writes != saved[2]:
+                        storage.history = None
+                    else:
+                        cache.global_end, cache.local_end = saved[0], saved[1]
+                    raise
+                stream = replace(stream, history=stream.history + (event,))
+                storage.history = stream.history
+                if on_chunk is not None:
+                    on_chunk(stream)
+        return stream
+
+    def generate_frames(self, num_frames: int, **kwargs: object) -> "Stream":
+        """Like :meth:`generate` but counted in latent frames, which must be a whole number of chunks."""
+        n = self.settings.sampler.frames_per_block
+        if num_frames % n:
+            raise InvalidInputError(
+                f"{num_frames} latent frames is not a whole number of chunks of {n} frames; "
+                f"use {num_frames // n * n} or {(num_frames // n + 1) * n}."
+            )
+        return self.generate(num_frames // n, **kwargs)  # type: ignore[arg-type]
+
+    def rewind(self, num_frames: int) -> "Stream":
+        """The snapshot holding the first ``num_frames`` frames (a chunk boundary); later prompt re-caches at
+        exactly that boundary are dropped too."""
+        kept: list[Event] = []
+        frames = 0
+        for event in self.history:
+            if frames + _frames(event) > num_frames or (frames == num_frames and _frames(event) == 0):
+                break
+            kept.append(event)
+            frames += _frames(event)
+        if frames != num_frames:
+            bounds = [0]
+            for e in self.history:
+                if _frames(e):
+                    bounds.append(bounds[-1] + _frames(e))
+            raise StreamStateError(
+                f"Cannot rewind to frame {num_frames}: it is not a chunk boundary of this stream "
+                f"(boundaries: {', '.join(map(str, bounds))})."
+            )
+        prompt = next((e.prompt for e in reversed(kept)), self.history[0].prompt if self.history else self.prompt)
+        return replace(self, history=tuple(kept), prompt=prompt)
+
+    def fork(self) -> "Stream":
+        """The same snapshot on a storage of its own (a copy of the cache when it is in sync), so two branches
+        can be extended alternately without replays."""
+        src = self.storage
+        with src.lock:
+            other = object.__new__(StreamStorage)
+            other.__dict__.update(src.__dict__)
+            other.lock = threading.RLock()
+            other._text = OrderedDict(src._text)
+            other.cache = src.cache.clone()
+        return replace(self, storage=other)
+
+    def replayed(self) -> "Stream":
+        """This snapshot on a fresh storage whose cache is rebuilt from the committed latents alone."""
+        src = self.storage
+        fresh = StreamStorage(
+            src.model, src.settings, capacity_frames=src.cache.capacity_frames,
+            memory_budget_bytes=src.cache.memory_budget_bytes,
+        )
+        fresh.sync(self.history)
+        return replace(self, storage=fresh)
+
+
+def _check_prompt(prompt: Prompt, model: CausalWanModel, batch: int) -> None:
+    cfg = model.config
+    e = prompt.embeds
+    if e.dim() != 3:
+        raise InvalidInputError(f"Prompt embeddings must be [B, L, {cfg.text_dim}], got shape {list(e.shape)}.")
+    if e.shape[-1] != cfg.text_dim:
+        raise InvalidInputError(
+            f"Prompt embeddings are {e.shape[-1]} wide but this model expects {cfg.text_dim} "
+            f"(umT5-XXL gives 4096 for Wan 2.1). Use the Wan umT5 text encoder."
+        )
+    if e.shape[1] > cfg.text_len:
+        raise InvalidInputError(f"Prompt has {e.shape[1]} tokens; this model attends to at most {cfg.text_len}.")
+    if e.shape[0] not in (1, batch):
+        raise InvalidInputError(f"Prompt batch {e.shape[0]} does not match the stream batch {batch} (or 1).")
+
+
+def start_stream(
+    model: CausalWanModel,
+    sampler: SamplerConfig,
+    *,
+    height: int,
+    width: int,
+    prompt: Prompt,
+    seed: int = 0,
+    batch: int = 1,
+    window_frames: int | None = None,
+    sink_frames: int = 0,
+    context: torch.Tensor | None = None,
+    capacity_frames: int | None = None,
+    memory_budget_bytes: int | None = None,
+) -> Stream:
+    """Open a stream for ``height`` x ``width`` pixel video.
+
+    ``context`` [B, n, C, h, w]: clean latents to start from (one frame = image-to-video, frame-wise models only;
+    more = video extension, a whole number of chunks). ``window_frames``/``sink_frames``: local attention with a
+    rolling cache (None or 0 = attention over the whole video; the cache then grows, within
+    ``memory_budget_bytes``). ``capacity_frames`` sizes the global cache up front.
+    """
+    if batch < 1:
+        raise InvalidInputError(f"batch must be >= 1, got {batch}.")
+    window = window_frames or None
+    validate_window(window, sink_frames, sampler.frames_per_block)
+    lat_h, lat_w = latent_size_for(height, width, model)
+    _check_prompt(prompt, model, batch)
+    settings = StreamSettings(sampler, batch, lat_h, lat_w, int(seed), window, sink_frames)
+    history: tuple[Event, ...] = ()
+    if context is not None:
+        expected = (batch, model.config.in_dim, lat_h, lat_w)
+        if context.dim() != 5 or (context.shape[0], *context.shape[2:]) != expected:
+            raise InvalidInputError(
+                f"Context latents must be [B={batch}, frames, {model.config.in_dim}, {lat_h}, {lat_w}] for "
+                f"{height}x{width}, got {list(context.shape)}."
+            )
+        n = sampler.frames_per_block
+        if context.shape[1] == 1 and n > 1:
+            raise InvalidInputError(
+                f"Image-to-video needs a frame-wise model; the {sampler.name} sampler makes {n}-frame chunks. "
+                "Load a frame-wise Causal Forcing checkpoint (framewise-4step/2step/1step)."
+            )
+        if context.shape[1] % n:
+            raise InvalidInputError(
+                f"{context.shape[1]} context frames is not a whole number of {n}-frame chunks; "
+                f"trim to {context.shape[1] // n * n} frames."
+            )
+        history = (ContextEvent(context.to(model.device, model.compute_dtype), prompt),)
+    storage = StreamStorage(model, settings, capacity_frames=capacity_frames, memory_budget_bytes=memory_budget_bytes)
+    return Stream(storage, history, prompt)
