@@ -340,6 +340,8 @@ class Stream:
                     raise
                 stream = replace(stream, history=stream.history + (event,))
                 storage.history = stream.history
+                if cache.destructive_writes != saved[2]:
+                    storage.floor = len(stream.history)
                 if on_chunk is not None:
                     on_chunk(stream)
         return stream

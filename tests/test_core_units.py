@@ -1,0 +1,122 @@
+"""Layer 1: configs, RoPE offsets, cache maths and scheduler rules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from causal_forcing_core.config import TINY, WAN_1_3B, DiTConfig, SAMPLER_PRESETS
+from causal_forcing_core.dit import CausalWanModel, block_causal_mask, teacher_forcing_mask
+from causal_forcing_core.kv_cache import KVCache
+from causal_forcing_core.rope import apply_rope, rope_frequencies, rope_split
+from causal_forcing_core.scheduler import FlowMatchScheduler
+from tiny import tiny_model
+
+
+def test_config_inferred_from_state_dict() -> None:
+    sd = tiny_model().state_dict()
+    inferred = DiTConfig.from_state_dict(sd, num_heads=2, text_len=16)
+    assert inferred == TINY
+
+
+def test_wan_1_3b_shape_inferred_on_meta_device() -> None:
+    with torch.device("meta"):
+        model = CausalWanModel(WAN_1_3B)
+    assert DiTConfig.from_state_dict(model.state_dict()) == WAN_1_3B
+    assert sum(p.numel() for p in model.parameters()) == 1_418_996_800
+
+
+def test_rope_split_for_wan_heads() -> None:
+    assert rope_split(128) == (22, 21, 21)
+    assert rope_split(32) == (6, 5, 5)
+
+
+def test_rope_at_offset_equals_slice_of_longer_grid() -> None:
+    full = rope_frequencies(128, 0, (8, 2, 3))
+    part = rope_frequencies(128, 5, (3, 2, 3))
+    assert torch.equal(full[5 * 6 :], part)
+
+
+def test_rope_matches_reference_table_formula() -> None:
+    # reference: polar(1, outer(arange(1024), 1 / 10000 ** (arange(0, d, 2) / d))) for d = 44 (frames)
+    d = 44
+    table = torch.polar(
+        torch.ones(1024, d // 2, dtype=torch.float64),
+        torch.outer(torch.arange(1024), 1.0 / torch.pow(10000, torch.arange(0, d, 2).to(torch.float64).div(d))),
+    )
+    ours = rope_frequencies(128, 1000, (3, 1, 1))[:, 0, : d // 2]
+    assert torch.equal(ours, table[1000:1003])
+
+
+def test_rope_preserves_norm_and_keeps_dtype() -> None:
+    x = torch.randn(1, 12, 2, 32)
+    y = apply_rope(x, rope_frequencies(32, 3, (3, 2, 2)))
+    assert y.dtype == x.dtype
+    torch.testing.assert_close(y.norm(dim=-1), x.norm(dim=-1))
+
+
+def _filled_cache(window: int | None, sink: int, blocks: int, block: int = 1) -> KVCache:
+    cache = KVCache(
+        num_layers=1, batch=1, num_heads=1, head_dim=2, frame_tokens=1, capacity_frames=4, window_frames=window,
+        sink_frames=sink,
+    )
+    for b in range(blocks):
+        start = b * block
+        for _ in range(2):  # a denoising step and the refresh pass rewrite the same slots
+            plan = cache.plan_block(start, block)
+            frames = torch.arange(start, start + block, dtype=torch.float32).view(1, block, 1, 1).expand(1, block, 1, 2)
+            cache.write(0, plan, frames, frames)
+    return cache
+
+
+def test_window_rolls_and_keeps_sink_frames() -> None:
+    cache = _filled_cache(window=4, sink=1, blocks=7)
+    assert (cache.global_end, cache.local_end) == (7, 4)
+    assert cache.valid(0)[0][0, :, 0, 0].tolist() == [0, 4, 5, 6]
+
+
+def test_global_cache_never_evicts() -> None:
+    cache = _filled_cache(window=None, sink=0, blocks=7)
+    assert cache.valid(0)[0][0, :, 0, 0].tolist() == list(range(7))
+
+
+def test_rewind_and_estimate() -> None:
+    cache = _filled_cache(window=None, sink=0, blocks=5)
+    cache.rewind(2)
+    assert (cache.global_end, cache.local_end) == (2, 2)
+    est = KVCache.estimate_bytes(
+        num_layers=30, batch=1, num_heads=12, head_dim=128, frame_tokens=1560, capacity_frames=21, dtype=torch.bfloat16
+    )
+    assert est == 30 * 2 * 32760 * 1536 * 2  # reference §1.7: about 6.04 GB
+
+
+def test_masks_match_their_definitions() -> None:
+    m = block_causal_mask(4, 2, 1)
+    assert m.tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]]
+    tf = teacher_forcing_mask(4, 2, 1)
+    noisy_block1 = tf[6].tolist()  # noisy frame 2 (block 1): clean block 0 + noisy block 1
+    assert noisy_block1 == [1, 1, 0, 0, 0, 0, 1, 1]
+    clean_block0 = tf[0].tolist()
+    assert clean_block0 == [1, 1, 0, 0, 0, 0, 0, 0]
+
+
+def test_scheduler_shift_and_nearest_lookup() -> None:
+    s = FlowMatchScheduler(5.0)
+    assert s.warp([1000, 750, 500, 250]).tolist() == pytest.approx([1000.0, 937.5, 833.3333, 625.0], rel=1e-6)
+    assert float(s.sigma_of(torch.tensor([0.0]))[0]) == pytest.approx(0.00498, abs=1e-4)
+    x0, eps = torch.randn(2, 3), torch.randn(2, 3)
+    xt = s.add_noise(x0, eps, torch.tensor([937.5, 625.0]))
+    flow = eps - x0
+    torch.testing.assert_close(s.flow_to_x0(xt, flow, torch.tensor([937.5, 625.0])), x0, atol=1e-5, rtol=1e-5)
+    w = s.training_weight(s.timesteps)
+    assert math.isclose(float(w.mean()), 1.0, rel_tol=1e-4) and float(w.min()) == 0.0
+
+
+def test_sampler_presets() -> None:
+    assert SAMPLER_PRESETS["chunkwise-4step"].frames_per_block == 3
+    two = SAMPLER_PRESETS["framewise-2step"]
+    assert two.steps_for_chunk(0) == (1000, 750, 500, 250) and two.steps_for_chunk(1) == (1000, 500)
+    assert SAMPLER_PRESETS["framewise-1step"].steps_for_chunk(5) == (1000,)
+    assert not SAMPLER_PRESETS["chunkwise-4step"].supports_i2v
