@@ -208,6 +208,8 @@ class StreamStorage:
     def sync(self, target: tuple[Event, ...]) -> None:
         """Make the cache reflect ``target``: extend, rewind, or replay from scratch."""
         current = self.history
+        if current is target:
+            return
         if current is not None:
             common = 0
             for a, b in zip(current, target):
