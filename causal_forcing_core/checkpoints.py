@@ -295,20 +295,23 @@ def load_dit(
     return LoadedDiT(model, config, sampler, raw.metadata, Path(path))
 
 
-def download_from_hub(repo_id: str, filename: str, cache_dir: str | Path) -> Path:
-    """Fetch one file from the Hugging Face hub into ``cache_dir`` (only when the user asked for a download)."""
+def download_from_hub(repo_id: str, filename: str, local_dir: str | Path) -> Path:
+    """Fetch ``filename`` (or, for a pattern ending in ``/*``, that folder) from the Hugging Face hub into
+    ``local_dir`` (plain layout: ``local_dir/filename``); only ever called when the user asked for a download."""
     try:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import hf_hub_download, snapshot_download
     except ImportError:
         raise CheckpointError(
             f"huggingface-hub is not installed, so {repo_id}/{filename} cannot be downloaded. Install it "
-            f"(pip install huggingface-hub) or put the file into {cache_dir} by hand."
+            f"(pip install huggingface-hub) or put the file into {local_dir} by hand."
         ) from None
     try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename, cache_dir=str(cache_dir)))
+        if filename.endswith("/*"):
+            snapshot_download(repo_id=repo_id, allow_patterns=[filename], local_dir=str(local_dir))
+            return Path(local_dir) / filename[:-2]
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_dir=str(local_dir)))
     except Exception as err:
         raise CheckpointError(
             f"Could not download {filename} from {repo_id} ({type(err).__name__}: {err}). Check the network or "
-            f"download it by hand into {cache_dir}."
+            f"download it by hand into {Path(local_dir) / filename.removesuffix('/*')}."
         ) from None
-
