@@ -2,22 +2,26 @@
 
 The output has bare Wan keys and JSON metadata: ``dit_config``, ``variant`` (a sampler preset name),
 ``frames_per_block``, ``denoising_steps``, ``first_chunk_steps`` and ``source`` (the original file name), so
-loaders pick the right sampler without being told.
+loaders pick the right architecture and sampler without being told.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from .checkpoints import check_keys, config_for, read_release_pt
-from .config import sampler_preset
+from .checkpoints import cast_state_dict, check_keys, config_for, read_checkpoint, resolve_weight_dtype
+from .config import DiTConfig, sampler_preset
+from .errors import CheckpointError
 
 logger = logging.getLogger(__name__)
+
+FORMAT = "causal-forcing-dit"
 
 
 def convert_release_to_safetensors(
@@ -26,30 +30,48 @@ def convert_release_to_safetensors(
     *,
     variant: str,
     prefer_ema: bool | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     num_heads: int | None = None,
+    config: DiTConfig | None = None,
+    text_len: int = 512,
 ) -> Path:
-    """Write ``src`` (a release .pt) as safetensors at ``dst``; returns ``dst``. ``dtype`` casts float tensors."""
+    """Write ``src`` (a release .pt, or any layout :func:`.checkpoints.load_dit` reads) as safetensors at ``dst``.
+
+    ``variant`` is a sampler preset name (validated first); ``prefer_ema`` picks ``generator_ema``/``generator``;
+    ``dtype`` ("bf16", torch.bfloat16, ...; None keeps the file's) casts floating tensors, float8 only the weight
+    matrices. ``num_heads`` / ``text_len`` / ``config`` give the architecture when the file cannot (it is recorded in the
+    output, so later loads need neither). The keys are checked strictly before anything is written, and the
+    file appears atomically. Returns ``dst``.
+    """
     sampler = sampler_preset(variant)
-    raw = read_release_pt(Path(src), prefer_ema)
-    config = config_for(raw, num_heads)
+    src, dst = Path(src), Path(dst)
+    if dst.suffix != ".safetensors":
+        raise CheckpointError(f"The output {dst.name} should end in .safetensors.")
+    if dst.resolve() == src.resolve():
+        raise CheckpointError(f"Refusing to overwrite the source {src} with its conversion.")
+    storage = resolve_weight_dtype(dtype)
+    raw = read_checkpoint(src, prefer_ema)
+    config = config_for(raw, num_heads, config, text_len)
     check_keys(raw.state_dict, config)
-    tensors = {
-        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
-        for k, v in raw.state_dict.items()
-    }
+    if storage is not None:
+        cast_state_dict(raw.state_dict, storage)
+    tensors = {k: v.contiguous() for k, v in raw.state_dict.items()}
     metadata = {
-        "format": "causal-forcing-dit",
+        "format": FORMAT,
         "dit_config": json.dumps(config.to_dict()),
         "variant": sampler.name,
         "frames_per_block": str(sampler.frames_per_block),
         "denoising_steps": json.dumps(list(sampler.denoising_steps)),
         "first_chunk_steps": json.dumps(list(sampler.first_chunk_steps) if sampler.first_chunk_steps else None),
-        "source": Path(src).name,
-        "source_key": raw.metadata.get("release_key", ""),
+        "source": src.name,
+        "source_key": str(raw.metadata.get("release_key", "")),
     }
-    dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(dst), metadata=metadata)
-    logger.info("Wrote %s (%d tensors, variant %s)", dst, len(tensors), sampler.name)
+    tmp = dst.with_name(f".{dst.name}.partial")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    logger.info("Wrote %s (%d tensors, variant %s) from %s", dst, len(tensors), sampler.name, src.name)
     return dst

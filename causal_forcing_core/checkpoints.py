@@ -4,8 +4,8 @@ Layouts:
 
 - release ``.pt``/``.pth``: a torch pickle dict with ``generator`` and/or ``generator_ema`` (keys prefixed
   ``model.`` or ``model._fsdp_wrapped_module.``), or a bare state dict; read with ``weights_only=True`` only;
-- a diffusers-style folder: ``config.json`` + ``diffusion_pytorch_model.safetensors`` (or shards listed in
-  ``diffusion_pytorch_model.safetensors.index.json``);
+- a diffusers-style folder (the original Wan layout): ``config.json`` + ``diffusion_pytorch_model.safetensors``
+  (or shards listed in ``diffusion_pytorch_model.safetensors.index.json``);
 - one ``.safetensors`` file with bare keys or the ``model.diffusion_model.`` / ``model.`` prefix, optionally
   carrying our metadata (``dit_config``, ``variant``...; see :mod:`.checkpoint_convert`).
 
@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,11 @@ logger = logging.getLogger(__name__)
 
 _PREFIXES = ("model._fsdp_wrapped_module.", "model.diffusion_model.", "model.")
 _DTYPES = {
-    "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp8_e4m3fn": torch.float8_e4m3fn,
+    "fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16, "fp8_e4m3fn": torch.float8_e4m3fn, "fp8": torch.float8_e4m3fn,
 }
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
+WAN_KEYS_HINT = "Wan DiT keys such as patch_embedding.weight, blocks.N.self_attn.q.weight, head.head.weight"
 
 
 @dataclass(frozen=True)
@@ -62,48 +65,69 @@ class RawCheckpoint:
 # --------------------------------------------------------------------------------------------------- reading
 def strip_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Remove the FSDP / wrapper / ComfyUI prefixes; a file may mix them."""
-    out = {}
+    out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         for prefix in _PREFIXES:
             if key.startswith(prefix):
                 key = key[len(prefix) :]
                 break
         if key in out:
-            raise CheckpointError(f"Key {key!r} appears twice after removing prefixes (e.g. with and without 'model.').")
+            raise CheckpointError(f"Key {key!r} appears twice after removing prefixes (with and without 'model.').")
         out[key] = value
     return out
 
 
+def _refuse_pickle(path: Path, err: Exception) -> CheckpointError:
+    """Turn torch's weights-only failure into our error, without repeating torch's "retry unsafely" advice."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    reason = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported global" in ln), None)
+    if reason is None:  # no global lookup: bytes torch's safe unpickler cannot parse (corrupt, not a torch file)
+        detail = next((ln for ln in lines if ln.startswith("Unsupported")), "rejected by the safe unpickler")
+        return CheckpointError(
+            f"Cannot read {path.name} as a torch checkpoint ({detail}). The file is truncated, corrupt, not a torch "
+            "file, or uses pickle instructions the safe loader does not allow; download it again or use a "
+            ".safetensors version."
+        )
+    return UnsafeCheckpointError(
+        f"{path.name} is a pickle that wants to run code while loading ({reason}). We refuse such files and only "
+        "load plain tensors (torch.load weights_only=True). If you trust its source, convert it to safetensors "
+        "on a machine you trust (load it there, then safetensors.torch.save_file(state_dict, 'student.safetensors')) "
+        "and load the .safetensors file instead."
+    )
+
+
 def _torch_load(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as err:
-        if "mmap" not in str(err):
-            raise
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):  # only old (non-zip) torch files cannot be memory-mapped
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise _refuse_pickle(path, err) from None
+    except Exception as err:  # truncated zip, not a torch file at all
+        if "Weights only load failed" in str(err):
+            raise _refuse_pickle(path, err) from None
+        raise CheckpointError(f"Cannot read {path} as a torch checkpoint: {err}") from None
 
 
 def read_release_pt(path: Path, prefer_ema: bool | None = None) -> RawCheckpoint:
-    """A release ``.pt``: pick ``generator_ema``/``generator`` (or a bare state dict) and strip prefixes."""
-    try:
-        obj = _torch_load(path)
-    except pickle.UnpicklingError as err:
-        raise UnsafeCheckpointError(
-            f"{path.name} is a pickle that wants to run code while loading ({str(err).splitlines()[0]}). "
-            "We only load plain tensors (torch.load weights_only=True). Convert it on a machine you trust to "
-            "safetensors (python -m causal_forcing_core convert, or safetensors.torch.save_file) and load that."
-        ) from None
-    except Exception as err:  # truncated file, not a torch file at all
-        raise CheckpointError(f"Cannot read {path} as a torch checkpoint: {err}") from None
+    """A release ``.pt``: pick ``generator_ema``/``generator`` (or a bare state dict) and strip prefixes.
+
+    ``prefer_ema`` None takes ``generator_ema`` when present; True/False pick that entry and fall back (with a
+    warning) to the other when the file holds only one (release files hold exactly one, reference §3.2).
+    """
+    path = Path(path)
+    obj = _torch_load(path)
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path.name} holds a {type(obj).__name__}, expected a dict of weights.")
-    keys = [k for k in ("generator_ema", "generator") if k in obj]
-    if prefer_ema is True:
-        keys = [k for k in keys if k == "generator_ema"] or keys
-    elif prefer_ema is False:
-        keys = [k for k in keys if k == "generator"] or keys
-    if keys:
-        chosen = keys[0]
+    present = [k for k in ("generator_ema", "generator") if k in obj]
+    wanted = {None: present[:1], True: ["generator_ema"], False: ["generator"]}[prefer_ema]
+    chosen = next((k for k in wanted if k in obj), present[0] if present else None)
+    if chosen is not None and wanted and chosen not in wanted:
+        logger.warning("%s has no %s; loading %s instead", path.name, wanted[0], chosen)
+    if chosen is not None:
         logger.info("Loading %s from %s", chosen, path.name)
         sd, meta = obj[chosen], {"release_key": chosen}
     else:
@@ -111,7 +135,7 @@ def read_release_pt(path: Path, prefer_ema: bool | None = None) -> RawCheckpoint
     if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(
             f"{path.name} is not a state dict of tensors (top-level keys: {', '.join(map(str, list(obj)[:8]))}). "
-            "Expected a Causal Forcing release file with 'generator' / 'generator_ema', or bare Wan DiT weights."
+            f"Expected a Causal Forcing release file with 'generator' / 'generator_ema', or bare {WAN_KEYS_HINT}."
         )
     return RawCheckpoint(strip_prefixes(sd), meta)
 
@@ -135,17 +159,32 @@ def _decode_metadata(raw: Mapping[str, str]) -> dict[str, Any]:
 
 
 def read_safetensors_file(path: Path) -> RawCheckpoint:
-    sd, meta = _read_safetensors(path)
+    """One ``.safetensors`` file: prefixes stripped, JSON metadata values decoded."""
+    sd, meta = _read_safetensors(Path(path))
     return RawCheckpoint(strip_prefixes(sd), _decode_metadata(meta))
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"Cannot read {path} as JSON: {err}") from None
 
 
 def read_diffusers_folder(folder: Path) -> RawCheckpoint:
     """``config.json`` plus one or several ``diffusion_pytorch_model*.safetensors`` files."""
+    folder = Path(folder)
     config_path = folder / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.exists() else None
+    config = _read_json(config_path) if config_path.exists() else None
     index = folder / f"{DIFFUSERS_WEIGHTS}.index.json"
     if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, Mapping) or not weight_map:
+            raise CheckpointError(f"{index} has no 'weight_map'; it should map each key to its shard file.")
+        shards = sorted(set(weight_map.values()))
+        absent = [s for s in shards if not (folder / s).exists()]
+        if absent:
+            raise CheckpointError(f"{folder} lacks the shard(s) {', '.join(absent)} listed in {index.name}.")
     elif (folder / DIFFUSERS_WEIGHTS).exists():
         shards = [DIFFUSERS_WEIGHTS]
     else:
@@ -186,24 +225,40 @@ def _guess_kind(keys: list[str]) -> str:
     return ""
 
 
-def config_for(raw: RawCheckpoint, num_heads: int | None = None) -> DiTConfig:
-    """Architecture from config.json, our metadata, or the tensor shapes (in that order)."""
-    if "patch_embedding.weight" not in raw.state_dict:
-        keys = sorted(raw.state_dict)
+def _diffusers_naming(keys: list[str]) -> bool:
+    return any(k.startswith(("condition_embedder.", "scale_shift_table")) or ".attn1.to_q." in k for k in keys)
+
+
+def config_for(
+    raw: RawCheckpoint, num_heads: int | None = None, config: DiTConfig | None = None, text_len: int = 512
+) -> DiTConfig:
+    """Architecture: ``config`` if given, else config.json, our metadata, or the tensor shapes (in that order).
+
+    Shapes cannot tell ``text_len`` (the argument, 512 for every Wan release) nor the head count (dim/128 unless ``num_heads`` is given).
+    """
+    keys = sorted(raw.state_dict)
+    if _diffusers_naming(keys):
         raise CheckpointError(
-            "This file is not a Wan DiT: expected keys like patch_embedding.weight, blocks.N.self_attn.q.weight, "
-            f"head.head.weight; found {', '.join(keys[:5]) or 'no tensors'}{' ...' if len(keys) > 5 else ''}."
-            + _guess_kind(keys)
+            "This is a Wan DiT in the diffusers library's naming (WanTransformer3DModel: condition_embedder.*, "
+            f"blocks.N.attn1.to_q.*), not the original Wan naming we load ({WAN_KEYS_HINT}). Use the original "
+            "release (Wan-AI/Wan2.1-T2V-1.3B, not the -Diffusers repo) or ComfyUI's repackaged single file."
         )
+    if "patch_embedding.weight" not in raw.state_dict:
+        raise CheckpointError(
+            f"This file is not a Wan DiT: expected {WAN_KEYS_HINT}; "
+            f"found {', '.join(keys[:5]) or 'no tensors'}{' ...' if len(keys) > 5 else ''}." + _guess_kind(keys)
+        )
+    if config is not None:
+        return config
     if raw.config_json:
         return DiTConfig.from_dict(raw.config_json)
     if isinstance(raw.metadata.get("dit_config"), Mapping):
         return DiTConfig.from_dict(raw.metadata["dit_config"])
-    return DiTConfig.from_state_dict(raw.state_dict, num_heads=num_heads)
+    return DiTConfig.from_state_dict(raw.state_dict, num_heads=num_heads, text_len=text_len)
 
 
 def check_keys(state_dict: Mapping[str, torch.Tensor], config: DiTConfig) -> None:
-    """Raise CheckpointError naming missing, unexpected and mis-shaped keys."""
+    """Raise CheckpointError naming missing, unexpected and mis-shaped keys (first 10 of each, with counts)."""
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in CausalWanModel(config).state_dict().items()}
     missing = sorted(set(expected) - set(state_dict))
@@ -217,38 +272,82 @@ def check_keys(state_dict: Mapping[str, torch.Tensor], config: DiTConfig) -> Non
         if items:
             problems.append(f"{len(items)} {label}: {', '.join(items[:10])}{' ...' if len(items) > 10 else ''}")
     if problems:
+        hint = ""
+        if any(k.startswith("img_emb.") or ".k_img." in k for k in unexpected):
+            hint = " The extra img_emb / k_img keys belong to Wan I2V (CLIP image conditioning), which students lack."
         raise CheckpointError(
-            "Checkpoint keys do not match the Wan DiT "
-            f"(dim {config.dim}, {config.num_layers} layers): " + "; ".join(problems) + "."
+            f"Checkpoint keys do not match the Wan DiT (dim {config.dim}, {config.num_layers} layers, "
+            f"{config.num_heads} heads): " + "; ".join(problems) + "." + hint
         )
 
 
-def parameter_count(config: DiTConfig) -> int:
-    """Number of parameters of a DiT of this config (built on the meta device)."""
+def count_parameters(config: DiTConfig) -> int:
+    """Number of parameters of a DiT of this config (built on the meta device, no memory used)."""
     with torch.device("meta"):
         return sum(p.numel() for p in CausalWanModel(config).parameters())
 
 
 def estimate_dit_bytes(config: DiTConfig, dtype: torch.dtype) -> int:
-    """Bytes of the DiT weights stored in ``dtype``."""
-    return parameter_count(config) * torch.empty((), dtype=dtype).element_size()
+    """Bytes of the DiT weights stored in ``dtype`` (parameter count x element size; with float8 storage the
+    bf16 biases/norms/modulation add about 0.1% for Wan 1.3B)."""
+    return count_parameters(config) * dtype.itemsize
 
 
-# --------------------------------------------------------------------------------------------------- loading
-def _storage_dtype(weight_dtype: str | torch.dtype) -> torch.dtype | None:
-    if isinstance(weight_dtype, torch.dtype):
+# --------------------------------------------------------------------------------------------------- dtypes
+def resolve_weight_dtype(weight_dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """"auto"/None -> None (keep the file's); "fp32"/"bf16"/"fp16"/"fp8_e4m3fn" or a torch.dtype -> that dtype."""
+    if weight_dtype is None or isinstance(weight_dtype, torch.dtype):
         return weight_dtype
-    if weight_dtype == "auto":
+    if weight_dtype in ("auto", "default", "keep"):
         return None
     try:
         return _DTYPES[weight_dtype]
     except KeyError:
-        raise CheckpointError(f"Unknown weight dtype {weight_dtype!r}; use auto, {', '.join(_DTYPES)}.") from None
+        raise CheckpointError(
+            f"Unknown weight dtype {weight_dtype!r}; use auto, fp32, bf16, fp16 or fp8_e4m3fn."
+        ) from None
 
 
+def cast_state_dict(
+    state_dict: MutableMapping[str, torch.Tensor], dtype: torch.dtype, small_dtype: torch.dtype = torch.bfloat16
+) -> MutableMapping[str, torch.Tensor]:
+    """Cast floating tensors to ``dtype`` in place (each original is freed as it goes, keeping peak memory low).
+
+    For 1-byte float storage only Linear/Conv weight matrices become float8; biases, norm weights and the
+    modulation tables go to ``small_dtype`` (they are tiny, and float8 would ruin them).
+    """
+    for key in list(state_dict):
+        tensor = state_dict[key]
+        if not tensor.is_floating_point():
+            continue
+        is_matrix = key.endswith(".weight") and tensor.ndim >= 2  # Linear / Conv weights: the bulk of the bytes
+        target = dtype if dtype.itemsize > 1 or is_matrix else small_dtype
+        if tensor.dtype != target:
+            state_dict[key] = tensor.to(target)
+    return state_dict
+
+
+def _main_dtype(state_dict: Mapping[str, torch.Tensor]) -> torch.dtype:
+    """The floating dtype holding most parameters."""
+    counts: Counter[torch.dtype] = Counter()
+    for tensor in state_dict.values():
+        if tensor.is_floating_point():
+            counts[tensor.dtype] += tensor.numel()
+    return counts.most_common(1)[0][0] if counts else torch.float32
+
+
+# --------------------------------------------------------------------------------------------------- loading
 def _sampler_for(variant: str | None, metadata: Mapping[str, Any]) -> SamplerConfig | None:
-    name = variant if variant and variant != "auto" else metadata.get("variant")
-    return sampler_preset(name) if name else None
+    if variant and variant != "auto":
+        return sampler_preset(variant)  # the caller's word: an unknown name is an error
+    name = metadata.get("variant")
+    if not name:
+        return None
+    try:
+        return sampler_preset(str(name))
+    except Exception:
+        logger.warning("The file names an unknown sampler variant %r; pass variant= explicitly", name)
+        return None
 
 
 def load_dit(
@@ -260,58 +359,64 @@ def load_dit(
     prefer_ema: bool | None = None,
     variant: str | None = None,
     num_heads: int | None = None,
+    config: DiTConfig | None = None,
 ) -> LoadedDiT:
-    """Load a DiT from any supported layout.
+    """Load a DiT from any supported layout (release .pt, diffusers-style folder, single .safetensors).
 
-    ``weight_dtype``: storage dtype ("auto" keeps the file's). Float8 weights stay float8 and are upcast per layer
-    to ``compute_dtype`` (bf16 by default); otherwise compute follows the storage dtype.
-    ``variant``: a sampler preset name; "auto"/None reads the file's metadata.
+    ``weight_dtype``: storage dtype; "auto" keeps each tensor's file dtype. Float8 storage keeps the weight
+    matrices float8 (biases, norms and modulation in bf16) and each layer upcasts them to ``compute_dtype``.
+    ``compute_dtype`` defaults to the storage dtype (float32 for float32 files), bf16 for float8.
+    ``variant``: a sampler preset name; None/"auto" reads the file's metadata (``LoadedDiT.sampler`` None if absent).
+    ``num_heads``: only needed when neither config.json nor metadata gives the architecture and dim/128 is wrong;
+    ``config`` overrides the file's architecture (still checked strictly against the tensors).
+    Raises CheckpointError (UnsafeCheckpointError for pickles that want to run code).
     """
     raw = read_checkpoint(path, prefer_ema)
-    config = config_for(raw, num_heads)
-    sd = raw.state_dict
-    check_keys(sd, config)
-    storage = _storage_dtype(weight_dtype)
-    file_dtypes = {v.dtype for v in sd.values() if v.is_floating_point()}
+    config = config_for(raw, num_heads, config)
+    check_keys(raw.state_dict, config)
+    storage = resolve_weight_dtype(weight_dtype)
     if storage is not None:
-        sd = {k: v.to(storage) if v.is_floating_point() else v for k, v in sd.items()}
-    stored = storage or (next(iter(file_dtypes)) if len(file_dtypes) == 1 else torch.float32)
-    if storage is None and len(file_dtypes) > 1:
-        sd = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in sd.items()}
-    with torch.device("meta"):
-        model = CausalWanModel(config)
-    model.load_state_dict(sd, strict=True, assign=True)
-    model = model.to(device)
+        cast_state_dict(raw.state_dict, storage, compute_dtype or torch.bfloat16)
+    stored = _main_dtype(raw.state_dict)
     if compute_dtype is None:
         compute_dtype = torch.bfloat16 if stored.itemsize == 1 else stored
+    with torch.device("meta"):
+        model = CausalWanModel(config)
+    model.load_state_dict(raw.state_dict, strict=True, assign=True)  # keys already checked by name above
+    model = model.to(device)
     model.compute_dtype = compute_dtype
     model.eval().requires_grad_(False)
-    sampler = _sampler_for(variant, raw.metadata)
     logger.info(
-        "Loaded Wan DiT (dim %d, %d layers, %.0fM params) from %s as %s, compute %s",
+        "Loaded Wan DiT (dim %d, %d layers, %.0fM params) from %s, stored %s, compute %s",
         config.dim, config.num_layers, sum(p.numel() for p in model.parameters()) / 1e6, Path(path).name,
         stored, compute_dtype,
     )
-    return LoadedDiT(model, config, sampler, raw.metadata, Path(path))
+    return LoadedDiT(model, config, _sampler_for(variant, raw.metadata), raw.metadata, Path(path))
 
 
 def download_from_hub(repo_id: str, filename: str, local_dir: str | Path) -> Path:
     """Fetch ``filename`` (or, for a pattern ending in ``/*``, that folder) from the Hugging Face hub into
-    ``local_dir`` (plain layout: ``local_dir/filename``); only ever called when the user asked for a download."""
+    ``local_dir`` (plain layout: ``local_dir/filename``); only ever called when the user asked for a download.
+
+    Raises CheckpointError naming the repo, the file and where to put it by hand when huggingface_hub is missing,
+    the hub is offline (HF_HUB_OFFLINE=1) or the download fails.
+    """
+    target = Path(local_dir) / filename.removesuffix("/*")
+    by_hand = f"Download it by hand from https://huggingface.co/{repo_id} and put it at {target}."
     try:
         from huggingface_hub import hf_hub_download, snapshot_download
     except ImportError:
         raise CheckpointError(
-            f"huggingface-hub is not installed, so {repo_id}/{filename} cannot be downloaded. Install it "
-            f"(pip install huggingface-hub) or put the file into {local_dir} by hand."
+            f"huggingface-hub is not installed, so {filename} from {repo_id} cannot be downloaded. "
+            f"Install it (pip install huggingface-hub) or: {by_hand}"
         ) from None
     try:
         if filename.endswith("/*"):
             snapshot_download(repo_id=repo_id, allow_patterns=[filename], local_dir=str(local_dir))
-            return Path(local_dir) / filename[:-2]
+            return target
         return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_dir=str(local_dir)))
     except Exception as err:
         raise CheckpointError(
-            f"Could not download {filename} from {repo_id} ({type(err).__name__}: {err}). Check the network or "
-            f"download it by hand into {Path(local_dir) / filename.removesuffix('/*')}."
+            f"Could not download {filename} from {repo_id} ({type(err).__name__}: {str(err)[:300]}). "
+            f"Check the network (and HF_HUB_OFFLINE). {by_hand}"
         ) from None

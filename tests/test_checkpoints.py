@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,14 +15,14 @@ from safetensors.torch import load_file, save_file
 
 from causal_forcing_core.checkpoint_convert import convert_release_to_safetensors
 from causal_forcing_core.checkpoints import (
+    count_parameters,
     download_from_hub,
     estimate_dit_bytes,
     load_dit,
-    parameter_count,
     read_checkpoint,
 )
 from causal_forcing_core.config import TINY, WAN_1_3B
-from causal_forcing_core.errors import CheckpointError, UnsafeCheckpointError
+from causal_forcing_core.errors import CheckpointError, InvalidInputError, UnsafeCheckpointError
 from parity_cases import fixture_dir
 from tiny import tiny_model, tiny_prompt, tiny_stream
 
@@ -130,11 +131,13 @@ def test_converter_round_trip_and_cli(tmp_path) -> None:
     _same_weights(loaded.model, reference)
     out = subprocess.run(
         [sys.executable, "-m", "causal_forcing_core", "convert", str(FIXTURES / "dit_tiny_release.pt"),
-         str(tmp_path / "cli.safetensors"), "--variant", "chunkwise-4step", "--num-heads", "2", "--ema"],
+         str(tmp_path / "cli.safetensors"), "--variant", "chunkwise-4step", "--num-heads", "2", "--text-len", "16",
+         "--ema"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    assert load_dit(tmp_path / "cli.safetensors").sampler.frames_per_block == 3
+    from_cli = load_dit(tmp_path / "cli.safetensors")
+    assert from_cli.sampler.frames_per_block == 3 and from_cli.config == TINY
 
 
 class _Evil:
@@ -145,8 +148,31 @@ class _Evil:
 def test_pickle_that_runs_code_is_refused(tmp_path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"generator": _Evil()}, path)
-    with pytest.raises(UnsafeCheckpointError, match="wants to run code"):
+    with pytest.raises(UnsafeCheckpointError, match="wants to run code") as err:
         load_dit(path)
+    msg = str(err.value)
+    assert "system" in msg and "refuse" in msg and "safetensors" in msg  # names the global, says how to convert
+    assert "weights_only` set to `False`" not in msg  # never relays torch's "retry unsafely" advice
+
+
+class _Harmless:  # any class, even one without __reduce__ tricks, needs code to rebuild
+    def __init__(self) -> None:
+        self.weights = torch.zeros(2)
+
+
+def test_pickled_custom_object_is_refused(tmp_path) -> None:
+    path = tmp_path / "object.pt"
+    torch.save({"generator_ema": _Harmless()}, path)
+    with pytest.raises(UnsafeCheckpointError, match="_Harmless"):
+        read_checkpoint(path)
+
+
+def test_garbage_pt_is_unreadable_not_unsafe(tmp_path) -> None:
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(CheckpointError, match="Cannot read garbage.pt") as err:
+        read_checkpoint(path)
+    assert not isinstance(err.value, UnsafeCheckpointError)
 
 
 def test_a_vae_is_not_a_dit(tmp_path) -> None:
@@ -182,7 +208,7 @@ def test_not_a_checkpoint_at_all(tmp_path) -> None:
 
 
 def test_sizes_of_the_real_model() -> None:
-    assert parameter_count(WAN_1_3B) == 1_418_996_800
+    assert count_parameters(WAN_1_3B) == 1_418_996_800
     assert estimate_dit_bytes(WAN_1_3B, torch.bfloat16) == 2 * 1_418_996_800
 
 
@@ -199,3 +225,202 @@ def test_loaded_model_generates(tmp_path, reference_sd) -> None:
     loaded = load_dit(path)
     stream = tiny_stream(loaded.model, loaded.sampler.name, prompt=tiny_prompt(1)).generate(1)
     assert stream.latents.shape == (1, 3, 16, 8, 8)
+
+
+# --------------------------------------------------------------------------------------------------- more layouts
+def _write_pt(path: Path, obj, **kwargs) -> Path:
+    torch.save(obj, path, **kwargs)
+    return path
+
+
+@pytest.mark.parametrize("layout", ["bare", "model.", "mixed", "generator_only", "legacy_format"])
+def test_release_pt_layouts(tmp_path, reference_sd, layout) -> None:
+    keys = sorted(reference_sd)
+    if layout == "bare":
+        obj = dict(reference_sd)
+    elif layout == "model.":
+        obj = {"generator": {f"model.{k}": v for k, v in reference_sd.items()}}
+    elif layout == "mixed":  # one file, both prefixes
+        obj = {"generator_ema": {("model._fsdp_wrapped_module." if i % 2 else "model.") + k: reference_sd[k]
+                                 for i, k in enumerate(keys)}}
+    else:
+        obj = {"generator": {f"model.{k}": v for k, v in reference_sd.items()}}
+    kwargs = {"_use_new_zipfile_serialization": False} if layout == "legacy_format" else {}  # cannot be mmapped
+    loaded = load_dit(_write_pt(tmp_path / "s.pt", obj, **kwargs), num_heads=2)
+    assert loaded.config == dataclasses.replace(TINY, text_len=512)  # shapes do not tell text_len
+    assert loaded.sampler is None
+    _same_weights(loaded.model, reference_sd)
+    assert not loaded.model.training
+    assert not any(p.requires_grad for p in loaded.model.parameters())
+
+
+def test_prefer_ema_falls_back_with_a_warning(tmp_path, reference_sd, caplog) -> None:
+    path = _write_pt(tmp_path / "chunkwise.pt", {"generator": {f"model.{k}": v for k, v in reference_sd.items()}})
+    with caplog.at_level("WARNING", logger="causal_forcing_core.checkpoints"):
+        raw = read_checkpoint(path, prefer_ema=True)
+    assert raw.metadata["release_key"] == "generator"
+    assert "has no generator_ema" in caplog.text
+
+
+def test_key_twice_after_prefix_stripping(tmp_path, reference_sd) -> None:
+    sd = {f"model.{k}": v for k, v in reference_sd.items()}
+    sd["model._fsdp_wrapped_module.head.head.bias"] = reference_sd["head.head.bias"]
+    with pytest.raises(CheckpointError, match="'head.head.bias' appears twice"):
+        read_checkpoint(_write_pt(tmp_path / "dup.pt", {"generator": sd}))
+
+
+def test_release_dict_without_weights(tmp_path) -> None:
+    path = _write_pt(tmp_path / "lora.pt", {"generator_lora": {"a": {"b": torch.zeros(1)}}, "step": 3})
+    with pytest.raises(CheckpointError, match=r"not a state dict of tensors.*generator_lora"):
+        read_checkpoint(path)
+
+
+@pytest.mark.parametrize("keys,guess", [
+    (["token_embedding.weight", "blocks.0.attn.q.weight", "norm.weight"], "looks like a T5 text encoder"),
+    (["input_blocks.0.0.weight", "out.2.weight"], "looks like a Stable Diffusion UNet"),
+    (["foo.weight", "bar.bias"], ""),
+])
+def test_other_models_are_not_a_dit(tmp_path, keys, guess) -> None:
+    path = _write_safetensors(tmp_path / "other.safetensors", {k: torch.zeros(2, 2) for k in keys},
+                              prefix="model.diffusion_model.")
+    with pytest.raises(CheckpointError) as err:
+        load_dit(path)
+    msg = str(err.value)
+    assert "not a Wan DiT" in msg and "patch_embedding.weight" in msg and keys[0] in msg
+    assert guess in msg
+
+
+def test_diffusers_library_naming_is_explained(tmp_path) -> None:
+    sd = {"patch_embedding.weight": torch.zeros(4, 16, 1, 2, 2), "condition_embedder.time_embedder.linear_1.weight":
+          torch.zeros(4, 4), "blocks.0.attn1.to_q.weight": torch.zeros(4, 4), "scale_shift_table": torch.zeros(1, 2, 4)}
+    with pytest.raises(CheckpointError, match=r"diffusers library's naming.*-Diffusers"):
+        load_dit(_write_safetensors(tmp_path / "d.safetensors", sd))
+
+
+def test_many_missing_keys_are_counted(tmp_path, reference_sd) -> None:
+    sd = {k: v for k, v in reference_sd.items() if not k.startswith("blocks.1.")}
+    sd["img_emb.proj.0.weight"] = torch.zeros(3)
+    path = _write_safetensors(tmp_path / "w.safetensors", sd, metadata={"dit_config": json.dumps(TINY.to_dict())})
+    with pytest.raises(CheckpointError) as err:
+        load_dit(path)
+    n_block = sum(k.startswith("blocks.1.") for k in reference_sd)
+    msg = str(err.value)
+    assert f"{n_block} missing: blocks.1." in msg and " ..." in msg
+    assert "1 unexpected: img_emb.proj.0.weight" in msg and "Wan I2V" in msg
+
+
+def test_sharded_folder_with_a_missing_shard(tmp_path, reference_sd) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(TINY.to_dict()))
+    _write_safetensors(tmp_path / "diffusion_pytorch_model-00001-of-00002.safetensors", reference_sd)
+    weight_map = {k: "diffusion_pytorch_model-00002-of-00002.safetensors" for k in reference_sd}
+    (tmp_path / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(CheckpointError, match="lacks the shard.*00002-of-00002"):
+        load_dit(tmp_path)
+
+
+def test_config_json_that_contradicts_the_weights(tmp_path, reference_sd) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({**TINY.to_dict(), "ffn_dim": 96}))
+    _write_safetensors(tmp_path / "diffusion_pytorch_model.safetensors", reference_sd)
+    with pytest.raises(CheckpointError, match=r"wrong shape: blocks\.0\.ffn\.0\.bias: file \[128\] vs model \[96\]"):
+        load_dit(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------------- dtypes
+def test_fp8_storage_keeps_small_tensors_precise(tmp_path, reference_sd) -> None:
+    path = _write_safetensors(tmp_path / "w.safetensors", reference_sd, metadata={"dit_config": json.dumps(TINY.to_dict())})
+    model = load_dit(path, weight_dtype=torch.float8_e4m3fn).model
+    assert model.patch_embedding.weight.dtype == torch.float8_e4m3fn
+    assert model.blocks[1].ffn[2].weight.dtype == torch.float8_e4m3fn
+    for small in (model.blocks[0].modulation, model.head.modulation, model.blocks[0].norm3.weight,
+                  model.blocks[0].self_attn.norm_q.weight, model.blocks[0].ffn[0].bias):
+        assert small.dtype == torch.bfloat16
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    assert total < 0.3 * estimate_dit_bytes(TINY, torch.float32)
+
+
+def test_auto_keeps_a_mixed_file_mixed(tmp_path, reference_sd) -> None:
+    """ComfyUI-style fp8 files keep norms/biases in higher precision; "auto" must not upcast the fp8 matrices."""
+    sd = {k: v.to(torch.float8_e4m3fn) if v.ndim >= 2 and k.endswith(".weight") else v for k, v in reference_sd.items()}
+    path = _write_safetensors(tmp_path / "mixed.safetensors", sd, prefix="model.diffusion_model.",
+                              metadata={"dit_config": json.dumps(TINY.to_dict())})
+    loaded = load_dit(path)
+    assert loaded.model.blocks[0].self_attn.q.weight.dtype == torch.float8_e4m3fn
+    assert loaded.model.blocks[0].self_attn.q.bias.dtype == torch.float32
+    assert loaded.model.compute_dtype == torch.bfloat16
+    assert load_dit(path, compute_dtype=torch.float32).model.compute_dtype == torch.float32
+
+
+def test_bf16_file_computes_in_bf16_and_fp32_on_request(tmp_path, reference_sd) -> None:
+    sd = {k: v.to(torch.bfloat16) for k, v in reference_sd.items()}
+    path = _write_safetensors(tmp_path / "b.safetensors", sd, metadata={"dit_config": json.dumps(TINY.to_dict())})
+    assert load_dit(path).model.compute_dtype == torch.bfloat16
+    up = load_dit(path, weight_dtype="fp32").model
+    assert up.compute_dtype == torch.float32 and up.head.head.weight.dtype == torch.float32
+    with pytest.raises(CheckpointError, match="Unknown weight dtype 'int4'"):
+        load_dit(path, weight_dtype="int4")
+
+
+def test_variant_argument_and_unknown_metadata_variant(tmp_path, reference_sd) -> None:
+    path = _write_safetensors(tmp_path / "w.safetensors", reference_sd,
+                              metadata={"dit_config": json.dumps(TINY.to_dict()), "variant": "no-such-preset"})
+    assert load_dit(path).sampler is None
+    assert load_dit(path, variant="framewise-4step").sampler.frames_per_block == 1
+    with pytest.raises(InvalidInputError, match="Unknown sampler preset"):
+        load_dit(path, variant="sixstep")
+
+
+# --------------------------------------------------------------------------------------------------- converter
+@needs_fixtures
+def test_converter_metadata_dtype_and_ema(tmp_path) -> None:
+    dst = convert_release_to_safetensors(FIXTURES / "dit_tiny_release.pt", tmp_path / "out" / "s.safetensors",
+                                         variant="chunkwise-4step", dtype="bf16", config=TINY)
+    from safetensors import safe_open
+
+    with safe_open(str(dst), framework="pt") as f:
+        meta = f.metadata()
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+        assert all(not k.startswith("model.") for k in f.keys())
+    assert json.loads(meta["dit_config"]) == TINY.to_dict()
+    assert meta["variant"] == "chunkwise-4step" and meta["frames_per_block"] == "3"
+    assert json.loads(meta["denoising_steps"]) == [1000, 750, 500, 250] and json.loads(meta["first_chunk_steps"]) is None
+    assert meta["source"] == "dit_tiny_release.pt" and meta["source_key"] == "generator_ema"
+    loaded = load_dit(dst)  # no num_heads needed any more: the metadata carries the config
+    assert loaded.config == TINY and loaded.sampler.name == "chunkwise-4step"
+    reference = {k.removeprefix("model."): v for k, v in load_file(str(FIXTURES / "dit_tiny.safetensors")).items()}
+    assert torch.allclose(loaded.model.head.head.bias.float(), reference["head.head.bias"] + 0.25, atol=2e-3)
+    assert [p.name for p in dst.parent.iterdir()] == ["s.safetensors"]  # no partial file left behind
+
+
+def test_converter_validates_before_writing(tmp_path, reference_sd) -> None:
+    src = _write_pt(tmp_path / "s.pt", {"generator": {f"model.{k}": v for k, v in reference_sd.items()}})
+    with pytest.raises(InvalidInputError, match="Unknown sampler preset"):
+        convert_release_to_safetensors(src, tmp_path / "a.safetensors", variant="3step")
+    broken = _write_pt(tmp_path / "b.pt", {k: v for k, v in reference_sd.items() if k != "head.modulation"})
+    with pytest.raises(CheckpointError, match="1 missing: head.modulation"):
+        convert_release_to_safetensors(broken, tmp_path / "b.safetensors", variant="framewise-1step", num_heads=2)
+    with pytest.raises(CheckpointError, match="should end in .safetensors"):
+        convert_release_to_safetensors(src, tmp_path / "c.pt", variant="framewise-1step", num_heads=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.pt", "s.pt"]
+
+
+def test_download_offline_names_repo_file_and_place(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("huggingface_hub")
+    import socket
+
+    from huggingface_hub import constants
+
+    attempts = []
+
+    def no_network(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("tests never reach the network")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    with pytest.raises(CheckpointError) as err:
+        download_from_hub("zhuhz22/Causal-Forcing", "framewise/causal_forcing.pt", tmp_path / "models")
+    msg = str(err.value)
+    assert "zhuhz22/Causal-Forcing" in msg and "framewise/causal_forcing.pt" in msg
+    assert str(tmp_path / "models" / "framewise" / "causal_forcing.pt") in msg
+    assert attempts == []  # offline mode stopped it before any connection
