@@ -1,7 +1,7 @@
 """Command line of the core: ``python -m causal_forcing_core <command>``.
 
-Commands so far: ``convert`` (release .pt -> safetensors with metadata). Generation from the command line comes
-with the text encoder / VAE work.
+- ``generate``: a prompt or a prompt schedule to a video file (see :mod:`.cli`);
+- ``convert``: a release ``.pt`` student to safetensors that records its sampler.
 """
 
 from __future__ import annotations
@@ -10,16 +10,14 @@ import argparse
 import logging
 import sys
 
-from .checkpoint_convert import convert_release_to_safetensors
 from .config import SAMPLER_PRESETS
 from .errors import CausalForcingError
 
 _DTYPES = {"keep": None, "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+logger = logging.getLogger("causal_forcing_core")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m causal_forcing_core")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_convert(sub: argparse._SubParsersAction) -> None:
     conv = sub.add_parser("convert", help="convert a release .pt student to safetensors with metadata")
     conv.add_argument("src", help="release .pt file (generator / generator_ema)")
     conv.add_argument("dst", help="output .safetensors path")
@@ -29,17 +27,39 @@ def main(argv: list[str] | None = None) -> int:
     ema.add_argument("--no-ema", dest="prefer_ema", action="store_false", help="take generator")
     conv.add_argument("--dtype", choices=sorted(_DTYPES), default="keep")
     conv.add_argument("--num-heads", type=int, help="attention heads, when the file has no config (Wan: dim/128)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    conv.add_argument("--text-len", type=int, default=512, help="text tokens the model attends to (Wan: 512)")
+
+
+def _convert(args: argparse.Namespace) -> None:
     import torch
 
+    from .checkpoint_convert import convert_release_to_safetensors
+
+    dtype = getattr(torch, _DTYPES[args.dtype]) if _DTYPES[args.dtype] else None
+    convert_release_to_safetensors(
+        args.src, args.dst, variant=args.variant, prefer_ema=args.prefer_ema, dtype=dtype, num_heads=args.num_heads,
+        text_len=args.text_len,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .cli import add_generate_arguments, report, run_generate
+
+    parser = argparse.ArgumentParser(prog="python -m causal_forcing_core")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="generate a video from a prompt or a prompt schedule")
+    add_generate_arguments(gen)
+    _add_convert(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:
-        dtype = getattr(torch, _DTYPES[args.dtype]) if _DTYPES[args.dtype] else None
-        convert_release_to_safetensors(
-            args.src, args.dst, variant=args.variant, prefer_ema=args.prefer_ema, dtype=dtype, num_heads=args.num_heads
-        )
+        if args.command == "generate":
+            report(run_generate(args), args.report)
+        else:
+            _convert(args)
     except CausalForcingError as err:
-        logging.getLogger("causal_forcing_core").error("%s", err)
+        logger.error("%s", err)
         return 2
     return 0
 
