@@ -133,7 +133,8 @@ def run_generate(args: argparse.Namespace) -> Timing:
     """The whole ``generate`` command; returns the timing report."""
     from .text_encoder import load_text_encoder
     from .vae import load_vae
-    from .video_io import frames_to_uint8, load_image, write_video
+    from .image_io import load_image
+    from .video_io import frames_to_uint8, write_video
 
     t_start = time.perf_counter()
     timing = Timing()
