@@ -96,7 +96,8 @@ def _refuse_pickle(path: Path, err: Exception) -> CheckpointError:
     )
 
 
-def _torch_load(path: Path) -> Any:
+def load_torch_weights(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` (memory-mapped when possible); code-running pickles are refused."""
     try:
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -119,7 +120,7 @@ def read_release_pt(path: Path, prefer_ema: bool | None = None) -> RawCheckpoint
     warning) to the other when the file holds only one (release files hold exactly one, reference §3.2).
     """
     path = Path(path)
-    obj = _torch_load(path)
+    obj = load_torch_weights(path)
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path.name} holds a {type(obj).__name__}, expected a dict of weights.")
     present = [k for k in ("generator_ema", "generator") if k in obj]
@@ -140,7 +141,8 @@ def read_release_pt(path: Path, prefer_ema: bool | None = None) -> RawCheckpoint
     return RawCheckpoint(strip_prefixes(sd), meta)
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a safetensors file."""
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
@@ -160,7 +162,7 @@ def _decode_metadata(raw: Mapping[str, str]) -> dict[str, Any]:
 
 def read_safetensors_file(path: Path) -> RawCheckpoint:
     """One ``.safetensors`` file: prefixes stripped, JSON metadata values decoded."""
-    sd, meta = _read_safetensors(Path(path))
+    sd, meta = read_safetensors(Path(path))
     return RawCheckpoint(strip_prefixes(sd), _decode_metadata(meta))
 
 
@@ -194,7 +196,7 @@ def read_diffusers_folder(folder: Path) -> RawCheckpoint:
     sd: dict[str, torch.Tensor] = {}
     meta: dict[str, Any] = {}
     for shard in shards:
-        part, part_meta = _read_safetensors(folder / shard)
+        part, part_meta = read_safetensors(folder / shard)
         sd.update(part)
         meta.update(_decode_metadata(part_meta))
     return RawCheckpoint(strip_prefixes(sd), meta, config)
