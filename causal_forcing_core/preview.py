@@ -335,7 +335,7 @@ def _read_torch(path: Path) -> Any:
         ) from None
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return {k: f.get_tensor(k) for k in f.keys()}
@@ -360,7 +360,7 @@ def read_preview_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     suffix = path.suffix.lower()
     torch_suffixes = (".pth", ".pt", ".ckpt", ".bin")
     if suffix in (".safetensors", ".sft") or (suffix not in torch_suffixes and _looks_like_safetensors(path)):
-        return _read_safetensors(path)
+        return read_safetensors(path)
     obj = _read_torch(path)
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
