@@ -164,7 +164,8 @@ def run_generate(args: argparse.Namespace) -> Timing:
 
     # ---- 1. prompts, then free the text encoder
     t0 = time.perf_counter()
-    encoder = load_text_encoder(encoder_path, tokenizer_path, device=device)
+    encoder = load_text_encoder(encoder_path, tokenizer_path, device=device, dtype=dtype,
+                                allow_download=args.download)
     prompts_text = schedule_prompts(text)
     embeddings = dict(zip(prompts_text, encoder.encode(prompts_text).split(1)))
     encoder.release()

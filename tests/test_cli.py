@@ -1,0 +1,94 @@
+"""The command line end to end on tiny random weights written to disk."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from causal_forcing_core.config import TINY
+from causal_forcing_core.video_io import read_video_frames
+from test_vae import tiny_vae
+from tiny import tiny_model
+from tiny_text import write_tiny_text_encoder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("tiny_weights")
+    encoder, tokenizer = write_tiny_text_encoder(folder / "text")
+    out = {"text": encoder, "tokenizer": tokenizer}
+    for variant in ("chunkwise-4step", "framewise-2step"):
+        path = folder / f"student_{variant}.safetensors"
+        sd = {k: v.contiguous() for k, v in tiny_model(seed=5).state_dict().items()}
+        save_file(sd, str(path), metadata={"dit_config": json.dumps(TINY.to_dict()), "variant": variant})
+        out[variant] = path
+    out["vae"] = folder / "vae.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_vae().state_dict().items()}, str(out["vae"]))
+    return out
+
+
+def run_cli(weights: dict[str, Path], *args: str, model: str = "chunkwise-4step") -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "causal_forcing_core", "generate", "--model", str(weights[model]),
+           "--text-encoder", str(weights["text"]), "--tokenizer", str(weights["tokenizer"]),
+           "--vae", str(weights["vae"]), "--height", "64", "--width", "64", "--device", "cpu", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_generate_with_a_schedule_writes_a_video(weights, tmp_path) -> None:
+    out = tmp_path / "video.mp4"
+    result = run_cli(weights, "--schedule", "0: a red square moves left\n2: a blue circle moves up", "--frames", "33",
+                     "--seed", "3", "--recache", "--output", str(out), "--report", str(tmp_path / "report.json"))
+    assert result.returncode == 0, result.stderr
+    frames = read_video_frames(out)
+    assert frames.shape == (33, 64, 64, 3)
+    assert frames.std() > 1 and np.abs(np.diff(frames.astype(float), axis=0)).mean() > 0.1
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["latent_frames"] == 9 and report["pixel_frames"] == 33
+    assert report["first_chunk_s"] > 0 and report["pixel_fps_without_decode"] > 0
+    assert "first chunk" in result.stderr
+
+
+def test_image_to_video_with_a_framewise_model(weights, tmp_path) -> None:
+    image = tmp_path / "start.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 90, 4)) * 255).astype(np.uint8), "RGBA").save(image)
+    out = tmp_path / "i2v.webp"
+    result = run_cli(weights, "--prompt", "a cat walks", "--image", str(image), "--frames", "13",
+                     "--output", str(out), model="framewise-2step")
+    assert result.returncode == 0, result.stderr
+    assert read_video_frames(out).shape == (13, 64, 64, 3)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--prompt", "a cat", "--frames", "30"], "1 \\+ 4k"),
+        (["--prompt", "a cat", "--frames", "29"], "not a whole number of 3-frame chunks"),
+        (["--schedule", "0: a cat\n9: a dog", "--frames", "33"], "starts at chunk 9"),
+        (["--prompt", "a cat", "--height", "70"], "multiples of 16"),
+        (["--prompt", "a cat", "--output", "/proc/nope/video.mp4"], "Cannot write the output"),
+    ],
+)
+def test_bad_input_is_one_clear_line(weights, args, message) -> None:
+    result = run_cli(weights, *args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert __import__("re").search(message, result.stderr), result.stderr
+
+
+def test_missing_weights_point_to_download(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "causal_forcing_core", "generate", "--prompt", "a cat", "--models-dir", str(tmp_path),
+         "--output", str(tmp_path / "v.mp4")], cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "--download" in result.stderr and "zhuhz22/Causal-Forcing" in result.stderr
