@@ -160,7 +160,10 @@ def _temp_sibling(path: Path) -> Path:
 
 
 def _finish(tmp: Path, path: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; give it the permissions of a normal new file
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
