@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .checkpoints import _read_safetensors, _torch_load
+from .checkpoints import read_safetensors, load_torch_weights
 from .errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -88,14 +88,9 @@ def read_text_encoder_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"The umT5 text encoder file {path} does not exist.")
     if path.suffix == ".safetensors":
-        sd, _ = _read_safetensors(path)
+        sd, _ = read_safetensors(path)
     else:
-        try:
-            sd = _torch_load(path)
-        except Exception as err:  # noqa: BLE001 - reported with the file name
-            raise CheckpointError(
-                f"Cannot read {path.name} as plain tensors (torch.load weights_only=True): {err}".splitlines()[0]
-            ) from None
+        sd = load_torch_weights(path)  # weights_only=True; refuses code-running pickles
     if not isinstance(sd, Mapping):
         raise CheckpointError(f"{path.name} holds a {type(sd).__name__}, expected a dict of umT5 weights.")
     sd = {k.removeprefix("text_encoders.umt5xxl.transformer.").removeprefix("model."): v for k, v in sd.items()}
