@@ -1,15 +1,13 @@
 """ComfyUI adapters over :mod:`causal_forcing_core`: thin, one module per concern, no maths.
 
-Each node module exports ``NODE_CLASS_MAPPINGS`` and ``NODE_DISPLAY_NAME_MAPPINGS``; list it in
-``_NODE_MODULES`` to register it. Node ids start with ``CausalForcing`` and are never renamed once released.
+Each node module exports ``NODE_CLASS_MAPPINGS`` and ``NODE_DISPLAY_NAME_MAPPINGS``; adding its name to
+``_NODE_MODULES`` registers it. Node ids start with ``CausalForcing`` and are never renamed once released.
+Node modules import ComfyUI only through :mod:`.comfy_runtime`, and heavy libraries only inside functions.
 """
 
 from __future__ import annotations
 
 import importlib
-import logging
-
-logger = logging.getLogger(__name__)
 
 #: node modules of this package, registered in this order (the nodes arrive with the node pack issue)
 _NODE_MODULES: tuple[str, ...] = ()
@@ -19,5 +17,10 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
 
 for _name in _NODE_MODULES:
     _module = importlib.import_module(f".{_name}", __name__)
+    _clash = NODE_CLASS_MAPPINGS.keys() & _module.NODE_CLASS_MAPPINGS.keys()
+    if _clash:
+        raise RuntimeError(f"node ids registered twice (second time by nodes/{_name}.py): {sorted(_clash)}")
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

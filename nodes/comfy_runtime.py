@@ -1,6 +1,7 @@
-"""The one place that touches ComfyUI (``comfy.*``, ``folder_paths``, ``server``).
+"""The one place that touches ComfyUI (``comfy.*``, ``comfy_execution``, ``folder_paths``, ``server``).
 
-Every function falls back to plain torch behaviour when ComfyUI is absent, so node logic runs in tests.
+ComfyUI modules are imported lazily, on first use. When ComfyUI is absent every function falls back to plain torch
+behaviour (or does nothing), so node logic runs in tests and outside ComfyUI.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,91 +18,153 @@ import torch
 
 logger = logging.getLogger(__name__)
 
+#: extensions ComfyUI lists in model folders; the fallback listing uses the same set
+MODEL_EXTENSIONS = frozenset({".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"})
+#: environment variable naming the models root outside ComfyUI (``$CF_MODELS_DIR/<folder>/<file>``)
+MODELS_DIR_ENV = "CF_MODELS_DIR"
+
+_missing: set[str] = set()
+
 
 def _optional(name: str) -> ModuleType | None:
+    """Import ``name`` if it can be imported, else None. A miss is remembered (no repeated import search); a module
+    placed in ``sys.modules`` later, as tests do with stand-ins, is still found."""
+    module = sys.modules.get(name)
+    if module is not None or name in _missing:
+        return module
     try:
         return importlib.import_module(name)
-    except ImportError:
+    except ImportError as exc:
+        logger.debug("ComfyUI module %s not available (%s); using the fallback", name, exc)
+        _missing.add(name)
         return None
 
 
 def comfy_available() -> bool:
-    """True inside a running ComfyUI (its ``comfy`` and ``folder_paths`` modules import)."""
+    """True inside ComfyUI: its ``comfy.model_management`` and ``folder_paths`` modules import."""
     return _optional("comfy.model_management") is not None and _optional("folder_paths") is not None
 
 
 def get_torch_device() -> torch.device:
-    """ComfyUI's compute device, else CUDA, MPS or CPU."""
+    """ComfyUI's compute device; outside ComfyUI the first of CUDA, MPS and CPU that is available."""
     mm = _optional("comfy.model_management")
     if mm is not None:
         return mm.get_torch_device()
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
 
 
 def throw_if_interrupted() -> None:
-    """Raise ComfyUI's interruption exception when the user pressed Cancel; no-op outside ComfyUI."""
+    """Raise ComfyUI's interruption exception when the user cancelled the run; a no-op outside ComfyUI.
+    Call it between denoising steps and between chunks."""
     mm = _optional("comfy.model_management")
     if mm is not None:
         mm.throw_exception_if_processing_interrupted()
 
 
-class _LoggingProgressBar:
-    """Stand-in for ``comfy.utils.ProgressBar`` that logs progress."""
+class ProgressBar:
+    """A progress bar over ``total`` steps: ComfyUI's bar on the running node (whose updates are also
+    interruption points), or, outside ComfyUI, one that logs at debug level.
 
-    def __init__(self, total: int) -> None:
-        self.total = total
+    ``preview`` is ComfyUI's preview tuple ``("JPEG" | "PNG", PIL.Image, max_size | None)``; it is dropped outside
+    ComfyUI.
+    """
+
+    def __init__(self, total: int, node_id: str | None = None) -> None:
+        self.total = int(total)
         self.current = 0
+        utils = _optional("comfy.utils")
+        self._bar: Any = None
+        if utils is not None:  # older ComfyUI releases take no node_id
+            self._bar = utils.ProgressBar(self.total) if node_id is None else utils.ProgressBar(self.total, node_id)
 
     def update_absolute(self, value: int, total: int | None = None, preview: Any = None) -> None:
+        """Set the progress to ``value`` (and the total, when given)."""
         if total is not None:
-            self.total = total
-        self.current = value
-        logger.debug("progress %d/%d", self.current, self.total)
+            self.total = int(total)
+        self.current = int(value)
+        if self._bar is not None:
+            self._bar.update_absolute(self.current, self.total if total is not None else None, preview)
+        else:
+            logger.debug("progress %d/%d", self.current, self.total)
 
-    def update(self, value: int) -> None:
-        self.update_absolute(self.current + value)
-
-
-def progress_bar(total: int) -> Any:
-    """A progress bar over ``total`` steps: ComfyUI's (shown on the node) or a logging stand-in."""
-    utils = _optional("comfy.utils")
-    if utils is not None:
-        return utils.ProgressBar(total)
-    return _LoggingProgressBar(total)
+    def update(self, value: int = 1) -> None:
+        """Advance the progress by ``value`` steps."""
+        self.update_absolute(self.current + int(value))
 
 
 def model_file_list(folder: str) -> list[str]:
-    """File names in a ComfyUI model folder (``diffusion_models``, ``vae``...); outside ComfyUI, the files under
-    ``$CF_MODELS_DIR/<folder>``."""
+    """Model file names in a ComfyUI model folder (``diffusion_models``, ``checkpoints``, ``vae_approx``...).
+
+    Outside ComfyUI: the files with a model extension under ``$CF_MODELS_DIR/<folder>``, as sorted relative POSIX
+    paths, or an empty list when that folder does not exist.
+    """
     fp = _optional("folder_paths")
     if fp is not None:
         return list(fp.get_filename_list(folder))
-    root = os.environ.get("CF_MODELS_DIR")
-    if not root or not (Path(root) / folder).is_dir():
+    base = _fallback_folder(folder)
+    if base is None or not base.is_dir():
         return []
-    base = Path(root) / folder
-    return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file())
+    return sorted(
+        p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file() and p.suffix.lower() in MODEL_EXTENSIONS
+    )
 
 
 def model_file_path(folder: str, name: str) -> str:
-    """Full path of ``name`` in a model folder; raises FileNotFoundError naming the folder when it is absent."""
+    """Full path of the model file ``name`` in ``folder``; raises FileNotFoundError saying where it looked.
+
+    Outside ComfyUI the file is looked up under ``$CF_MODELS_DIR/<folder>``; names that leave that folder are refused.
+    """
     fp = _optional("folder_paths")
     if fp is not None:
         return fp.get_full_path_or_raise(folder, name)
-    root = os.environ.get("CF_MODELS_DIR", "")
-    path = Path(root) / folder / name
-    if not root or not path.is_file():
-        raise FileNotFoundError(f"Model file {name!r} not found in folder {folder!r} (CF_MODELS_DIR={root!r}).")
+    base = _fallback_folder(folder)
+    if base is None:
+        raise FileNotFoundError(
+            f"Model file {name!r} not found: ComfyUI is not loaded and {MODELS_DIR_ENV} is not set "
+            f"(expected the file at ${MODELS_DIR_ENV}/{folder}/{name})."
+        )
+    path = (base / name).resolve()
+    if not path.is_relative_to(base.resolve()) or not path.is_file():
+        raise FileNotFoundError(f"Model file {name!r} not found in {base} (folder {folder!r} under ${MODELS_DIR_ENV}).")
     return str(path)
 
 
-def send_sync(event: str, data: dict[str, Any]) -> None:
-    """Send a websocket message to the browser (``PromptServer.instance.send_sync``); no-op outside ComfyUI."""
+def _fallback_folder(folder: str) -> Path | None:
+    root = os.environ.get(MODELS_DIR_ENV)
+    return Path(root) / folder if root else None
+
+
+def _prompt_server() -> Any:
     server = _optional("server")
-    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    return getattr(getattr(server, "PromptServer", None), "instance", None)
+
+
+def send_sync(event: str, data: dict[str, Any]) -> None:
+    """Send a websocket event to the browser (``PromptServer.instance.send_sync``); a no-op outside ComfyUI.
+    Event names of this pack start with ``causal_forcing.``."""
+    instance = _prompt_server()
     if instance is not None:
         instance.send_sync(event, data)
+    else:
+        logger.debug("event %s (no ComfyUI server): %s", event, data)
+
+
+def send_progress_text(text: str, node_id: str | None = None) -> None:
+    """Show ``text`` on a node (``PromptServer.instance.send_progress_text``); ``node_id`` defaults to the node that
+    is running. A no-op outside ComfyUI and in ComfyUI releases without text progress."""
+    instance = _prompt_server()
+    if instance is None or not hasattr(instance, "send_progress_text"):
+        logger.debug("progress text: %s", text)
+        return
+    if node_id is None:
+        execution = _optional("comfy_execution.utils")
+        get_context = getattr(execution, "get_executing_context", None)
+        context = get_context() if get_context is not None else None
+        node_id = getattr(context, "node_id", None)
+    if node_id is not None:
+        instance.send_progress_text(text, node_id)
