@@ -124,3 +124,23 @@ def load_image(
     arr = np.asarray(resized.convert("RGB"), dtype=np.float32)
     tensor = torch.from_numpy(arr.copy()).permute(2, 0, 1).div_(127.5).sub_(1.0)
     return tensor.reshape(1, 3, 1, height, width).contiguous()
+
+
+def fit_image_tensor(image: torch.Tensor, height: int, width: int, mode: str = "crop") -> torch.Tensor:
+    """A ComfyUI ``IMAGE`` [N, H, W, 3] (or [H, W, 3]) in [0, 1] -> its first frame as ``[1, 3, 1, height, width]``
+    float32 in [-1, 1], resized like :func:`load_image` (``crop`` / ``pad`` / ``stretch``)."""
+    height = _check_size("height", height)
+    width = _check_size("width", width)
+    if mode not in RESIZE_MODES:
+        raise InvalidInputError(f"Unknown resize mode {mode!r}; expected one of {', '.join(RESIZE_MODES)}.")
+    if image.dim() == 3:
+        image = image.unsqueeze(0)
+    if image.dim() != 4 or image.shape[0] < 1 or image.shape[-1] not in (1, 3, 4):
+        raise InvalidInputError(f"Expected an IMAGE [N, H, W, 3] in [0, 1], got shape {list(image.shape)}.")
+    frame = image[0, :, :, :3] if image.shape[-1] != 1 else image[0].expand(-1, -1, 3)
+    arr = (frame.detach().float().clamp(0, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
+    pil = Image.fromarray(arr, mode="RGB")
+    if pil.size != (width, height):
+        pil = _resize(pil, height, width, mode, "black")
+    out = torch.from_numpy(np.asarray(pil, dtype=np.float32).copy()).permute(2, 0, 1).div_(127.5).sub_(1.0)
+    return out.reshape(1, 3, 1, height, width).contiguous()

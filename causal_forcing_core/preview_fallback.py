@@ -101,7 +101,8 @@ class LatentRGBStream:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         p = self._preview
-        rgb = latent_to_rgb(latents, upscale=p.spatial_scale if p.spatial_scale > 1 else False)
+        rgb = latent_to_rgb(latents, upscale=p.spatial_scale if p.spatial_scale > 1 else False, factors=p.factors,
+                            bias=p.bias)
         if p.temporal_repeat and rgb.shape[1]:
             repeats = torch.full((rgb.shape[1],), p.time_scale, device=rgb.device, dtype=torch.long)
             if self.latents_seen == 0:
@@ -118,9 +119,15 @@ class LatentRGBPreview:
     kind = "latent2rgb"
     time_scale = 4
 
-    def __init__(self, *, upscale: bool = True, temporal_repeat: bool = True) -> None:
+    def __init__(
+        self, *, upscale: bool = True, temporal_repeat: bool = True, factors: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+    ) -> None:
+        """``factors`` [16, 3] / ``bias`` [3]: see :func:`latent_to_rgb` (default: the false-colour map)."""
         self.spatial_scale = 8 if upscale else 1
         self.temporal_repeat = temporal_repeat
+        self.factors = factors
+        self.bias = bias
 
     def output_frames(self, num_latents: int) -> int:
         if not self.temporal_repeat:

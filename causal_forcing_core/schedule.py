@@ -5,6 +5,9 @@ Two text forms, the same for the command line and the nodes:
 - lines ``index: prompt`` (``0: a cat walks`` / ``5: the cat jumps``), index = the chunk where the prompt starts;
 - ``a | b | c``: equal segments over the video.
 
+Indices may also be seconds (:func:`parse_schedule` with ``chunk_seconds``): ``2.5: the cat jumps`` starts at the
+chunk holding second 2.5.
+
 A plain prompt without either form is one segment starting at chunk 0.
 """
 
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from .errors import InvalidInputError
 
 _LINE = re.compile(r"^\s*(\d+)\s*:\s*(.*?)\s*$")
+_TIMED_LINE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(?:s\b)?\s*:\s*(.*?)\s*$")
 
 
 @dataclass(frozen=True)
@@ -26,18 +30,42 @@ class ScheduleEntry:
     prompt: str
 
 
-def parse_schedule(text: str, num_chunks: int) -> list[ScheduleEntry]:
-    """Parse a schedule for a video of ``num_chunks`` chunks; entries come back sorted and validated."""
+def parse_schedule(text: str, num_chunks: int, chunk_seconds: float | None = None) -> list[ScheduleEntry]:
+    """Parse a schedule for a video of ``num_chunks`` chunks; entries come back sorted and validated.
+
+    With ``chunk_seconds`` (the length of one chunk in seconds) line indices are seconds (``2.5: ...`` or
+    ``2.5s: ...``) and map to the chunk that holds that second; otherwise they are chunk indices.
+    """
     if num_chunks < 1:
         raise InvalidInputError(f"A schedule needs at least one chunk, got {num_chunks}.")
     lines = [line for line in text.strip().splitlines() if line.strip()]
     if not lines:
         raise InvalidInputError("The prompt schedule is empty; give a prompt or lines like '0: a cat walks'.")
-    if any(_LINE.match(line) for line in lines):
-        return _parse_indexed(lines, num_chunks)
+    pattern = _LINE if chunk_seconds is None else _TIMED_LINE
+    if any(pattern.match(line) for line in lines):
+        if chunk_seconds is None:
+            return _parse_indexed(lines, num_chunks)
+        lines = [_seconds_to_chunk_line(number, line, chunk_seconds) for number, line in enumerate(lines, 1)]
+        try:
+            return _parse_indexed(lines, num_chunks)
+        except InvalidInputError as err:
+            raise InvalidInputError(
+                f"{err} (The lines give seconds; one chunk lasts {chunk_seconds:g} s, so second s falls in chunk "
+                f"floor(s / {chunk_seconds:g}).)"
+            ) from None
     joined = " ".join(line.strip() for line in lines)
     parts = [p.strip() for p in joined.split("|")] if "|" in joined else [joined]
     return equal_segments(parts, num_chunks)
+
+
+def _seconds_to_chunk_line(number: int, line: str, chunk_seconds: float) -> str:
+    match = _TIMED_LINE.match(line)
+    if not match:
+        raise InvalidInputError(f"Schedule line {number} ({line.strip()!r}) is not of the form 'second: prompt'.")
+    if chunk_seconds <= 0:
+        raise InvalidInputError(f"chunk_seconds must be positive, got {chunk_seconds}.")
+    chunk = int(float(match.group(1)) / chunk_seconds + 1e-9)
+    return f"{chunk}: {match.group(2)}"
 
 
 def _parse_indexed(lines: list[str], num_chunks: int) -> list[ScheduleEntry]:
@@ -80,9 +108,10 @@ def equal_segments(prompts: list[str], num_chunks: int) -> list[ScheduleEntry]:
     return entries
 
 
-def schedule_prompts(text: str) -> list[str]:
-    """The distinct prompts of a schedule, in order of appearance, before the video length is known."""
-    entries = parse_schedule(text, num_chunks=1 << 30)
+def schedule_prompts(text: str, chunk_seconds: float | None = None) -> list[str]:
+    """The distinct prompts of a schedule, in order of appearance, before the video length is known (this also
+    checks the syntax and says which line is wrong)."""
+    entries = parse_schedule(text, num_chunks=1 << 30, chunk_seconds=chunk_seconds)
     return list(dict.fromkeys(e.prompt for e in entries))
 
 

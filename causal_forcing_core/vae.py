@@ -216,18 +216,31 @@ def read_vae_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 def load_vae(path: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> WanVAE:
     """Load a Wan 2.1 VAE (reference .pth, ComfyUI safetensors, fixture files) with a strict key check."""
-    sd = read_vae_weights(path)
+    vae = vae_from_state_dict(read_vae_weights(path), Path(path).name, device=device, dtype=dtype)
+    logger.info("Loaded Wan 2.1 VAE (dim %d) from %s", vae.config.dim, Path(path).name)
+    return vae
+
+
+def vae_from_state_dict(
+    sd: Mapping[str, torch.Tensor], name: str = "state dict", *, device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> WanVAE:
+    """Build a Wan 2.1 VAE on the tensors of ``sd`` (reference key names, e.g. ComfyUI's native Wan VAE
+    ``first_stage_model.state_dict()``); keys are checked strictly, ``name`` is used in error messages.
+
+    Tensors already on ``device`` in ``dtype`` are shared, not copied.
+    """
     if "encoder.conv1.weight" not in sd or "conv2.weight" not in sd:
         found = ", ".join(sorted(sd)[:5]) or "no tensors"
         hint = " It looks like a DiT." if "patch_embedding.weight" in sd else ""
         raise CheckpointError(
-            f"{Path(path).name} is not a Wan 2.1 VAE: expected keys encoder.conv1.weight, conv1/conv2, decoder.*; "
+            f"{name} is not a Wan 2.1 VAE: expected keys encoder.conv1.weight, conv1/conv2, decoder.*; "
             f"found {found}.{hint}"
         )
     config = VAEConfig.from_state_dict(sd)
     if config.z_dim != 16:
         raise CheckpointError(
-            f"{Path(path).name} has {config.z_dim} latent channels; Causal Forcing students use the Wan 2.1 VAE "
+            f"{name} has {config.z_dim} latent channels; Causal Forcing students use the Wan 2.1 VAE "
             "(16 channels). A 48-channel file is the Wan 2.2 VAE."
         )
     with torch.device("meta"):
@@ -236,13 +249,12 @@ def load_vae(path: str | Path, *, device: torch.device | str = "cpu", dtype: tor
     missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
     if missing or unexpected:
         raise CheckpointError(
-            f"VAE keys do not match: {len(missing)} missing ({', '.join(missing[:8])}), {len(unexpected)} "
-            f"unexpected ({', '.join(unexpected[:8])})."
+            f"VAE keys of {name} do not match the Wan 2.1 VAE: {len(missing)} missing ({', '.join(missing[:8])}), "
+            f"{len(unexpected)} unexpected ({', '.join(unexpected[:8])})."
         )
-    vae.load_state_dict(sd, strict=True, assign=True)
+    vae.load_state_dict(dict(sd), strict=True, assign=True)
     vae.latent_mean = torch.tensor(WAN21_LATENT_MEAN)
     vae.latent_std = torch.tensor(WAN21_LATENT_STD)
     vae = vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
     vae.latent_mean, vae.latent_std = vae.latent_mean.float(), vae.latent_std.float()
-    logger.info("Loaded Wan 2.1 VAE (dim %d) from %s", config.dim, Path(path).name)
     return vae

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import importlib
 
-#: node modules of this package, registered in this order (the nodes arrive with the node pack issue)
-_NODE_MODULES: tuple[str, ...] = ()
+#: node modules of this package, registered in this order
+_NODE_MODULES: tuple[str, ...] = ("model_nodes", "text_nodes", "vae_nodes", "stream_nodes")
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

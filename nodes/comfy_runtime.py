@@ -168,3 +168,133 @@ def send_progress_text(text: str, node_id: str | None = None) -> None:
         node_id = getattr(context, "node_id", None)
     if node_id is not None:
         instance.send_progress_text(text, node_id)
+
+
+# --------------------------------------------------------------------------------------------------- folders
+def model_folder_paths(folder: str) -> list[str]:
+    """The directories of a ComfyUI model folder (``folder_paths.get_folder_paths``); outside ComfyUI
+    ``$CF_MODELS_DIR/<folder>`` when that variable is set, else none."""
+    fp = _optional("folder_paths")
+    if fp is not None:
+        try:
+            return [str(p) for p in fp.get_folder_paths(folder)]
+        except KeyError:
+            return []
+    base = _fallback_folder(folder)
+    return [str(base)] if base is not None else []
+
+
+def temp_directory() -> Path:
+    """ComfyUI's temp folder (served by ``/view?type=temp``); outside ComfyUI a folder in the system temp dir."""
+    fp = _optional("folder_paths")
+    if fp is not None:
+        return Path(fp.get_temp_directory())
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "causal_forcing_temp"
+
+
+def output_directory() -> Path:
+    """ComfyUI's output folder; outside ComfyUI ``./output``."""
+    fp = _optional("folder_paths")
+    return Path(fp.get_output_directory()) if fp is not None else Path("output")
+
+
+# --------------------------------------------------------------------------------------------------- memory
+def offload_device() -> torch.device:
+    """Where models rest between runs (ComfyUI's ``unet_offload_device``); outside ComfyUI the compute device."""
+    mm = _optional("comfy.model_management")
+    return mm.unet_offload_device() if mm is not None else get_torch_device()
+
+
+def intermediate_device() -> torch.device:
+    """Where IMAGE and LATENT outputs live (CPU)."""
+    mm = _optional("comfy.model_management")
+    return mm.intermediate_device() if mm is not None else torch.device("cpu")
+
+
+class _Host(torch.nn.Module):
+    """Holds a module for ComfyUI's ModelPatcher, which sets bookkeeping attributes (``device`` among them) on the
+    module it manages; our models keep read-only properties of those names."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = module
+
+
+def manage_model(module: torch.nn.Module) -> Any:
+    """A ComfyUI ``ModelPatcher`` for ``module`` (compute device / offload device, size from its tensors), so
+    ComfyUI's memory management loads, offloads and frees it like its own models; None outside ComfyUI."""
+    mp = _optional("comfy.model_patcher")
+    mm = _optional("comfy.model_management")
+    if mp is None or mm is None:
+        return None
+    return mp.ModelPatcher(_Host(module), load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
+def load_models(patchers: list[Any], memory_required: int = 0) -> None:
+    """Make ComfyUI load these ModelPatchers to the compute device, freeing others so that ``memory_required``
+    extra bytes (a KV cache, activations) fit as well. Outside ComfyUI (patchers None) a no-op."""
+    present = [p for p in patchers if p is not None]
+    mm = _optional("comfy.model_management")
+    if mm is None or not present:
+        return
+    mm.load_models_gpu(present, memory_required=int(memory_required))
+
+
+def soft_empty_cache() -> None:
+    """Return cached accelerator memory (ComfyUI's ``soft_empty_cache``, or torch's CUDA cache outside it)."""
+    mm = _optional("comfy.model_management")
+    if mm is not None:
+        mm.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------------------------------------------- native objects
+def clip_encode(clip: Any, text: str) -> list:
+    """Encode ``text`` with a native ``CLIP`` the way CLIPTextEncode does; returns a ``CONDITIONING``."""
+    if clip is None or not hasattr(clip, "tokenize"):
+        raise TypeError(f"expected a ComfyUI CLIP object, got {type(clip).__name__}")
+    tokens = clip.tokenize(text)
+    if hasattr(clip, "encode_from_tokens_scheduled"):
+        return clip.encode_from_tokens_scheduled(tokens)
+    cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
+    return [[cond, {"pooled_output": pooled}]]
+
+
+def native_vae_module(vae: Any) -> torch.nn.Module | None:
+    """The torch module inside a native ``VAE`` (``first_stage_model``), or None when ``vae`` is not one."""
+    module = getattr(vae, "first_stage_model", None)
+    return module if isinstance(module, torch.nn.Module) else None
+
+
+def native_vae_patcher(vae: Any) -> Any:
+    """The ModelPatcher of a native ``VAE`` (to load it through ComfyUI's memory management), or None."""
+    return getattr(vae, "patcher", None)
+
+
+def wan21_latent_rgb() -> tuple[torch.Tensor, torch.Tensor] | None:
+    """ComfyUI's latent->RGB preview factors for Wan 2.1, as ``(factors [16, 3], bias [3])`` mapping *normalised*
+    latents straight to RGB in [0, 1] (ComfyUI's map to [-1, 1], halved and shifted); None outside ComfyUI."""
+    formats = _optional("comfy.latent_formats")
+    fmt = getattr(formats, "Wan21", None)
+    if fmt is None:
+        return None
+    latent_format = fmt()
+    factors = getattr(latent_format, "latent_rgb_factors", None)
+    if factors is None:
+        return None
+    bias = getattr(latent_format, "latent_rgb_factors_bias", None) or [0.0, 0.0, 0.0]
+    factors_t = torch.tensor(factors, dtype=torch.float32)
+    bias_t = torch.tensor(bias, dtype=torch.float32)
+    return factors_t / 2, (bias_t + 1) / 2
+
+
+def add_route(method: str, path: str, handler: Any) -> bool:
+    """Register an aiohttp route on ComfyUI's server (also served under ``/api``); False outside ComfyUI."""
+    instance = _prompt_server()
+    if instance is None:
+        return False
+    getattr(instance.routes, method.lower())(path)(handler)
+    return True

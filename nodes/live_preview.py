@@ -1,0 +1,134 @@
+"""Progress and live preview of a generating node.
+
+One progress bar over every denoising step of the node's run (each update is also an interruption point), and after
+each chunk: the chunk decoded with the model's preview decoder, its last frame shown on the node (ComfyUI's preview
+image), and its frames written as JPEGs to ComfyUI's temp folder and announced with a ``causal_forcing.chunk``
+websocket event, which the player in ``js/causal_forcing_player.js`` plays at the video's frame rate.
+
+Event ``causal_forcing.chunk`` data: ``node`` (the node id), ``run`` (an id per node run), ``chunk`` (index of the
+chunk in the stream), ``chunk_in_run``, ``chunks_in_run``, ``fps``, ``width``, ``height`` and ``frames``: a list of
+``{"filename", "subfolder", "type": "temp"}`` for ``/view``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..causal_forcing_core.stream import Stream
+from . import comfy_runtime as rt
+from .model_nodes import CFModel
+
+logger = logging.getLogger(__name__)
+
+CHUNK_EVENT = "causal_forcing.chunk"
+#: temp subfolder holding the preview frames of each run
+TEMP_SUBFOLDER = "causal_forcing"
+#: runs whose preview frames are kept in the temp folder (older ones are deleted)
+KEPT_RUNS = 8
+#: JPEG quality of streamed preview frames
+JPEG_QUALITY = 85
+
+
+def _to_pil(frame: torch.Tensor) -> Image.Image:
+    """[3, H, W] in [0, 1] -> PIL RGB."""
+    arr = (frame.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0).round().astype(np.uint8)
+    return Image.fromarray(arr, mode="RGB")
+
+
+def _prune_runs(root: Path, keep: int) -> None:
+    runs = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for old in runs[:-keep] if keep else runs:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class ChunkReporter:
+    """Progress bar, node preview and player frames for one node run generating ``num_chunks`` chunks.
+
+    Use ``on_step`` and ``on_chunk`` as :meth:`Stream.generate` callbacks.
+    """
+
+    def __init__(self, model: CFModel, stream: Stream, num_chunks: int, node_id: str | None) -> None:
+        sampler = stream.settings.sampler
+        first = stream.num_chunks
+        self.total_steps = sum(len(sampler.steps_for_chunk(first + i)) for i in range(num_chunks))
+        self.bar = rt.ProgressBar(self.total_steps, node_id)
+        self.node_id = node_id
+        self.num_chunks = num_chunks
+        self.fps = model.fps
+        self.run_id = uuid.uuid4().hex[:12]
+        self.done_steps = 0
+        self.chunks_done = 0
+        self.frames_written: list[dict[str, str]] = []
+        self._preview = model.previewer.stream() if model.previewer is not None else None
+        self._folder: Path | None = None
+        if self._preview is not None and stream.num_frames:
+            # prime the preview decoder's memory with the newest committed frames, so the first chunk joins on
+            self._decode(stream.latents[:, -sampler.frames_per_block :])
+
+    # ----------------------------------------------------------------------------------------------- callbacks
+    def on_step(self, step: int, steps: int, x0: torch.Tensor) -> None:
+        """After each denoising step: advance the bar (ComfyUI's progress hook raises on interruption)."""
+        self.done_steps += 1
+        self.bar.update_absolute(self.done_steps, self.total_steps)
+        rt.throw_if_interrupted()
+
+    def on_chunk(self, stream: Stream) -> None:
+        """After each chunk: preview its frames on the node and send them to the player."""
+        self.chunks_done += 1
+        if self._preview is None:
+            return
+        n = stream.settings.sampler.frames_per_block
+        frames = self._decode(stream.latents[:, -n:])
+        if frames is None or frames.shape[0] == 0:
+            return
+        try:
+            files = self._write_frames(frames, stream.num_chunks - 1)
+        except OSError as err:  # a full disk must not fail the generation
+            logger.warning("Could not write preview frames: %s", err)
+            files = []
+        self.bar.update_absolute(self.done_steps, self.total_steps, ("JPEG", _to_pil(frames[-1]), None))
+        if files:
+            rt.send_sync(CHUNK_EVENT, {
+                "node": self.node_id, "run": self.run_id, "chunk": stream.num_chunks - 1,
+                "chunk_in_run": self.chunks_done - 1, "chunks_in_run": self.num_chunks, "fps": self.fps,
+                "width": int(frames.shape[-1]), "height": int(frames.shape[-2]), "frames": files,
+            })
+
+    # ----------------------------------------------------------------------------------------------- helpers
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor | None:
+        """Latents [1, n, C, h, w] -> frames [t, 3, H, W] in [0, 1] on the CPU."""
+        try:
+            with torch.no_grad():
+                return self._preview.decode(latents)[0].float().cpu()
+        except Exception as err:  # noqa: BLE001 - a broken preview must not cost the user the video
+            logger.warning("Preview decoding failed, previews are off for this run: %s", err)
+            self._preview = None
+            return None
+
+    def _write_frames(self, frames: torch.Tensor, chunk: int) -> list[dict[str, str]]:
+        if self._folder is None:
+            root = rt.temp_directory() / TEMP_SUBFOLDER
+            root.mkdir(parents=True, exist_ok=True)
+            _prune_runs(root, KEPT_RUNS - 1)
+            self._folder = root / self.run_id
+            self._folder.mkdir()
+        subfolder = f"{TEMP_SUBFOLDER}/{self.run_id}"
+        files = []
+        for j, frame in enumerate(frames):
+            name = f"chunk{chunk:05d}_{j:03d}.jpg"
+            _to_pil(frame).save(self._folder / name, quality=JPEG_QUALITY)
+            files.append({"filename": name, "subfolder": subfolder, "type": "temp"})
+        self.frames_written.extend(files)
+        return files
+
+    def ui(self) -> dict[str, Any]:
+        """The node's ``ui`` output: the frames of this run, so the player can replay them after the run."""
+        return {"causal_forcing_frames": self.frames_written, "causal_forcing_fps": [self.fps]} if self.frames_written else {}

@@ -1,0 +1,174 @@
+"""Loading a Causal Forcing student: ``CausalForcingModelLoader`` -> ``CF_MODEL``.
+
+The DiT is wrapped in a ComfyUI ModelPatcher (through :mod:`.comfy_runtime`), so ComfyUI's memory management loads
+it to the GPU for a run, offloads it when another model needs the memory, and frees it when the loader's output is
+dropped. The preview decoder shown on the Generate nodes is chosen here as well.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..causal_forcing_core.checkpoints import CheckpointError, load_dit
+from ..causal_forcing_core.config import SAMPLER_PRESETS, DiTConfig, SamplerConfig, sampler_preset
+from ..causal_forcing_core.dit import CausalWanModel
+from ..causal_forcing_core.kv_cache import KVCache
+from ..causal_forcing_core.preview_fallback import LatentRGBPreview, Previewer, make_preview_decoder
+from . import comfy_runtime as rt
+from .common import CATEGORY, CF_MODEL, WAN_FPS
+
+logger = logging.getLogger(__name__)
+
+VARIANTS = ("auto", *SAMPLER_PRESETS)
+WEIGHT_DTYPES = ("auto", "bf16", "fp16", "fp32", "fp8_e4m3fn")
+#: latent frames the released students were trained to attend to with global attention (81 video frames)
+TRAINED_FRAMES = 21
+PREVIEW_AUTO, PREVIEW_LATENT2RGB, PREVIEW_NONE = "auto", "latent2rgb", "none"
+#: preview decoder files picked by "auto" (TAEHV for Wan 2.1)
+_TAEW_PREFIX = "taew2_1"
+
+
+@dataclass(eq=False)
+class CFModel:
+    """What ``CF_MODEL`` carries: the student, its sampler, limits and preview decoder, and ComfyUI's handle."""
+
+    dit: CausalWanModel
+    sampler: SamplerConfig
+    name: str
+    max_frames: int
+    previewer: Previewer | None
+    patcher: Any = None
+    fps: int = WAN_FPS
+
+    @property
+    def config(self) -> DiTConfig:
+        return self.dit.config
+
+    def cache_bytes(self, latent_height: int, latent_width: int, frames: int) -> int:
+        """Bytes of a self-attention KV cache holding ``frames`` latent frames at this latent size."""
+        cfg = self.config
+        return KVCache.estimate_bytes(
+            num_layers=cfg.num_layers, batch=1, num_heads=cfg.num_heads, head_dim=cfg.head_dim,
+            frame_tokens=cfg.tokens_per_frame(latent_height, latent_width), capacity_frames=frames,
+            dtype=self.dit.compute_dtype,
+        )
+
+    def prepare(self, extra_bytes: int = 0) -> None:
+        """Load the weights onto the compute device (through ComfyUI) with room for ``extra_bytes`` more."""
+        rt.load_models([self.patcher], memory_required=extra_bytes)
+
+
+def model_choices() -> list[str]:
+    """Files offered by the loader: ``diffusion_models`` first, then ``checkpoints`` files not already listed."""
+    names = list(rt.model_file_list("diffusion_models"))
+    seen = set(names)
+    names += [n for n in rt.model_file_list("checkpoints") if n not in seen]
+    return names
+
+
+def model_path(name: str) -> str:
+    """Full path of a listed model file (``diffusion_models`` first, then ``checkpoints``)."""
+    for folder in ("diffusion_models", "checkpoints"):
+        try:
+            return rt.model_file_path(folder, name)
+        except (FileNotFoundError, KeyError):
+            continue
+    raise CheckpointError(
+        f"Model file {name!r} is in neither models/diffusion_models nor models/checkpoints. Put the Causal Forcing "
+        "student there (e.g. causal_forcing_chunkwise.safetensors) and refresh the node list (press R)."
+    )
+
+
+def preview_choices() -> list[str]:
+    return [PREVIEW_AUTO, PREVIEW_LATENT2RGB, PREVIEW_NONE, *rt.model_file_list("vae_approx")]
+
+
+def load_previewer(choice: str, device: torch.device) -> Previewer | None:
+    """The preview decoder: a ``vae_approx`` file, ``auto`` (a taew2_1 file if present, else latent->RGB),
+    ``latent2rgb`` (ComfyUI's Wan 2.1 factors when available) or ``none``."""
+    if choice == PREVIEW_NONE:
+        return None
+    if choice == PREVIEW_AUTO:
+        found = [n for n in rt.model_file_list("vae_approx") if Path(n).name.startswith(_TAEW_PREFIX)]
+        choice = found[0] if found else PREVIEW_LATENT2RGB
+    if choice == PREVIEW_LATENT2RGB:
+        rgb = rt.wan21_latent_rgb()
+        return LatentRGBPreview(factors=rgb[0], bias=rgb[1]) if rgb is not None else LatentRGBPreview()
+    return make_preview_decoder(rt.model_file_path("vae_approx", choice), device=device)
+
+
+def _compute_dtype(storage: str, device: torch.device) -> torch.dtype | None:
+    if device.type == "cpu":
+        return torch.float32  # bf16/fp16 matmuls are slow or missing on CPUs
+    return {"fp16": torch.float16, "fp32": torch.float32}.get(storage, torch.bfloat16)
+
+
+def load_model(name: str, variant: str = "auto", weight_dtype: str = "auto", preview: str = PREVIEW_AUTO) -> CFModel:
+    """Load the student ``name`` from the model folders; see :class:`CausalForcingModelLoader`."""
+    path = model_path(name)
+    device = rt.get_torch_device()
+    loaded = load_dit(
+        path, weight_dtype=weight_dtype, compute_dtype=_compute_dtype(weight_dtype, device),
+        device=rt.offload_device(), variant=None if variant == "auto" else variant,
+    )
+    sampler = loaded.sampler
+    if sampler is None:
+        sampler = sampler_preset("chunkwise-4step")
+        logger.warning(
+            "%s does not say which sampler it was trained for; using chunkwise-4step. Pick the variant on the "
+            "Causal Forcing loader if it is a frame-wise or 2/1-step student.", name,
+        )
+    max_frames = int(loaded.metadata.get("max_frames") or TRAINED_FRAMES)
+    previewer = load_previewer(preview, device)
+    model = CFModel(loaded.model, sampler, Path(name).stem, max_frames, previewer)
+    model.patcher = rt.manage_model(loaded.model)
+    return model
+
+
+class CausalForcingModelLoader:
+    """Load a Causal Forcing (or Self Forcing) student from ``diffusion_models`` or ``checkpoints``."""
+
+    DESCRIPTION = (
+        "Loads a Causal Forcing student (a causal Wan2.1-T2V-1.3B DiT) for chunk-by-chunk generation with a KV "
+        "cache. Files: .safetensors (converted, remembers its variant), or the release .pt/.pth. 'auto' variant "
+        "reads the file's metadata; for a release .pt pick chunkwise-4step or framewise-Nstep yourself."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (CF_MODEL,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The student with its sampler preset, ready for Causal Forcing Start.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "model_name": (model_choices(), {"tooltip": "Student weights in models/diffusion_models or models/checkpoints."}),
+                "variant": (list(VARIANTS), {
+                    "default": "auto",
+                    "tooltip": "Sampler the student was trained for: chunk-wise 3-frame blocks with 4 steps, or "
+                               "frame-wise with 4, 2 or 1 steps. auto: from the file's metadata.",
+                }),
+                "weight_dtype": (list(WEIGHT_DTYPES), {
+                    "default": "auto",
+                    "tooltip": "Storage precision. auto keeps the file's; fp8_e4m3fn halves memory (computed in bf16).",
+                }),
+                "preview": (preview_choices(), {
+                    "default": PREVIEW_AUTO,
+                    "tooltip": "Live preview decoder: a TAEHV taew2_1 file from models/vae_approx (auto picks it when "
+                               "present), latent2rgb (rough colours, no file), or none.",
+                }),
+            }
+        }
+
+    def load(self, model_name: str, variant: str, weight_dtype: str, preview: str) -> tuple[CFModel]:
+        return (load_model(model_name, variant, weight_dtype, preview),)
+
+
+NODE_CLASS_MAPPINGS = {"CausalForcingModelLoader": CausalForcingModelLoader}
+NODE_DISPLAY_NAME_MAPPINGS = {"CausalForcingModelLoader": "Causal Forcing Model Loader"}

@@ -1,0 +1,259 @@
+"""Starting and extending a stream: ``CausalForcingStart``, ``CausalForcingGenerate`` and
+``CausalForcingGenerateSchedule``.
+
+Each node takes a ``CF_STREAM`` snapshot and returns a new one (see :mod:`.stream_state`), so a chain of Generate
+nodes with different prompts is a prompt switch, and editing one of them re-generates only from that node on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from ..causal_forcing_core.errors import InvalidInputError
+from ..causal_forcing_core.image_io import RESIZE_MODES, fit_image_tensor
+from ..causal_forcing_core.latent_space import from_raw_latents
+from ..causal_forcing_core.schedule import parse_schedule
+from ..causal_forcing_core.stream import start_stream
+from .common import (
+    CATEGORY, CF_MODEL, CF_SCHEDULE, CF_STREAM, CF_VAE, MAX_SEED, MAX_SIZE, SIZE_STEP, prompt_from_conditioning,
+    seconds_to_chunks,
+)
+from .model_nodes import CFModel
+from .stream_state import StreamHandle
+from .text_nodes import PromptSchedule
+from .vae_nodes import CFVae, core_vae
+
+logger = logging.getLogger(__name__)
+
+LENGTH_UNITS = ("chunks", "seconds")
+#: the most latent frames a window may hold (the released long-video students use 12 + 3 sink)
+MAX_WINDOW = 1024
+
+
+def check_size(width: int, height: int) -> str | bool:
+    """True, or a message naming the nearest valid sizes."""
+    bad = [(n, v) for n, v in (("width", width), ("height", height)) if v < SIZE_STEP or v % SIZE_STEP]
+    if not bad:
+        return True
+    return "; ".join(
+        f"{n} {v} is not a multiple of {SIZE_STEP} (try {max(SIZE_STEP, v // SIZE_STEP * SIZE_STEP)} or "
+        f"{(v // SIZE_STEP + 1) * SIZE_STEP})" for n, v in bad
+    )
+
+
+def _context(
+    model: CFModel, width: int, height: int, start_image: torch.Tensor | None, image_fit: str, vae: Any,
+    cf_vae: CFVae | None, continue_latent: dict | None,
+) -> torch.Tensor | None:
+    """Clean latents [1, n, 16, h, w] the stream starts from: an I2V image, or a video to continue."""
+    if start_image is not None and continue_latent is not None:
+        raise InvalidInputError("Give either a start image (image-to-video) or a LATENT to continue, not both.")
+    if start_image is not None:
+        if not model.sampler.supports_i2v:
+            raise InvalidInputError(
+                f"Image-to-video needs a frame-wise student; {model.name} uses the {model.sampler.name} sampler "
+                "(3-frame chunks). Load a frame-wise Causal Forcing model, or pick its variant on the loader."
+            )
+        if vae is None and cf_vae is None:
+            raise InvalidInputError("Image-to-video encodes the start image with the VAE: connect vae (or cf_vae).")
+        wan = core_vae(vae, cf_vae)
+        pixels = fit_image_tensor(start_image, height, width, image_fit)
+        return wan.encode(pixels.to(wan.device, wan.dtype)).float()
+    if continue_latent is not None:
+        if not isinstance(continue_latent, dict) or "samples" not in continue_latent:
+            raise InvalidInputError("The LATENT to continue holds no 'samples'.")
+        latents = from_raw_latents(continue_latent["samples"])
+        h, w = latents.shape[-2:]
+        if (h * 8, w * 8) != (height, width):
+            raise InvalidInputError(
+                f"The LATENT to continue is {w * 8}x{h * 8} pixels but the stream is set to {width}x{height}; "
+                "set width and height to match it."
+            )
+        return latents[:1]
+    return None
+
+
+class CausalForcingStart:
+    """Open a stream: model, first prompt, size, seed, cache window; optionally an image (I2V) or a video to continue."""
+
+    DESCRIPTION = (
+        "Starts a Causal Forcing video stream. Nothing is generated yet: chain Causal Forcing Generate nodes after it "
+        "(one per prompt segment). window_frames 0 attends to the whole video (up to 81 frames for the released "
+        "students); set a window (e.g. 12) and sink (e.g. 3) for long videos with flat memory."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (CF_STREAM,)
+    RETURN_NAMES = ("stream",)
+    FUNCTION = "start"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "model": (CF_MODEL, {}),
+                "positive": ("CONDITIONING", {"tooltip": "The first prompt (CLIPTextEncode with the Wan umT5 CLIP)."}),
+                "width": ("INT", {"default": 832, "min": SIZE_STEP, "max": MAX_SIZE, "step": SIZE_STEP}),
+                "height": ("INT", {"default": 480, "min": SIZE_STEP, "max": MAX_SIZE, "step": SIZE_STEP}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
+                                 "tooltip": "Chunk k's noise comes from (seed, k): the same video however the "
+                                            "chunks are split over nodes."}),
+                "window_frames": ("INT", {"default": 0, "min": 0, "max": MAX_WINDOW,
+                                          "tooltip": "Latent frames the attention sees (0 = the whole video). "
+                                                     "12 with 3 sink frames for long videos."}),
+                "sink_frames": ("INT", {"default": 0, "min": 0, "max": MAX_WINDOW,
+                                        "tooltip": "First frames kept in the window forever (attention sink)."}),
+            },
+            "optional": {
+                "start_image": ("IMAGE", {"tooltip": "Image-to-video (frame-wise students): the first frame."}),
+                "vae": ("VAE", {"tooltip": "Native Wan 2.1 VAE, to encode the start image."}),
+                "cf_vae": (CF_VAE, {"tooltip": "Or a Causal Forcing VAE."}),
+                "continue_latent": ("LATENT", {"tooltip": "A Wan video LATENT to continue (whole chunks)."}),
+                "image_fit": (list(RESIZE_MODES), {"default": "crop",
+                                                   "tooltip": "How the start image is fitted to width x height."}),
+            },
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width: int | None = None, height: int | None = None, **_: Any) -> str | bool:
+        if width is None or height is None:
+            return True
+        return check_size(int(width), int(height))
+
+    def start(
+        self, model: CFModel, positive: list, width: int, height: int, seed: int, window_frames: int,
+        sink_frames: int, start_image: torch.Tensor | None = None, vae: Any = None, cf_vae: CFVae | None = None,
+        continue_latent: dict | None = None, image_fit: str = "crop",
+    ) -> tuple[StreamHandle]:
+        problem = check_size(width, height)
+        if problem is not True:
+            raise InvalidInputError(f"Width and height must be multiples of {SIZE_STEP}: {problem}.")
+        cfg = model.config
+        prompt = prompt_from_conditioning(positive, cfg.text_dim, cfg.text_len, label="start")
+        window = window_frames or None
+        if sink_frames and not window:
+            raise InvalidInputError("sink_frames needs a window: set window_frames (e.g. 12) or set sink_frames to 0.")
+        context = _context(model, width, height, start_image, image_fit, vae, cf_vae, continue_latent)
+        lat_h, lat_w = height // 8, width // 8
+        model.prepare(model.cache_bytes(lat_h, lat_w, window or model.max_frames))
+        if context is not None and not window and context.shape[1] > model.max_frames:
+            raise InvalidInputError(
+                f"The LATENT to continue has {context.shape[1]} latent frames, more than the {model.max_frames} "
+                f"{model.name} attends to; set window_frames (e.g. 12) and sink_frames (e.g. 3)."
+            )
+        stream = start_stream(
+            model.dit, model.sampler, height=height, width=width, prompt=prompt, seed=seed, window_frames=window,
+            sink_frames=sink_frames, context=context,
+            capacity_frames=None if window else model.max_frames,
+        )
+        return (StreamHandle(stream, model, width, height),)
+
+
+def _length_inputs(default: int) -> dict[str, Any]:
+    return {
+        "length": ("INT", {"default": default, "min": 1, "max": 100_000,
+                           "tooltip": "How much to generate, in chunks (3 latent frames = 12 video frames for "
+                                      "chunk-wise models, 4 for frame-wise) or seconds (rounded up to whole chunks)."}),
+        "unit": (list(LENGTH_UNITS), {"default": "chunks"}),
+        "recache": ("BOOLEAN", {"default": True,
+                                "tooltip": "On a prompt switch, re-encode the cached frames under the new prompt "
+                                           "(LongLive re-cache): the video follows the new prompt sooner."}),
+    }
+
+
+def _num_chunks(handle: StreamHandle, length: int, unit: str) -> int:
+    if unit == "seconds":
+        return seconds_to_chunks(length, handle.frames_per_block, handle.model.fps)
+    return int(length)
+
+
+def _ui_and_result(handle: StreamHandle, reporter: Any) -> dict[str, Any]:
+    return {"ui": reporter.ui(), "result": (handle, handle.latent())}
+
+
+class CausalForcingGenerate:
+    """Generate more chunks of a stream, optionally switching the prompt from here on."""
+
+    DESCRIPTION = (
+        "Generates the next chunks of a stream with the KV cache. Connect positive to switch the prompt from this "
+        "point (chain several Generate nodes for a prompt switch). Outputs the stream (for the next Generate) and "
+        "the whole video so far as a LATENT (native VAE Decode works on it)."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (CF_STREAM, "LATENT")
+    RETURN_NAMES = ("stream", "latent")
+    OUTPUT_TOOLTIPS = ("The stream after these chunks.", "Every frame so far, raw Wan 2.1 latents.")
+    FUNCTION = "generate"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {"stream": (CF_STREAM, {}), **_length_inputs(3)},
+            "optional": {"positive": ("CONDITIONING", {"tooltip": "Switch to this prompt from the first new chunk."})},
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def generate(
+        self, stream: StreamHandle, length: int, unit: str, recache: bool, positive: list | None = None,
+        unique_id: str | None = None,
+    ) -> dict[str, Any]:
+        num_chunks = _num_chunks(stream, length, unit)
+        cfg = stream.model.config
+        prompt = None
+        if positive is not None:
+            prompt = prompt_from_conditioning(positive, cfg.text_dim, cfg.text_len, label=f"node {unique_id}")
+        handle, reporter = stream.generate([(num_chunks, prompt)], recache, unique_id)
+        return _ui_and_result(handle, reporter)
+
+
+class CausalForcingGenerateSchedule:
+    """Generate chunks following a prompt schedule (prompt switches at the chunks the schedule names)."""
+
+    DESCRIPTION = (
+        "Generates chunks of a stream following a Causal Forcing Prompt Schedule: each prompt starts at its chunk "
+        "(or second), counted from this node's first chunk."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (CF_STREAM, "LATENT")
+    RETURN_NAMES = ("stream", "latent")
+    FUNCTION = "generate"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {"stream": (CF_STREAM, {}), "schedule": (CF_SCHEDULE, {}), **_length_inputs(7)},
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def generate(
+        self, stream: StreamHandle, schedule: PromptSchedule, length: int, unit: str, recache: bool,
+        unique_id: str | None = None,
+    ) -> dict[str, Any]:
+        num_chunks = _num_chunks(stream, length, unit)
+        stream.check_length(num_chunks)
+        entries = parse_schedule(
+            schedule.text, num_chunks, chunk_seconds=schedule.chunk_seconds(stream.frames_per_block, stream.model.fps)
+        )
+        cfg = stream.model.config
+        prompts = {
+            text: prompt_from_conditioning(cond, cfg.text_dim, cfg.text_len, label=text[:40])
+            for text, cond in schedule.conditionings.items()
+        }
+        bounds = [e.start for e in entries] + [num_chunks]
+        segments = [(end - e.start, prompts[e.prompt]) for e, end in zip(entries, bounds[1:])]
+        handle, reporter = stream.generate(segments, recache, unique_id)
+        return _ui_and_result(handle, reporter)
+
+
+NODE_CLASS_MAPPINGS = {
+    "CausalForcingStart": CausalForcingStart,
+    "CausalForcingGenerate": CausalForcingGenerate,
+    "CausalForcingGenerateSchedule": CausalForcingGenerateSchedule,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "CausalForcingStart": "Causal Forcing Start",
+    "CausalForcingGenerate": "Causal Forcing Generate",
+    "CausalForcingGenerateSchedule": "Causal Forcing Generate (Schedule)",
+}

@@ -1,0 +1,87 @@
+"""``CF_STREAM``: an immutable stream snapshot and the model it runs on.
+
+The truth of a stream is its committed latent chunks and the prompt of each (see ``causal_forcing_core.stream``);
+the KV cache is a derived accelerator shared by the snapshots of one lineage. So ComfyUI may cache, re-run, bypass
+or branch any node: generating from an older snapshot rewinds or replays the cache, and an interrupted run leaves
+every earlier snapshot valid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..causal_forcing_core.errors import InvalidInputError
+from ..causal_forcing_core.latent_space import to_raw_latents
+from ..causal_forcing_core.stream import Prompt, Stream
+from . import comfy_runtime as rt
+from .common import VAE_TEMPORAL_STRIDE
+from .model_nodes import CFModel
+from .live_preview import ChunkReporter
+
+
+@dataclass(frozen=True, eq=False)
+class StreamHandle:
+    """What ``CF_STREAM`` carries."""
+
+    stream: Stream
+    model: CFModel
+    width: int
+    height: int
+
+    @property
+    def frames_per_block(self) -> int:
+        return self.stream.settings.sampler.frames_per_block
+
+    def with_stream(self, stream: Stream) -> "StreamHandle":
+        return replace(self, stream=stream)
+
+    def latent(self) -> dict[str, torch.Tensor]:
+        """The whole video so far as a ComfyUI ``LATENT`` (raw VAE space [1, 16, F, H/8, W/8])."""
+        return {"samples": to_raw_latents(self.stream.latents).to(rt.intermediate_device())}
+
+    def check_length(self, num_chunks: int) -> None:
+        """Refuse going past the frames a global-attention model was trained for (no window set)."""
+        settings = self.stream.settings
+        if settings.window_frames:
+            return
+        n = self.frames_per_block
+        after = self.stream.num_frames + num_chunks * n
+        limit = self.model.max_frames
+        if after > limit:
+            room = max(0, (limit - self.stream.num_frames) // n)
+            raise InvalidInputError(
+                f"This would make {after} latent frames ({1 + (after - 1) * VAE_TEMPORAL_STRIDE} video frames), but "
+                f"{self.model.name} attends to at most {limit} latent frames without a window ({room} more chunk(s) "
+                f"fit). For longer videos set window_frames (e.g. 12) and sink_frames (e.g. 3) on Causal Forcing "
+                "Start; the cache then rolls and memory stays flat."
+            )
+
+    def generate(
+        self, segments: list[tuple[int, Prompt | None]], recache: bool, node_id: str | None
+    ) -> tuple["StreamHandle", ChunkReporter]:
+        """Generate each segment's chunks under its prompt (None: keep the current one), with one progress bar and
+        a preview per chunk; returns the new handle and the reporter."""
+        total = sum(n for n, _ in segments)
+        if total < 1 or any(n < 1 for n, _ in segments):
+            raise InvalidInputError(f"Generate at least one chunk (got {[n for n, _ in segments]}).")
+        self.check_length(total)
+        stream = self.stream
+        settings = stream.settings
+        frames_held = settings.window_frames or self.model.max_frames
+        self.model.prepare(self.model.cache_bytes(settings.latent_height, settings.latent_width, frames_held))
+        reporter = ChunkReporter(self.model, stream, total, node_id)
+        for num_chunks, prompt in segments:
+            if prompt is not None and same_prompt(prompt, stream.prompt):
+                prompt = None
+            stream = stream.generate(
+                num_chunks, prompt=prompt, recache=recache and stream.num_frames > 0, on_step=reporter.on_step,
+                on_chunk=reporter.on_chunk,
+            )
+        return self.with_stream(stream), reporter
+
+
+def same_prompt(a: Prompt, b: Prompt) -> bool:
+    """Same embeddings (a re-run of CLIPTextEncode gives a new tensor with the same values: not a switch)."""
+    return a is b or (a.embeds.shape == b.embeds.shape and torch.equal(a.embeds, b.embeds.to(a.embeds.device)))

@@ -1,0 +1,225 @@
+"""Prompts: the pack's own umT5 loader and encoder, and prompt schedules.
+
+The usual prompt input is ComfyUI's native ``CONDITIONING`` (CLIPTextEncode with the Wan umT5 CLIP). The core's own
+encoder (``CausalForcingTextEncoderLoader`` + ``CausalForcingTextEncode``) reads the reference
+``models_t5_umt5-xxl-enc-bf16.pth`` and small test encoders, and makes the same ``CONDITIONING``.
+``CausalForcingPromptSchedule`` encodes every prompt of a schedule (``0: prompt`` lines by chunk or second, or
+``a | b | c``) once; ``CausalForcingGenerateSchedule`` follows it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..causal_forcing_core.errors import CausalForcingError, InvalidInputError
+from ..causal_forcing_core.schedule import schedule_prompts
+from ..causal_forcing_core.text_encoder import TextEncoder, load_text_encoder
+from . import comfy_runtime as rt
+from .common import CATEGORY, CF_SCHEDULE, CF_TEXT_ENCODER, VAE_TEMPORAL_STRIDE, WAN_FPS
+
+logger = logging.getLogger(__name__)
+
+TEXT_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+TEXT_DEVICES = ("default", "cpu")
+#: files that mark a folder as a tokenizer
+_TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json")
+SCHEDULE_UNITS = ("chunks", "seconds")
+#: longest prompt text accepted (characters)
+MAX_PROMPT_CHARS = 10_000
+
+
+@dataclass(eq=False)
+class CFTextEncoder:
+    """What ``CF_TEXT_ENCODER`` carries: the core's umT5 encoder and ComfyUI's handle on it."""
+
+    encoder: TextEncoder
+    patcher: Any = None
+
+    def encode(self, text: str) -> list:
+        """``text`` -> a native-format ``CONDITIONING`` ``[[embeds [1, text_len, D], {"pooled_output": None}]]``."""
+        rt.load_models([self.patcher])
+        embeds = self.encoder.encode([text])
+        return [[embeds.to(rt.intermediate_device()), {"pooled_output": None}]]
+
+
+def tokenizer_choices() -> list[str]:
+    """Tokenizer folders inside the ``text_encoders`` folders (relative POSIX paths), e.g. ``google/umt5-xxl``."""
+    found: list[str] = []
+    for base in map(Path, rt.model_folder_paths("text_encoders")):
+        if not base.is_dir():
+            continue
+        for marker in base.rglob("*"):
+            if marker.name in _TOKENIZER_FILES and marker.is_file():
+                rel = marker.parent.relative_to(base).as_posix()
+                if rel != "." and rel not in found:
+                    found.append(rel)
+    return sorted(found)
+
+
+def tokenizer_path(name: str) -> Path:
+    for base in map(Path, rt.model_folder_paths("text_encoders")):
+        folder = (base / name).resolve()
+        if folder.is_relative_to(base.resolve()) and folder.is_dir():
+            return folder
+    raise InvalidInputError(
+        f"Tokenizer folder {name!r} not found in models/text_encoders. Put the google/umt5-xxl tokenizer files "
+        "(tokenizer.json or spiece.model, tokenizer_config.json) in models/text_encoders/google/umt5-xxl/."
+    )
+
+
+def check_prompt_text(text: str, what: str = "prompt") -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInputError(f"The {what} is empty; write what the video should show.")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InvalidInputError(f"The {what} has {len(text)} characters; keep it under {MAX_PROMPT_CHARS}.")
+    return text
+
+
+class CausalForcingTextEncoderLoader:
+    """Load the umT5 text encoder with the pack's own loader."""
+
+    DESCRIPTION = (
+        "Loads a umT5 encoder from models/text_encoders (the reference models_t5_umt5-xxl-enc-bf16.pth, "
+        "transformers-layout or scaled-fp8 safetensors) and its tokenizer folder. The native Load CLIP (type wan) "
+        "works as well; use this one for files it cannot read."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (CF_TEXT_ENCODER,)
+    RETURN_NAMES = ("text_encoder",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "text_encoder_name": (rt.model_file_list("text_encoders"), {"tooltip": "umT5 weights in models/text_encoders."}),
+                "tokenizer": (tokenizer_choices(), {"tooltip": "A tokenizer folder inside models/text_encoders."}),
+                "dtype": (list(TEXT_DTYPES), {"default": "auto", "tooltip": "auto: bf16 on GPU, fp32 on CPU."}),
+                "device": (list(TEXT_DEVICES), {"default": "default", "tooltip": "cpu keeps GPU memory for the video model."}),
+            }
+        }
+
+    def load(self, text_encoder_name: str, tokenizer: str, dtype: str, device: str) -> tuple[CFTextEncoder]:
+        target = torch.device("cpu") if device == "cpu" else rt.get_torch_device()
+        chosen = TEXT_DTYPES.get(dtype) or (torch.float32 if target.type == "cpu" else torch.bfloat16)
+        encoder = load_text_encoder(
+            rt.model_file_path("text_encoders", text_encoder_name), tokenizer_path(tokenizer),
+            device=torch.device("cpu") if device == "cpu" else rt.offload_device(), dtype=chosen,
+        )
+        patcher = None if device == "cpu" else rt.manage_model(encoder.model)
+        return (CFTextEncoder(encoder, patcher),)
+
+
+class CausalForcingTextEncode:
+    """Encode a prompt with the pack's umT5 encoder into a native CONDITIONING."""
+
+    DESCRIPTION = "Encodes a prompt with a Causal Forcing text encoder into CONDITIONING (same as CLIPTextEncode)."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("CONDITIONING",)
+    RETURN_NAMES = ("conditioning",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "text_encoder": (CF_TEXT_ENCODER, {}),
+                "text": ("STRING", {"multiline": True, "dynamicPrompts": True, "tooltip": "What the video shows."}),
+            }
+        }
+
+    def encode(self, text_encoder: CFTextEncoder, text: str) -> tuple[list]:
+        return (text_encoder.encode(check_prompt_text(text)),)
+
+
+@dataclass(frozen=True, eq=False)
+class PromptSchedule:
+    """What ``CF_SCHEDULE`` carries: the schedule text, its unit and the CONDITIONING of each distinct prompt."""
+
+    text: str
+    unit: str
+    conditionings: dict[str, list]
+
+    def chunk_seconds(self, frames_per_block: int, fps: int = WAN_FPS) -> float | None:
+        """Seconds per chunk when the schedule counts in seconds, else None."""
+        return frames_per_block * VAE_TEMPORAL_STRIDE / fps if self.unit == "seconds" else None
+
+
+def validate_schedule_text(schedule: str, unit: str) -> str | bool:
+    """True, or the message saying which line of the schedule is wrong."""
+    try:
+        check_prompt_text(schedule, "schedule")
+        schedule_prompts(schedule, chunk_seconds=1.0 if unit == "seconds" else None)
+    except CausalForcingError as err:
+        return str(err)
+    return True
+
+
+class CausalForcingPromptSchedule:
+    """Encode a prompt schedule once: ``0: prompt`` lines (by chunk or second) or ``a | b | c`` segments."""
+
+    DESCRIPTION = (
+        "A prompt schedule for Causal Forcing Generate (Schedule). One line per prompt, 'start: prompt', where start "
+        "counts chunks (or seconds) from the first chunk that node generates; or 'a | b | c' to split the video into "
+        "equal parts. Encoded with a CLIP (type wan) or a Causal Forcing text encoder."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (CF_SCHEDULE,)
+    RETURN_NAMES = ("schedule",)
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "schedule": ("STRING", {
+                    "multiline": True,
+                    "default": "0: a red fox trots through fresh snow in a pine forest\n"
+                               "4: the fox stops and looks at the camera\n",
+                    "tooltip": "'start: prompt' lines, or 'a | b | c' for equal segments.",
+                }),
+                "unit": (list(SCHEDULE_UNITS), {"default": "chunks", "tooltip": "What the line numbers count."}),
+            },
+            "optional": {
+                "clip": ("CLIP", {"tooltip": "Load CLIP with type wan (umT5-XXL)."}),
+                "text_encoder": (CF_TEXT_ENCODER, {"tooltip": "Or a Causal Forcing text encoder."}),
+            },
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, schedule: str | None = None, unit: str | None = None, **_: Any) -> str | bool:
+        if schedule is None:  # linked from another node: checked when it runs
+            return True
+        return validate_schedule_text(schedule, unit or "chunks")
+
+    def build(
+        self, schedule: str, unit: str, clip: Any = None, text_encoder: CFTextEncoder | None = None
+    ) -> tuple[PromptSchedule]:
+        problem = validate_schedule_text(schedule, unit)
+        if problem is not True:
+            raise InvalidInputError(str(problem))
+        if clip is None and text_encoder is None:
+            raise InvalidInputError("Connect a CLIP (Load CLIP, type wan) or a Causal Forcing text encoder.")
+        prompts = schedule_prompts(schedule, chunk_seconds=1.0 if unit == "seconds" else None)
+        conds = {}
+        for text in prompts:
+            rt.throw_if_interrupted()
+            conds[text] = text_encoder.encode(text) if text_encoder is not None else rt.clip_encode(clip, text)
+        return (PromptSchedule(schedule, unit, conds),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "CausalForcingTextEncoderLoader": CausalForcingTextEncoderLoader,
+    "CausalForcingTextEncode": CausalForcingTextEncode,
+    "CausalForcingPromptSchedule": CausalForcingPromptSchedule,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "CausalForcingTextEncoderLoader": "Causal Forcing Text Encoder Loader",
+    "CausalForcingTextEncode": "Causal Forcing Text Encode",
+    "CausalForcingPromptSchedule": "Causal Forcing Prompt Schedule",
+}

@@ -1,0 +1,160 @@
+"""The Wan 2.1 VAE: ``CausalForcingVAELoader`` -> ``CF_VAE`` and ``CausalForcingDecode`` -> ``IMAGE``.
+
+Decoding streams chunk by chunk with the core's VAE and a persistent causal cache, so chunks join without seams
+(ComfyUI's own VAEDecode restarts its cache per call). A native ``VAE`` (VAELoader with wan_2.1_vae) works too: the
+core's VAE is built on the native module's own tensors (shared, not copied) for each run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..causal_forcing_core.errors import InvalidInputError
+from ..causal_forcing_core.latent_space import from_raw_latents
+from ..causal_forcing_core.vae import WanVAE, load_vae, vae_from_state_dict
+from . import comfy_runtime as rt
+from .common import CATEGORY, CF_STREAM, CF_VAE
+
+logger = logging.getLogger(__name__)
+
+VAE_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+@dataclass(eq=False)
+class CFVae:
+    """What ``CF_VAE`` carries: the core's Wan 2.1 VAE and ComfyUI's handle on it."""
+
+    vae: WanVAE
+    patcher: Any = None
+
+
+def core_vae(vae: Any = None, cf_vae: CFVae | None = None) -> WanVAE:
+    """The core VAE for a native ``VAE`` or a ``CF_VAE`` input, loaded onto the compute device."""
+    if cf_vae is not None:
+        rt.load_models([cf_vae.patcher])
+        return cf_vae.vae
+    if vae is None:
+        raise InvalidInputError(
+            "Connect a VAE: the native Load VAE node with wan_2.1_vae.safetensors, or Causal Forcing VAE Loader."
+        )
+    module = rt.native_vae_module(vae)
+    if module is None:
+        raise InvalidInputError(f"The VAE input is a {type(vae).__name__}, not a ComfyUI VAE.")
+    rt.load_models([rt.native_vae_patcher(vae)])
+    state = module.state_dict()
+    if "decoder.middle.0.residual.0.gamma" not in state:
+        raise InvalidInputError(
+            f"The connected VAE is not a Wan 2.1 VAE (its model is {type(module).__name__}). Causal Forcing students "
+            "make Wan 2.1 latents: load wan_2.1_vae.safetensors with Load VAE."
+        )
+    first = next(iter(state.values()))
+    return vae_from_state_dict(state, "The connected VAE", device=first.device, dtype=first.dtype)
+
+
+def _latents_to_decode(stream: Any, samples: dict | None) -> torch.Tensor:
+    """Normalised latents [1, F, 16, h, w] from a CF_STREAM or a LATENT."""
+    if stream is not None:
+        return stream.stream.latents
+    if samples is None:
+        raise InvalidInputError("Connect a stream (CF_STREAM) or a LATENT to decode.")
+    if not isinstance(samples, dict) or "samples" not in samples:
+        raise InvalidInputError("The LATENT input holds no 'samples'.")
+    return from_raw_latents(samples["samples"])
+
+
+def decode_streaming(vae: WanVAE, latents: torch.Tensor, chunk: int, node_id: str | None = None) -> torch.Tensor:
+    """Normalised latents [B, F, 16, h, w] -> IMAGE [B * (1 + 4(F-1)), H, W, 3] in [0, 1] on the CPU, decoded
+    ``chunk`` latent frames at a time with one progress bar; interruption is checked between chunks."""
+    if latents.shape[1] == 0:
+        raise InvalidInputError("The stream has no frames yet; generate at least one chunk before decoding.")
+    decoder = vae.stream_decoder()
+    bar = rt.ProgressBar(latents.shape[1], node_id)
+    pieces = []
+    with torch.no_grad():
+        for start in range(0, latents.shape[1], chunk):
+            rt.throw_if_interrupted()
+            part = latents[:, start : start + chunk].to(vae.device, vae.dtype)
+            pieces.append(decoder.decode(part).float().to(rt.intermediate_device()))
+            bar.update_absolute(min(start + chunk, latents.shape[1]))
+    video = torch.cat(pieces, dim=1)  # [B, T, 3, H, W] in [-1, 1]
+    images = ((video + 1.0) / 2.0).clamp(0, 1).permute(0, 1, 3, 4, 2)
+    return images.reshape(-1, *images.shape[2:]).contiguous()
+
+
+class CausalForcingVAELoader:
+    """Load a Wan 2.1 VAE file with the pack's own loader (reference .pth, ComfyUI safetensors, small test VAEs)."""
+
+    DESCRIPTION = (
+        "Loads a Wan 2.1 VAE from models/vae with the Causal Forcing core (also reads the reference Wan2.1_VAE.pth). "
+        "The native Load VAE works for decoding too; this one also loads VAEs the native loader cannot."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (CF_VAE,)
+    RETURN_NAMES = ("cf_vae",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "vae_name": (rt.model_file_list("vae"), {"tooltip": "A Wan 2.1 VAE in models/vae."}),
+                "dtype": (list(VAE_DTYPES), {"default": "auto", "tooltip": "auto: bf16 on GPU, fp32 on CPU."}),
+            }
+        }
+
+    def load(self, vae_name: str, dtype: str) -> tuple[CFVae]:
+        device = rt.get_torch_device()
+        chosen = VAE_DTYPES.get(dtype) or (torch.float32 if device.type == "cpu" else torch.bfloat16)
+        vae = load_vae(rt.model_file_path("vae", vae_name), device=rt.offload_device(), dtype=chosen)
+        return (CFVae(vae, rt.manage_model(vae)),)
+
+
+class CausalForcingDecode:
+    """Decode a stream (or a Wan LATENT) into frames, chunk by chunk with a persistent cache (no seams)."""
+
+    DESCRIPTION = (
+        "Decodes a Causal Forcing stream or a Wan 2.1 LATENT into IMAGE frames (16 fps). Decoding streams chunk by "
+        "chunk with the VAE's causal cache kept between chunks, so there are no seams. Connect a native VAE "
+        "(wan_2.1_vae) or a CF_VAE."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "chunk_frames": ("INT", {
+                    "default": 3, "min": 1, "max": 64,
+                    "tooltip": "Latent frames decoded at once: smaller uses less memory, the result is the same.",
+                }),
+            },
+            "optional": {
+                "stream": (CF_STREAM, {"tooltip": "The stream to decode (all its frames so far)."}),
+                "samples": ("LATENT", {"tooltip": "Or a Wan 2.1 video LATENT."}),
+                "vae": ("VAE", {"tooltip": "Native Wan 2.1 VAE (Load VAE, wan_2.1_vae.safetensors)."}),
+                "cf_vae": (CF_VAE, {"tooltip": "Or a VAE from Causal Forcing VAE Loader."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def decode(
+        self, chunk_frames: int, stream: Any = None, samples: dict | None = None, vae: Any = None,
+        cf_vae: CFVae | None = None, unique_id: str | None = None,
+    ) -> tuple[torch.Tensor]:
+        latents = _latents_to_decode(stream, samples)
+        model = core_vae(vae, cf_vae)
+        return (decode_streaming(model, latents, chunk_frames, unique_id),)
+
+
+NODE_CLASS_MAPPINGS = {"CausalForcingVAELoader": CausalForcingVAELoader, "CausalForcingDecode": CausalForcingDecode}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "CausalForcingVAELoader": "Causal Forcing VAE Loader",
+    "CausalForcingDecode": "Causal Forcing Decode",
+}

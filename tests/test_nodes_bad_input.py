@@ -1,0 +1,117 @@
+"""Layer 3: bad input gives a clear error naming what to do, and never leaves a stream half-written."""
+
+from __future__ import annotations
+
+import shutil
+from types import ModuleType, SimpleNamespace
+
+import pytest
+import torch
+
+from test_nodes_stream import PROMPTS, _image, env, models_dir  # noqa: F401 - fixtures
+
+
+@pytest.fixture
+def made(env):  # noqa: F811
+    n = env.nodes
+    model, = n["CausalForcingModelLoader"]().load("cf_tiny_chunkwise.safetensors", "auto", "auto", "none")
+    te, = n["CausalForcingTextEncoderLoader"]().load("cf_tiny_umt5.pth", "cf_tiny_umt5_tokenizer", "auto", "default")
+    cond, = n["CausalForcingTextEncode"]().encode(te, PROMPTS[0])
+    other, = n["CausalForcingTextEncode"]().encode(te, PROMPTS[1])
+    stream, = n["CausalForcingStart"]().start(model, cond, 64, 64, 5, 0, 0)
+    return SimpleNamespace(n=n, model=model, te=te, cond=cond, other=other, stream=stream, env=env)
+
+
+def _generate(made, stream, chunks=2, positive=None):
+    return made.n["CausalForcingGenerate"]().generate(stream, chunks, "chunks", True, positive=positive)["result"]
+
+
+def test_conditioning_from_another_text_encoder(made) -> None:
+    clip_l = [[torch.randn(1, 77, 768), {"pooled_output": torch.randn(1, 768)}]]
+    with pytest.raises(Exception, match=r"768 wide, but this model reads 32-wide umT5.*Load CLIP with type 'wan'"):
+        made.n["CausalForcingStart"]().start(made.model, clip_l, 64, 64, 5, 0, 0)
+    with pytest.raises(Exception, match="768 wide"):
+        _generate(made, made.stream, positive=clip_l)
+    with pytest.raises(Exception, match="CONDITIONING holds str, expected a tensor"):
+        made.n["CausalForcingStart"]().start(made.model, "a cat", 64, 64, 5, 0, 0)
+
+
+def test_vae_that_is_not_wan21(made) -> None:
+    sd_vae = SimpleNamespace(first_stage_model=torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), patcher=None)
+    framewise, = made.n["CausalForcingModelLoader"]().load("cf_tiny_framewise.safetensors", "auto", "auto", "none")
+    with pytest.raises(Exception, match="not a Wan 2.1 VAE.*wan_2.1_vae.safetensors"):
+        made.n["CausalForcingStart"]().start(framewise, made.cond, 64, 64, 5, 0, 0, start_image=_image(), vae=sd_vae)
+    latent = _generate(made, made.stream)[1]
+    with pytest.raises(Exception, match="not a Wan 2.1 VAE"):
+        made.n["CausalForcingDecode"]().decode(3, samples=latent, vae=sd_vae)
+    with pytest.raises(Exception, match="Connect a VAE"):
+        made.n["CausalForcingDecode"]().decode(3, samples=latent)
+    with pytest.raises(Exception, match="Connect a stream"):
+        made.n["CausalForcingDecode"]().decode(3, vae=sd_vae)
+    with pytest.raises(Exception, match="image model's"):
+        made.n["CausalForcingDecode"]().decode(3, samples={"samples": torch.zeros(1, 4, 8, 8)}, vae=sd_vae)
+
+
+def test_sizes_not_multiples_of_16(made) -> None:
+    with pytest.raises(Exception, match=r"width 72 is not a multiple of 16 \(try 64 or 80\)"):
+        made.n["CausalForcingStart"]().start(made.model, made.cond, 72, 64, 5, 0, 0)
+
+
+def test_image_to_video_needs_a_framewise_model_and_a_vae(made) -> None:
+    vae, = made.n["CausalForcingVAELoader"]().load("cf_tiny_vae.safetensors", "auto")
+    with pytest.raises(Exception, match="Image-to-video needs a frame-wise student"):
+        made.n["CausalForcingStart"]().start(made.model, made.cond, 64, 64, 5, 0, 0, start_image=_image(), cf_vae=vae)
+    framewise, = made.n["CausalForcingModelLoader"]().load("cf_tiny_framewise.safetensors", "auto", "auto", "none")
+    with pytest.raises(Exception, match="connect vae"):
+        made.n["CausalForcingStart"]().start(framewise, made.cond, 64, 64, 5, 0, 0, start_image=_image())
+    latent = {"samples": torch.zeros(1, 16, 1, 8, 8)}
+    with pytest.raises(Exception, match="not both"):
+        made.n["CausalForcingStart"]().start(framewise, made.cond, 64, 64, 5, 0, 0, start_image=_image(),
+                                             cf_vae=vae, continue_latent=latent)
+
+
+def test_too_many_chunks_without_a_window(made) -> None:
+    stream, _ = _generate(made, made.stream, chunks=6)
+    with pytest.raises(Exception, match=r"at most 21 latent frames without a window \(1 more chunk\(s\) fit\).*"
+                                        r"set window_frames"):
+        _generate(made, stream, chunks=2)
+    with pytest.raises(Exception, match="sink_frames needs a window"):
+        made.n["CausalForcingStart"]().start(made.model, made.cond, 64, 64, 5, 0, 3)
+    windowed, = made.n["CausalForcingStart"]().start(made.model, made.cond, 64, 64, 5, 6, 3)
+    long, latent = _generate(made, windowed, chunks=12)
+    assert latent["samples"].shape[2] == 36
+
+
+def test_a_file_that_is_not_a_dit(made, models_dir, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    root = tmp_path / "models"
+    shutil.copytree(models_dir, root)
+    shutil.copy(root / "vae" / "cf_tiny_vae.safetensors", root / "diffusion_models" / "some_vae.safetensors")
+    (root / "diffusion_models" / "broken.safetensors").write_bytes(b"\x00" * 64)
+    monkeypatch.setenv("CF_MODELS_DIR", str(root))
+    loader = made.n["CausalForcingModelLoader"]()
+    with pytest.raises(Exception, match="not a Wan DiT.*It looks like a VAE|not a Wan DiT"):
+        loader.load("some_vae.safetensors", "auto", "auto", "none")
+    with pytest.raises(Exception, match="broken.safetensors"):
+        loader.load("broken.safetensors", "auto", "auto", "none")
+    with pytest.raises(Exception, match="neither models/diffusion_models nor models/checkpoints"):
+        loader.load("missing.safetensors", "auto", "auto", "none")
+    with pytest.raises(Exception, match="Unknown sampler preset"):
+        loader.load("cf_tiny_chunkwise.safetensors", "eightstep", "auto", "none")
+
+
+def test_empty_prompts_and_missing_encoders(made) -> None:
+    with pytest.raises(Exception, match="prompt is empty"):
+        made.n["CausalForcingTextEncode"]().encode(made.te, "   ")
+    with pytest.raises(Exception, match="Connect a CLIP"):
+        made.n["CausalForcingPromptSchedule"]().build("0: a dog", "chunks")
+    with pytest.raises(Exception, match="line 1"):
+        made.n["CausalForcingPromptSchedule"]().build("zero: a dog\n1: a cat", "chunks", text_encoder=made.te)
+
+
+def test_a_failed_node_leaves_the_stream_intact(made) -> None:
+    expected = _generate(made, made.stream, chunks=3, positive=made.other)[1]["samples"]
+    bad = [[torch.randn(1, 16, 7), {}]]
+    for attempt in (lambda: _generate(made, made.stream, positive=bad), lambda: _generate(made, made.stream, 9)):
+        with pytest.raises(Exception):
+            attempt()
+        assert torch.equal(_generate(made, made.stream, chunks=3, positive=made.other)[1]["samples"], expected)

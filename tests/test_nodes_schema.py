@@ -1,0 +1,115 @@
+"""Layer 3: every node's V1 schema is valid plain data that ComfyUI accepts, defaults lie in range, and the
+function takes exactly the inputs the schema declares."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from types import ModuleType
+
+import pytest
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+SOCKET_TYPES = {"CF_MODEL", "CF_STREAM", "CF_SCHEDULE", "CF_TEXT_ENCODER", "CF_VAE", "CONDITIONING", "LATENT",
+                "IMAGE", "VAE", "CLIP"}
+HIDDEN_VALUES = {"UNIQUE_ID", "PROMPT", "EXTRA_PNGINFO", "DYNPROMPT"}
+
+
+@pytest.fixture(autouse=True)
+def _models(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from scripts.make_tiny_models import write_tiny_models
+
+    root = tmp_path_factory.getbasetemp() / "schema_models"
+    if not root.exists():
+        write_tiny_models(root)
+    monkeypatch.setenv("CF_MODELS_DIR", str(root))
+
+
+def _nodes(pack: ModuleType) -> list[tuple[str, type]]:
+    return sorted(pack.NODE_CLASS_MAPPINGS.items())
+
+
+def _check_widget(node_id: str, name: str, kind, options: dict) -> None:
+    where = f"{node_id}.{name}"
+    if isinstance(kind, list):
+        assert kind and all(isinstance(x, str) for x in kind), f"{where}: combo options must be strings"
+        if "default" in options:
+            assert options["default"] in kind, f"{where}: default {options['default']!r} not an option"
+        return
+    assert isinstance(kind, str), f"{where}: type must be a string or a combo list"
+    assert kind in WIDGET_TYPES | SOCKET_TYPES, f"{where}: unknown type {kind}"
+    if kind in ("INT", "FLOAT"):
+        default, lo, hi = options.get("default"), options.get("min"), options.get("max")
+        assert default is not None, f"{where}: numbers need a default"
+        assert lo is None or lo <= default, f"{where}: default {default} < min {lo}"
+        assert hi is None or default <= hi, f"{where}: default {default} > max {hi}"
+        if kind == "INT":
+            assert all(isinstance(v, int) for v in (default, lo, hi, options.get("step", 1)) if v is not None)
+            step = options.get("step")
+            if step and lo is not None:
+                assert (default - lo) % step == 0, f"{where}: default not on the step grid"
+    if kind == "BOOLEAN":
+        assert isinstance(options.get("default"), bool), f"{where}: booleans need a bool default"
+    if kind == "STRING" and "default" in options:
+        assert isinstance(options["default"], str)
+
+
+def test_every_schema_is_valid_plain_data(pack: ModuleType) -> None:
+    assert len(pack.NODE_CLASS_MAPPINGS) >= 9
+    for node_id, cls in _nodes(pack):
+        assert node_id.startswith("CausalForcing")
+        spec = cls.INPUT_TYPES()
+        json.dumps({k: v for k, v in spec.items()})  # plain data: /object_info serialises it
+        assert set(spec) <= {"required", "optional", "hidden"} and "required" in spec
+        for section in ("required", "optional"):
+            for name, entry in spec.get(section, {}).items():
+                assert isinstance(entry, tuple) and 1 <= len(entry) <= 2, f"{node_id}.{name}"
+                options = entry[1] if len(entry) == 2 else {}
+                assert isinstance(options, dict)
+                _check_widget(node_id, name, entry[0], options)
+        for name, value in spec.get("hidden", {}).items():
+            assert value in HIDDEN_VALUES, f"{node_id}.{name}"
+        assert isinstance(cls.RETURN_TYPES, tuple) and all(isinstance(t, str) for t in cls.RETURN_TYPES)
+        assert all(t in SOCKET_TYPES for t in cls.RETURN_TYPES), f"{node_id}: {cls.RETURN_TYPES}"
+        assert len(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)) == len(cls.RETURN_TYPES)
+        if hasattr(cls, "OUTPUT_TOOLTIPS"):
+            assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES)
+        assert cls.CATEGORY == "Causal Forcing"
+        assert isinstance(cls.DESCRIPTION, str) and len(cls.DESCRIPTION) > 40
+        assert pack.NODE_DISPLAY_NAME_MAPPINGS[node_id].startswith("Causal Forcing")
+
+
+def test_functions_take_exactly_the_declared_inputs(pack: ModuleType) -> None:
+    for node_id, cls in _nodes(pack):
+        spec = cls.INPUT_TYPES()
+        params = inspect.signature(getattr(cls, cls.FUNCTION)).parameters
+        names = [n for n in params if n != "self"]
+        required = set(spec["required"])
+        optional = set(spec.get("optional", {})) | set(spec.get("hidden", {}))
+        assert set(names) == required | optional, f"{node_id}: {names} vs schema"
+        for name in optional:
+            assert params[name].default is not inspect.Parameter.empty, f"{node_id}.{name} must default (optional)"
+        for name in required:
+            assert params[name].default is inspect.Parameter.empty, f"{node_id}.{name} is required"
+        validate = getattr(cls, "VALIDATE_INPUTS", None)
+        if validate is not None:  # ComfyUI calls it on the class; linked inputs arrive as None
+            assert inspect.ismethod(validate), f"{node_id}.VALIDATE_INPUTS must be a classmethod"
+            assert validate(**{n: None for n in required}) is True
+
+
+def test_model_combos_list_the_files_in_the_model_folders(pack: ModuleType) -> None:
+    nodes = pack.NODE_CLASS_MAPPINGS
+    models = nodes["CausalForcingModelLoader"].INPUT_TYPES()["required"]
+    assert {"cf_tiny_chunkwise.safetensors", "cf_tiny_framewise.safetensors"} <= set(models["model_name"][0])
+    assert models["preview"][0][:3] == ["auto", "latent2rgb", "none"]
+    assert "cf_tiny_preview.safetensors" in models["preview"][0]
+    text = nodes["CausalForcingTextEncoderLoader"].INPUT_TYPES()["required"]
+    assert text["tokenizer"][0] == ["cf_tiny_umt5_tokenizer"]
+    assert "cf_tiny_vae.safetensors" in nodes["CausalForcingVAELoader"].INPUT_TYPES()["required"]["vae_name"][0]
+
+
+def test_start_validates_sizes_before_the_run(pack: ModuleType) -> None:
+    start = pack.NODE_CLASS_MAPPINGS["CausalForcingStart"]
+    assert start.VALIDATE_INPUTS(width=832, height=480) is True
+    message = start.VALIDATE_INPUTS(width=830, height=480)
+    assert isinstance(message, str) and "width 830 is not a multiple of 16 (try 816 or 832)" in message
