@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -22,6 +23,11 @@ def write_tiny_tokenizer(folder: Path) -> Path:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
     folder.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(str(folder))
+    # transformers 5 writes its own class name, which transformers 4 (ComfyUI's pin) cannot load; both read this one
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(config, indent=2))
     return folder
 
 

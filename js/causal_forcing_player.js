@@ -1,0 +1,567 @@
+// Causal Forcing live player: plays the preview frames a generating node streams (`causal_forcing.chunk` websocket
+// events, see nodes/live_preview.py) on the node itself, at the video's frame rate, and replays the whole run from
+// the node's `ui` output after it ran. The queue, URL and node-id logic lives in ./cf_player_queue.js (tested in
+// js/tests/ with `node --test js/tests/`).
+
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+import {
+  CHUNK_EVENT,
+  FrameQueue,
+  PLAYER_NODES,
+  PRELOAD_AHEAD,
+  UI_FRAMES_KEY,
+  describeNode,
+  formatStatus,
+  framesFromOutput,
+  isPlayerNode,
+  pickTargets,
+} from "./cf_player_queue.js";
+
+export { PLAYER_NODES };
+
+const EXTENSION = "causal_forcing.player";
+const WIDGET_NAME = "cf_player";
+/** Minimum height of the player widget (image + control bar), in canvas pixels. */
+const MIN_HEIGHT = 200;
+/** The node is never grown past this widget height when fitting the video's aspect ratio. */
+const MAX_FIT_HEIGHT = 900;
+const BAR_HEIGHT = 22;
+const GAP = 4;
+/** ComfyUI's own canvas preview widget (the progress preview image), hidden while the player has frames. */
+const CANVAS_PREVIEW_WIDGET = "$$canvas-image-preview";
+/** Events after which no more chunks come for the running prompt. */
+const END_EVENTS = ["execution_success", "execution_error", "execution_interrupted"];
+
+const ICON_PLAY = "\u25B6"; // ▶
+const ICON_PAUSE = "\u275A\u275A"; // ❚❚
+const ICON_REPLAY = "\u21BB"; // ↻
+
+function warn(...args) {
+  try {
+    console.warn(`[${EXTENSION}]`, ...args);
+  } catch {
+    /* console unavailable */
+  }
+}
+
+// --------------------------------------------------------------------------------------- player registry + events
+
+/** Players of the nodes currently in a graph. */
+const players = new Set();
+let listening = false;
+
+function candidates() {
+  const out = [];
+  for (const p of players) {
+    if (!p.disposed && p.node) out.push(describeNode(p.node, p));
+  }
+  return out;
+}
+
+function onChunk(event) {
+  try {
+    const detail = event?.detail;
+    if (!detail || typeof detail !== "object") return;
+    for (const c of pickTargets(detail.node, candidates())) c.ref.onChunk(detail);
+  } catch (err) {
+    warn("chunk event", err);
+  }
+}
+
+function onRunEnded() {
+  try {
+    for (const p of players) p.onRunEnded();
+  } catch (err) {
+    warn("end event", err);
+  }
+}
+
+/** The api listeners live while at least one player exists. */
+function subscribe(player) {
+  players.add(player);
+  if (listening) return;
+  api.addEventListener(CHUNK_EVENT, onChunk);
+  for (const name of END_EVENTS) api.addEventListener(name, onRunEnded);
+  listening = true;
+}
+
+function unsubscribe(player) {
+  players.delete(player);
+  if (!listening || players.size) return;
+  api.removeEventListener(CHUNK_EVENT, onChunk);
+  for (const name of END_EVENTS) api.removeEventListener(name, onRunEnded);
+  listening = false;
+}
+
+// --------------------------------------------------------------------------------------------------- the player
+
+function el(tag, style = {}, props = {}) {
+  const e = document.createElement(tag);
+  Object.assign(e.style, style);
+  Object.assign(e, props);
+  return e;
+}
+
+function makeButton(text, title) {
+  return el(
+    "button",
+    {
+      flex: "0 0 auto",
+      height: `${BAR_HEIGHT}px`,
+      minWidth: "28px",
+      padding: "0 6px",
+      font: "inherit",
+      lineHeight: `${BAR_HEIGHT - 2}px`,
+      color: "var(--input-text, #ddd)",
+      background: "var(--comfy-input-bg, #222)",
+      border: "1px solid var(--border-color, #444)",
+      borderRadius: "4px",
+      cursor: "pointer",
+    },
+    { type: "button", textContent: text, title },
+  );
+}
+
+class CausalForcingPlayer {
+  constructor(node) {
+    this.node = node;
+    this.queue = new FrameQueue();
+    this.playing = true;
+    this.disposed = false;
+    this.timer = null;
+    this.timerFps = 0;
+    this.inflight = new Set(); // preloading Image objects
+    this.fitted = null; // "WxH" the node was last fitted to
+    this.shownAny = false;
+    this._buildDom();
+    this.widget = node.addDOMWidget(WIDGET_NAME, WIDGET_NAME, this.root, {
+      serialize: false, // not sent in the API prompt
+      hideOnZoom: true,
+      getValue() {
+        return "";
+      },
+      setValue() {},
+      getMinHeight: () => MIN_HEIGHT,
+    });
+    // not written to the workflow's widgets_values either (LGraphNode.serialize checks widget.serialize)
+    this.widget.serialize = false;
+    subscribe(this);
+    this._render();
+  }
+
+  // ------------------------------------------------------------------------------------------------- DOM
+  _buildDom() {
+    this.root = el("div", {
+      display: "flex",
+      flexDirection: "column",
+      gap: `${GAP}px`,
+      width: "100%",
+      height: "100%",
+      boxSizing: "border-box",
+      overflow: "hidden",
+      font: "11px sans-serif",
+      color: "var(--input-text, #ddd)",
+    });
+    this.root.className = "cf-player";
+    // read by the frontend's DOM widget layout when getMinHeight is not supported
+    this.root.style.setProperty("--comfy-widget-min-height", String(MIN_HEIGHT));
+
+    this.screen = el("div", {
+      position: "relative",
+      flex: "1 1 auto",
+      minHeight: "0",
+      background: "#000",
+      borderRadius: "4px",
+      overflow: "hidden",
+    });
+    this.img = el(
+      "img",
+      {
+        position: "absolute",
+        inset: "0",
+        width: "100%",
+        height: "100%",
+        objectFit: "contain",
+        display: "none",
+        userSelect: "none",
+      },
+      { alt: "", draggable: false, decoding: "sync" },
+    );
+    this.placeholder = el("div", {
+      position: "absolute",
+      inset: "0",
+      display: "flex",
+      alignItems: "center",
+      justifyContent: "center",
+      textAlign: "center",
+      padding: "8px",
+      opacity: "0.6",
+      pointerEvents: "none",
+    });
+    this.placeholder.textContent = "live preview appears here while the node runs";
+    this.screen.append(this.img, this.placeholder);
+
+    this.bar = el("div", {
+      display: "flex",
+      alignItems: "center",
+      gap: "6px",
+      flex: `0 0 ${BAR_HEIGHT}px`,
+      height: `${BAR_HEIGHT}px`,
+      minWidth: "0",
+    });
+    this.playBtn = makeButton(ICON_PAUSE, "Pause");
+    this.loopBtn = makeButton("loop", "Replay the last run's frames in a loop after it finishes");
+    this.statusEl = el("span", {
+      flex: "1 1 auto",
+      minWidth: "0",
+      overflow: "hidden",
+      textOverflow: "ellipsis",
+      whiteSpace: "nowrap",
+    });
+    this.playBtn.addEventListener("click", (e) => this._guard(() => this.togglePlay(), e));
+    this.loopBtn.addEventListener("click", (e) => this._guard(() => this.toggleLoop(), e));
+    this.bar.append(this.playBtn, this.loopBtn, this.statusEl);
+    this.root.append(this.screen, this.bar);
+  }
+
+  _guard(fn, event) {
+    try {
+      event?.stopPropagation?.();
+      fn();
+    } catch (err) {
+      warn(err);
+    }
+  }
+
+  _render() {
+    if (this.disposed) return;
+    const s = this.queue.status();
+    this.statusEl.textContent = formatStatus(s, { paused: !this.playing });
+    this.statusEl.title = this.statusEl.textContent;
+    if (s.state === "done" || s.state === "unavailable") {
+      this.playBtn.textContent = ICON_REPLAY;
+      this.playBtn.title = "Replay the run";
+    } else if (this.playing) {
+      this.playBtn.textContent = ICON_PAUSE;
+      this.playBtn.title = "Pause";
+    } else {
+      this.playBtn.textContent = ICON_PLAY;
+      this.playBtn.title = "Play";
+    }
+    const loop = this.queue.loop;
+    this.loopBtn.setAttribute("aria-pressed", loop ? "true" : "false");
+    this.loopBtn.style.background = loop ? "var(--p-primary-color, #2a6fdb)" : "var(--comfy-input-bg, #222)";
+    this.loopBtn.style.color = loop ? "#fff" : "var(--input-text, #ddd)";
+    if (s.state === "unavailable") {
+      this.placeholder.textContent = "preview frames are no longer on the server";
+      this.placeholder.style.display = "flex";
+    } else {
+      this.placeholder.style.display = this.shownAny ? "none" : "flex";
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------- timing
+  _ensureTimer() {
+    if (this.disposed || !this.playing) return;
+    const fps = this.queue.fps;
+    if (this.timer !== null && this.timerFps === fps) return;
+    const fresh = this.timer === null;
+    this._stopTimer();
+    this.timerFps = fps;
+    this.timer = setInterval(() => this._tick(), 1000 / fps);
+    if (fresh) this._tick(); // show a frame that is ready at once instead of one period later
+  }
+
+  _stopTimer() {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  _tick() {
+    try {
+      if (this.disposed) return this._stopTimer();
+      const r = this.queue.step();
+      if (r.type === "show") this._show(r.entry);
+      else if (r.reason !== "loading") this._stopTimer(); // waiting/done/empty: restarted by new frames or a click
+      this._preload();
+      this._render();
+    } catch (err) {
+      this._stopTimer();
+      warn("playback", err);
+    }
+  }
+
+  _show(entry) {
+    const url = entry.url || this._url(entry);
+    if (!url) return;
+    const pre = entry.img;
+    entry.img = null; // the preloaded image is in the document's image cache now; drop the reference
+    if (!this.queue.width && pre && pre.naturalWidth && pre.naturalHeight) {
+      this._fit(pre.naturalWidth, pre.naturalHeight);
+    }
+    if (this.img.getAttribute("src") !== url) this.img.src = url;
+    if (!this.shownAny) {
+      this.shownAny = true;
+      this.img.style.display = "block";
+    }
+  }
+
+  _url(entry) {
+    if (!entry || !entry.path) return null;
+    if (!entry.url) entry.url = api.apiURL(entry.path);
+    return entry.url;
+  }
+
+  /** Load (and decode) the frames just ahead of the play head, so showing them never flickers. */
+  _preload() {
+    if (this.disposed) return;
+    for (const entry of this.queue.preloadCandidates(PRELOAD_AHEAD)) {
+      const url = this._url(entry);
+      if (!url) {
+        entry.status = "error";
+        continue;
+      }
+      entry.status = "loading";
+      const img = new Image();
+      img.decoding = "async";
+      const finish = (ok) => {
+        if (!this.inflight.delete(img)) return; // cancelled
+        img.onload = img.onerror = null;
+        if (entry.status === "loading") {
+          entry.status = ok ? "ready" : "error";
+          entry.img = ok ? img : null;
+        }
+        this._ensureTimer();
+        if (!this.timer) this._render();
+      };
+      img.onload = () => {
+        if (typeof img.decode === "function") img.decode().then(() => finish(true), () => finish(true));
+        else finish(true);
+      };
+      img.onerror = () => finish(false);
+      this.inflight.add(img);
+      img.src = url;
+    }
+  }
+
+  _cancelPreloads() {
+    for (const img of this.inflight) {
+      img.onload = img.onerror = null;
+      try {
+        img.src = "";
+      } catch {
+        /* ignore */
+      }
+    }
+    this.inflight.clear();
+  }
+
+  /** Grow the node so the image area has the video's aspect ratio (once per size; never shrinks the node). */
+  _fit(width, height) {
+    const key = `${width}x${height}`;
+    if (this.fitted === key) return;
+    this.fitted = key;
+    const node = this.node;
+    if (!node || !node.size || node.size.length < 2 || !(width > 0) || !(height > 0)) return;
+    const margin = Number(this.widget?.margin) || 10;
+    const screenW = Math.max(50, node.size[0] - 2 * margin);
+    const ideal = (screenW * height) / width + BAR_HEIGHT + GAP + 2 * margin;
+    const want = Math.min(MAX_FIT_HEIGHT, Math.max(MIN_HEIGHT, ideal));
+    const have = Number(this.widget?.computedHeight) || MIN_HEIGHT;
+    const delta = Math.round(want - have);
+    if (delta > 1 && typeof node.setSize === "function") {
+      node.setSize([node.size[0], node.size[1] + delta]);
+      node.setDirtyCanvas?.(true, true);
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------- inputs
+  /** A `causal_forcing.chunk` event meant for this node. */
+  onChunk(detail) {
+    if (this.disposed) return;
+    const r = this.queue.pushChunk(detail);
+    if (r.reset) this._cancelPreloads();
+    if (this.queue.width && this.queue.height) this._fit(this.queue.width, this.queue.height);
+    this._preload();
+    this._ensureTimer();
+    this._render();
+  }
+
+  /** The node's `ui` output after it ran (or was cached): the run's complete frame list. */
+  onOutput(output) {
+    if (this.disposed) return;
+    const { frames, fps } = framesFromOutput(output);
+    if (!frames.length) return;
+    const r = this.queue.loadRun(frames, { fps });
+    if (r.reset) {
+      this._cancelPreloads();
+      this.playing = true;
+    }
+    this._preload();
+    this._ensureTimer();
+    this._render();
+  }
+
+  /** The prompt ended: no more chunks for the current run. */
+  onRunEnded() {
+    if (this.disposed) return;
+    this.queue.endRun();
+    this._ensureTimer();
+    this._render();
+  }
+
+  togglePlay() {
+    const state = this.queue.status().state;
+    if (state === "done" || state === "unavailable") {
+      this.queue.restart();
+      this.playing = true;
+    } else {
+      this.playing = !this.playing;
+    }
+    if (this.playing) this._ensureTimer();
+    else this._stopTimer();
+    this._render();
+  }
+
+  toggleLoop() {
+    this.queue.loop = !this.queue.loop;
+    this._ensureTimer();
+    this._render();
+  }
+
+  /** True once the player has something to show (then ComfyUI's own preview image is hidden). */
+  hasFrames() {
+    return !this.disposed && this.shownAny;
+  }
+
+  // ------------------------------------------------------------------------------------------- lifecycle
+  /** The node was (re-)added to a graph. */
+  attach() {
+    if (!this.disposed) return;
+    this.disposed = false;
+    subscribe(this);
+    this._ensureTimer();
+    this._render();
+  }
+
+  /** The node was removed: stop the timer, cancel preloads, stop receiving events. */
+  detach() {
+    if (this.disposed) return;
+    this.disposed = true;
+    this._stopTimer();
+    this._cancelPreloads();
+    unsubscribe(this);
+  }
+}
+
+// ----------------------------------------------------------------------------------------- wiring to the node
+
+function removeCanvasPreview(node) {
+  const widgets = node.widgets;
+  if (!Array.isArray(widgets)) return;
+  const i = widgets.findIndex((w) => w && w.name === CANVAS_PREVIEW_WIDGET);
+  if (i < 0) return;
+  try {
+    widgets[i].onRemove?.();
+  } catch {
+    /* ignore */
+  }
+  widgets.splice(i, 1);
+}
+
+function attachPlayer(node) {
+  if (!node || node.__cfPlayer) return;
+  if (typeof node.addDOMWidget !== "function") {
+    warn("this ComfyUI frontend has no addDOMWidget; the live player is off");
+    return;
+  }
+  const player = new CausalForcingPlayer(node);
+  Object.defineProperty(node, "__cfPlayer", { value: player, configurable: true, enumerable: false });
+
+  const onExecuted = node.onExecuted;
+  node.onExecuted = function (output) {
+    const r = onExecuted?.apply(this, arguments);
+    try {
+      player.onOutput(output);
+    } catch (err) {
+      warn("onExecuted", err);
+    }
+    return r;
+  };
+
+  const onRemoved = node.onRemoved;
+  node.onRemoved = function () {
+    try {
+      player.detach();
+    } catch (err) {
+      warn("onRemoved", err);
+    }
+    return onRemoved?.apply(this, arguments);
+  };
+
+  const onAdded = node.onAdded;
+  node.onAdded = function () {
+    const r = onAdded?.apply(this, arguments);
+    try {
+      player.attach();
+    } catch (err) {
+      warn("onAdded", err);
+    }
+    return r;
+  };
+
+  // The node also gets ComfyUI's progress preview (the chunk's last frame); once the player shows frames that
+  // image would only duplicate it and squeeze the player, so the default preview drawing is skipped then.
+  const onDrawBackground = node.onDrawBackground;
+  node.onDrawBackground = function () {
+    if (player.hasFrames()) {
+      try {
+        removeCanvasPreview(this);
+        return undefined;
+      } catch {
+        /* fall through to the default drawing */
+      }
+    }
+    return onDrawBackground?.apply(this, arguments);
+  };
+
+  // room for the player in a freshly created node (a loaded workflow restores its saved size afterwards)
+  try {
+    const min = node.computeSize?.();
+    if (node.size && node.size.length >= 2) {
+      const w = Math.max(node.size[0], min?.[0] ?? 0, 300);
+      const h = Math.max(node.size[1], min?.[1] ?? 0);
+      node.setSize?.([w, h]);
+    }
+  } catch {
+    /* keep the frontend's size */
+  }
+}
+
+app.registerExtension({
+  name: EXTENSION,
+
+  nodeCreated(node) {
+    try {
+      const cls = node?.comfyClass ?? node?.constructor?.comfyClass ?? node?.type;
+      if (isPlayerNode(cls)) attachPlayer(node);
+    } catch (err) {
+      warn("nodeCreated", err);
+    }
+  },
+
+  // Outputs restored by the frontend (switching workflow tabs, loading a run from the queue history): replay them.
+  onNodeOutputsUpdated(nodeOutputs) {
+    try {
+      if (!nodeOutputs || typeof nodeOutputs !== "object" || !players.size) return;
+      const cands = candidates();
+      for (const [id, output] of Object.entries(nodeOutputs)) {
+        if (!output || typeof output !== "object" || !(UI_FRAMES_KEY in output)) continue;
+        for (const c of pickTargets(id, cands)) c.ref.onOutput(output);
+      }
+    } catch (err) {
+      warn("onNodeOutputsUpdated", err);
+    }
+  },
+});
