@@ -99,7 +99,8 @@ class CausalForcingStart:
                 "height": ("INT", {"default": 480, "min": SIZE_STEP, "max": MAX_SIZE, "step": SIZE_STEP}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                                  "tooltip": "Chunk k's noise comes from (seed, k): the same video however the "
-                                            "chunks are split over nodes."}),
+                                            "chunks are split over nodes. Set 'control after generate' to fixed, "
+                                            "so that editing a later prompt re-generates only from that node."}),
                 "window_frames": ("INT", {"default": 0, "min": 0, "max": MAX_WINDOW,
                                           "tooltip": "Latent frames the attention sees (0 = the whole video). "
                                                      "12 with 3 sink frames for long videos."}),
@@ -156,7 +157,7 @@ def _length_inputs(default: int) -> dict[str, Any]:
         "length": ("INT", {"default": default, "min": 1, "max": 100_000,
                            "tooltip": "How much to generate, in chunks (3 latent frames = 12 video frames for "
                                       "chunk-wise models, 4 for frame-wise) or seconds (rounded up to whole chunks)."}),
-        "unit": (list(LENGTH_UNITS), {"default": "chunks"}),
+        "unit": (list(LENGTH_UNITS), {"default": "chunks", "tooltip": "What length counts: chunks or seconds."}),
         "recache": ("BOOLEAN", {"default": True,
                                 "tooltip": "On a prompt switch, re-encode the cached frames under the new prompt "
                                            "(LongLive re-cache): the video follows the new prompt sooner."}),

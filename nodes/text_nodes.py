@@ -183,7 +183,11 @@ class CausalForcingPromptSchedule:
                                "4: the fox stops and looks at the camera\n",
                     "tooltip": "'start: prompt' lines, or 'a | b | c' for equal segments.",
                 }),
-                "unit": (list(SCHEDULE_UNITS), {"default": "chunks", "tooltip": "What the line numbers count."}),
+                "unit": (list(SCHEDULE_UNITS), {
+                    "default": "chunks",
+                    "tooltip": "What the line numbers of the schedule count: chunks or seconds from the first chunk "
+                               "of the Generate (Schedule) node (its own length has a unit of its own).",
+                }),
             },
             "optional": {
                 "clip": ("CLIP", {"tooltip": "Load CLIP with type wan (umT5-XXL)."}),
