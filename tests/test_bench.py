@@ -23,3 +23,13 @@ def test_stream_bench_quick_prints_json() -> None:
     for p in presets.values():
         assert p["per_chunk"]["median_s"] > 0 and p["latent_frames_per_s"] > 0
     assert run["window"]["window"]["kv_cache_bytes_at_end"] < run["window"]["global"]["kv_cache_bytes_at_end"]
+
+
+def test_node_bench_prints_json() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "node_bench.py"), "--size", "64", "--chunks", "2", "--repeats", "1"],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+    report = json.loads(out.stdout)
+    assert set(report["per_chunk_ms"]) == {"core", "none", "latent2rgb", "cf_tiny_preview.safetensors"}
+    assert all(v > 0 for v in report["per_chunk_ms"].values()) and report["decode_tiny_vae_per_chunk_ms"] > 0
