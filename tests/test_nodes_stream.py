@@ -276,3 +276,20 @@ def test_continuing_a_latent(env) -> None:
     assert out["result"][1]["samples"].shape[2] == 9
     with pytest.raises(Exception, match="set width and height to match"):
         nodes["CausalForcingStart"]().start(model, cond, 128, 64, 42, 0, 0, continue_latent={"samples": latent})
+
+
+def test_a_native_vae_decodes_like_the_pack_vae_on_the_same_weights(env) -> None:
+    """ComfyUI's VAE object holds the Wan VAE module as first_stage_model (reference key names): the nodes build
+    the core VAE on its tensors, so both inputs give the same frames."""
+    nodes = env.nodes
+    cf_vae, = nodes["CausalForcingVAELoader"]().load("cf_tiny_vae.safetensors", "fp32")
+    native = SimpleNamespace(first_stage_model=cf_vae.vae, patcher=None)
+    out = MiniComfy(nodes).run(chain(chunks=(2, 1)), "5")["5"]
+    ours, = nodes["CausalForcingDecode"]().decode(3, stream=out[0], cf_vae=cf_vae)
+    theirs, = nodes["CausalForcingDecode"]().decode(2, stream=out[0], vae=native)
+    assert ours.shape == (33, 64, 64, 3) and torch.equal(ours, theirs)  # chunk size does not matter either
+    # the LATENT output is raw VAE space: back to the stream's normalised latents up to float rounding
+    core = importlib.import_module(f"{env.pack.__name__}.causal_forcing_core")
+    assert torch.allclose(core.latent_space.from_raw_latents(out[1]["samples"]), out[0].stream.latents, atol=1e-5)
+    from_latent, = nodes["CausalForcingDecode"]().decode(3, samples=out[1], vae=native)
+    assert torch.allclose(from_latent, ours, atol=5e-3)  # the random tiny VAE amplifies that rounding
