@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 
 import pytest
 import torch
