@@ -102,6 +102,18 @@ def load_previewer(choice: str, device: torch.device) -> Previewer | None:
     return make_preview_decoder(rt.model_file_path("vae_approx", choice), device=device)
 
 
+def guess_variant(name: str) -> str:
+    """A sampler preset from a file name without metadata (release files live in folders such as
+    ``framewise/`` or ``causal-forcing++/framewise-2step.pt``): 1step/2step/framewise, else chunkwise-4step."""
+    lowered = name.lower().replace("_", "-")
+    if "framewise" in lowered or "frame-wise" in lowered:
+        for steps in ("1step", "2step"):
+            if steps in lowered:
+                return f"framewise-{steps}"
+        return "framewise-4step"
+    return "chunkwise-4step"
+
+
 def _compute_dtype(storage: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cpu":
         return torch.float32  # bf16/fp16 matmuls are slow or missing on CPUs
@@ -118,10 +130,10 @@ def load_model(name: str, variant: str = "auto", weight_dtype: str = "auto", pre
     )
     sampler = loaded.sampler
     if sampler is None:
-        sampler = sampler_preset("chunkwise-4step")
+        sampler = sampler_preset(guess_variant(name))
         logger.warning(
-            "%s does not say which sampler it was trained for; using chunkwise-4step. Pick the variant on the "
-            "Causal Forcing loader if it is a frame-wise or 2/1-step student.", name,
+            "%s does not say which sampler it was trained for; from its name it looks like %s. Pick the variant on "
+            "the Causal Forcing loader if that is wrong.", name, sampler.name,
         )
     max_frames = int(loaded.metadata.get("max_frames") or TRAINED_FRAMES)
     previewer = load_previewer(preview, device)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
 import pytest
 import torch
@@ -115,3 +115,14 @@ def test_a_failed_node_leaves_the_stream_intact(made) -> None:
         with pytest.raises(Exception):
             attempt()
         assert torch.equal(_generate(made, made.stream, chunks=3, positive=made.other)[1]["samples"], expected)
+
+
+def test_release_files_without_metadata_get_a_variant_from_their_name(pack: ModuleType) -> None:
+    import importlib
+
+    guess = importlib.import_module(f"{pack.__name__}.nodes.model_nodes").guess_variant
+    assert guess("framewise/causal_forcing.pt") == "framewise-4step"
+    assert guess("causal-forcing++/framewise-2step.pt") == "framewise-2step"
+    assert guess("Causal_Forcing_Framewise_1Step.safetensors") == "framewise-1step"
+    assert guess("chunkwise/longvideo.pt") == "chunkwise-4step"
+    assert guess("self_forcing_dmd.pt") == "chunkwise-4step"
