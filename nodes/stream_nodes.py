@@ -34,14 +34,15 @@ MAX_WINDOW = 1024
 
 
 def check_size(width: int, height: int) -> str | bool:
-    """True, or a message naming the nearest valid sizes."""
-    bad = [(n, v) for n, v in (("width", width), ("height", height)) if v < SIZE_STEP or v % SIZE_STEP]
-    if not bad:
-        return True
-    return "; ".join(
-        f"{n} {v} is not a multiple of {SIZE_STEP} (try {max(SIZE_STEP, v // SIZE_STEP * SIZE_STEP)} or "
-        f"{(v // SIZE_STEP + 1) * SIZE_STEP})" for n, v in bad
-    )
+    """True, or a message naming the nearest valid sizes (multiples of 16 from 16 to 4096)."""
+    problems = []
+    for name, value in (("width", width), ("height", height)):
+        if not SIZE_STEP <= value <= MAX_SIZE:
+            problems.append(f"{name} {value} is outside {SIZE_STEP}..{MAX_SIZE}")
+        elif value % SIZE_STEP:
+            low = value // SIZE_STEP * SIZE_STEP
+            problems.append(f"{name} {value} is not a multiple of {SIZE_STEP} (try {low} or {low + SIZE_STEP})")
+    return "; ".join(problems) or True
 
 
 def _context(
@@ -118,8 +119,10 @@ class CausalForcingStart:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, width: int | None = None, height: int | None = None, **_: Any) -> str | bool:
-        if width is None or height is None:
+    def VALIDATE_INPUTS(cls, width: int | None, height: int | None) -> str | bool:
+        """Sizes, before the run. Only these two are named: ComfyUI still range-checks every other input (it
+        skips that for inputs a VALIDATE_INPUTS takes, and for all of them when it takes **kwargs)."""
+        if width is None or height is None:  # linked from another node: checked when it runs
             return True
         return check_size(int(width), int(height))
 

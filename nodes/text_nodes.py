@@ -196,10 +196,12 @@ class CausalForcingPromptSchedule:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, schedule: str | None = None, unit: str | None = None, **_: Any) -> str | bool:
+    def VALIDATE_INPUTS(cls, schedule: str | None) -> str | bool:
+        """The schedule's syntax, before the run (line numbers as chunks or seconds; the unit is checked exactly
+        when the node runs). Only ``schedule`` is named, so ComfyUI still checks ``unit`` against its options."""
         if schedule is None:  # linked from another node: checked when it runs
             return True
-        return validate_schedule_text(schedule, unit or "chunks")
+        return validate_schedule_text(schedule, "seconds")
 
     def build(
         self, schedule: str, unit: str, clip: Any = None, text_encoder: CFTextEncoder | None = None

@@ -94,7 +94,12 @@ def test_functions_take_exactly_the_declared_inputs(pack: ModuleType) -> None:
         validate = getattr(cls, "VALIDATE_INPUTS", None)
         if validate is not None:  # ComfyUI calls it on the class; linked inputs arrive as None
             assert inspect.ismethod(validate), f"{node_id}.VALIDATE_INPUTS must be a classmethod"
-            assert validate(**{n: None for n in required}) is True
+            checked = inspect.signature(validate).parameters
+            # ComfyUI skips its own range/option checks for the inputs a VALIDATE_INPUTS takes, and for every input
+            # when it takes **kwargs: name only what it checks, and only widgets
+            assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in checked.values()), f"{node_id}: name the inputs"
+            assert set(checked) <= required | set(spec.get("optional", {}))
+            assert validate(**{n: None for n in checked}) is True
 
 
 def test_model_combos_list_the_files_in_the_model_folders(pack: ModuleType) -> None:
@@ -113,3 +118,4 @@ def test_start_validates_sizes_before_the_run(pack: ModuleType) -> None:
     assert start.VALIDATE_INPUTS(width=832, height=480) is True
     message = start.VALIDATE_INPUTS(width=830, height=480)
     assert isinstance(message, str) and "width 830 is not a multiple of 16 (try 816 or 832)" in message
+    assert start.VALIDATE_INPUTS(width=0, height=4112) == "width 0 is outside 16..4096; height 4112 is outside 16..4096"

@@ -187,10 +187,11 @@ def test_schedule_equals_a_chain_of_generate_nodes(env) -> None:
 
 def test_schedule_errors_name_the_line(env) -> None:
     node = env.nodes["CausalForcingPromptSchedule"]
-    message = node.VALIDATE_INPUTS(schedule="0: a dog\nthe dog runs", unit="chunks")
+    message = node.VALIDATE_INPUTS(schedule="0: a dog\nthe dog runs")
     assert isinstance(message, str) and "line 2" in message
-    assert "must start at chunk 0" in node.VALIDATE_INPUTS(schedule="3: a dog", unit="chunks")
-    assert node.VALIDATE_INPUTS(schedule=None, unit="chunks") is True  # linked: checked at run time
+    assert "must start at chunk 0" in node.VALIDATE_INPUTS(schedule="3: a dog")
+    assert node.VALIDATE_INPUTS(schedule="0: a dog\n2.5: a cat") is True  # seconds or chunks: exact at run time
+    assert node.VALIDATE_INPUTS(schedule=None) is True  # linked: checked at run time
     comfy = MiniComfy(env.nodes)
     bad = _schedule_prompt(f"0: {PROMPTS[0]}\n9: {PROMPTS[1]}", "chunks", 4)
     with pytest.raises(Exception, match="line 2 starts at chunk 9"):

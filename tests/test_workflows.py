@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -232,7 +233,12 @@ def _validate_inputs(d: NodeDef, values: dict[str, Any]) -> str | None:
     check = getattr(d.cls, "VALIDATE_INPUTS", None) if d.cls is not None else None
     if check is None:
         return None
-    result = check(**values)
+    # as ComfyUI does: only the inputs it names (all of them with **kwargs); inputs not given (linked) are None
+    params = inspect.signature(check).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        result = check(**values)
+    else:
+        result = check(**{name: values.get(name) for name in params})
     return None if result is True else f"{d.type}: VALIDATE_INPUTS says {result!r}"
 
 
