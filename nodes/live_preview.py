@@ -13,6 +13,7 @@ chunk in the stream), ``chunk_in_run``, ``chunks_in_run``, ``fps``, ``width``, `
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -31,8 +32,9 @@ logger = logging.getLogger(__name__)
 CHUNK_EVENT = "causal_forcing.chunk"
 #: temp subfolder holding the preview frames of each run
 TEMP_SUBFOLDER = "causal_forcing"
-#: runs whose preview frames are kept in the temp folder (older ones are deleted)
-KEPT_RUNS = 8
+#: runs of one node whose preview frames are kept in the temp folder (its older runs are deleted; a cached node's
+#: frames stay, since it did not run again)
+KEPT_RUNS_PER_NODE = 2
 #: JPEG quality of streamed preview frames
 JPEG_QUALITY = 85
 
@@ -44,6 +46,7 @@ def _to_pil(frame: torch.Tensor) -> Image.Image:
 
 
 def _prune_runs(root: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` run folders of one node."""
     runs = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
     for old in runs[:-keep] if keep else runs:
         shutil.rmtree(old, ignore_errors=True)
@@ -115,12 +118,13 @@ class ChunkReporter:
 
     def _write_frames(self, frames: torch.Tensor, chunk: int) -> list[dict[str, str]]:
         if self._folder is None:
-            root = rt.temp_directory() / TEMP_SUBFOLDER
+            node = re.sub(r"[^A-Za-z0-9_-]", "_", self.node_id or "node")
+            root = rt.temp_directory() / TEMP_SUBFOLDER / node
             root.mkdir(parents=True, exist_ok=True)
-            _prune_runs(root, KEPT_RUNS - 1)
+            _prune_runs(root, KEPT_RUNS_PER_NODE - 1)
             self._folder = root / self.run_id
             self._folder.mkdir()
-        subfolder = f"{TEMP_SUBFOLDER}/{self.run_id}"
+        subfolder = self._folder.relative_to(rt.temp_directory()).as_posix()
         files = []
         for j, frame in enumerate(frames):
             name = f"chunk{chunk:05d}_{j:03d}.jpg"

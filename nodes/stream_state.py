@@ -8,6 +8,8 @@ every earlier snapshot valid.
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass, replace
 
 import torch
@@ -19,6 +21,8 @@ from . import comfy_runtime as rt
 from .common import VAE_TEMPORAL_STRIDE
 from .model_nodes import CFModel
 from .live_preview import ChunkReporter
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,24 +66,90 @@ class StreamHandle:
         self, segments: list[tuple[int, Prompt | None]], recache: bool, node_id: str | None
     ) -> tuple["StreamHandle", ChunkReporter]:
         """Generate each segment's chunks under its prompt (None: keep the current one), with one progress bar and
-        a preview per chunk; returns the new handle and the reporter."""
+        a preview per chunk; returns the new handle and the reporter.
+
+        When the run is interrupted after some chunks, the snapshot reached is kept for ``node_id``: queueing the
+        same request again (same input snapshot, prompts, lengths and re-cache) resumes from there, giving the same
+        video as an uninterrupted run (chunk k's noise depends only on (seed, k)).
+        """
         total = sum(n for n, _ in segments)
         if total < 1 or any(n < 1 for n, _ in segments):
             raise InvalidInputError(f"Generate at least one chunk (got {[n for n, _ in segments]}).")
         self.check_length(total)
-        stream = self.stream
+        request = _Request(self.stream, tuple(segments), recache)
+        stream = _resumes.take(node_id, request) or self.stream
+        done = stream.num_chunks - self.stream.num_chunks
+        if done:
+            logger.info("Node %s resumes its interrupted run at chunk %d of %d", node_id, done + 1, total)
         settings = stream.settings
         frames_held = settings.window_frames or self.model.max_frames
         self.model.prepare(self.model.cache_bytes(settings.latent_height, settings.latent_width, frames_held))
-        reporter = ChunkReporter(self.model, stream, total, node_id)
-        for num_chunks, prompt in segments:
-            if prompt is not None and same_prompt(prompt, stream.prompt):
-                prompt = None
-            stream = stream.generate(
-                num_chunks, prompt=prompt, recache=recache and stream.num_frames > 0, on_step=reporter.on_step,
-                on_chunk=reporter.on_chunk,
-            )
+        reporter = ChunkReporter(self.model, stream, total - done, node_id)
+        reached = [stream]
+
+        def on_chunk(snapshot: Stream) -> None:
+            reached[0] = snapshot
+            reporter.on_chunk(snapshot)
+
+        offset = 0
+        try:
+            for num_chunks, prompt in segments:
+                skip = min(max(done - offset, 0), num_chunks)  # chunks of this segment made before an interruption
+                offset += num_chunks
+                if skip == num_chunks:
+                    continue
+                if skip or (prompt is not None and same_prompt(prompt, stream.prompt)):
+                    prompt = None  # already switched (or no switch at all)
+                stream = stream.generate(
+                    num_chunks - skip, prompt=prompt, recache=recache and stream.num_frames > 0,
+                    on_step=reporter.on_step, on_chunk=on_chunk,
+                )
+        except BaseException:
+            if reached[0].num_chunks > self.stream.num_chunks:
+                _resumes.keep(node_id, request, reached[0])
+            raise
         return self.with_stream(stream), reporter
+
+
+@dataclass(frozen=True, eq=False)
+class _Request:
+    """What a Generate node was asked to do: equal requests continue each other's interrupted runs."""
+
+    start: Stream
+    segments: tuple[tuple[int, Prompt | None], ...]
+    recache: bool
+
+    def same_as(self, other: "_Request") -> bool:
+        if other.start is not self.start or other.recache != self.recache or len(other.segments) != len(self.segments):
+            return False
+        for (n_a, p_a), (n_b, p_b) in zip(self.segments, other.segments):
+            if n_a != n_b or (p_a is None) != (p_b is None) or (p_a is not None and not same_prompt(p_a, p_b)):
+                return False
+        return True
+
+
+class _Resumes:
+    """The snapshot each node reached when its last run was interrupted (one per node id)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: dict[str, tuple[_Request, Stream]] = {}
+
+    def keep(self, node_id: str | None, request: _Request, reached: Stream) -> None:
+        if node_id is not None:
+            with self._lock:
+                self._kept[node_id] = (request, reached)
+
+    def take(self, node_id: str | None, request: _Request) -> Stream | None:
+        """The kept snapshot when ``request`` equals the interrupted one; either way the node's entry is dropped."""
+        if node_id is None:
+            return None
+        with self._lock:
+            kept = self._kept.pop(node_id, None)
+        return kept[1] if kept is not None and kept[0].same_as(request) else None
+
+
+_resumes = _Resumes()
 
 
 def same_prompt(a: Prompt, b: Prompt) -> bool:

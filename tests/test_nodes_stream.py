@@ -152,6 +152,37 @@ def test_interrupt_mid_chunk_then_queue_again(env, monkeypatch: pytest.MonkeyPat
     assert [n for n in comfy.executed if n in ("4", "5", "6")] == (["5", "6"] if stopped == "5" else ["6"])
 
 
+@pytest.mark.parametrize("stop_at", [14, 18])
+def test_queueing_again_resumes_an_interrupted_node_at_its_last_chunk(env, monkeypatch, stop_at: int) -> None:
+    """Node 6 makes chunks 5-6 (steps 13-16, 17-20). Stopped in its second chunk, the re-run makes only that one;
+    stopped in its first, everything of node 6 again. Either way the video is the uninterrupted one."""
+    prompt = chain()
+    expected = fresh(env, prompt)
+    comfy = MiniComfy(env.nodes)
+    steps = {"n": 0, "stop": stop_at}
+
+    def count_and_interrupt() -> None:
+        steps["n"] += 1
+        if steps["n"] == steps["stop"]:
+            raise Interrupted()
+
+    monkeypatch.setattr(env.rt, "throw_if_interrupted", count_and_interrupt)
+    with pytest.raises(Interrupted):
+        video(comfy, prompt)
+    steps.update(n=0, stop=-1)
+    assert torch.equal(video(comfy, prompt), expected)
+    assert comfy.executed == ["6"] and steps["n"] == (4 if stop_at == 18 else 8)
+    # a changed request does not resume: interrupted with an edited third prompt (in node 6's second chunk, the
+    # only node that re-runs), then queued with the original prompt, node 6 starts afresh
+    edited = copy.deepcopy(prompt)
+    edited["12"]["inputs"]["text"] = "a cat jumps at night"
+    steps.update(n=0, stop=6)
+    with pytest.raises(Interrupted):
+        video(comfy, edited)
+    steps.update(n=0, stop=-1)
+    assert torch.equal(video(comfy, prompt), expected) and steps["n"] == 8
+
+
 def test_nothing_is_kept_after_the_stream_is_dropped(env) -> None:
     comfy = MiniComfy(env.nodes)
     out = comfy.run(chain(), "6")
@@ -294,3 +325,40 @@ def test_a_native_vae_decodes_like_the_pack_vae_on_the_same_weights(env) -> None
     assert torch.allclose(core.latent_space.from_raw_latents(out[1]["samples"]), out[0].stream.latents, atol=1e-5)
     from_latent, = nodes["CausalForcingDecode"]().decode(3, samples=out[1], vae=native)
     assert torch.allclose(from_latent, ours, atol=5e-3)  # the random tiny VAE amplifies that rounding
+
+
+@pytest.mark.parametrize("stop_at", [10, 14, 18])
+def test_an_interrupted_schedule_resumes_with_the_right_prompts(env, monkeypatch, stop_at: int) -> None:
+    """Chunks 0-1 prompt 0, chunk 2 prompt 1, chunks 3-4 prompt 2; stopped at the start of a segment, at its first
+    chunk or inside it, the resumed run switches prompts exactly where the uninterrupted one does."""
+    prompt = _schedule_prompt(f"0: {PROMPTS[0]}\n2: {PROMPTS[1]}\n3: {PROMPTS[2]}", "chunks", 5)
+    expected = fresh(env, prompt, "21")
+    comfy = MiniComfy(env.nodes)
+    steps = {"n": 0}
+
+    def interrupt() -> None:
+        steps["n"] += 1
+        if steps["n"] == stop_at + 3:  # the Prompt Schedule node checks once per prompt before any step
+            raise Interrupted()
+
+    monkeypatch.setattr(env.rt, "throw_if_interrupted", interrupt)
+    with pytest.raises(Interrupted):
+        video(comfy, prompt, "21")
+    steps["n"] = -1000
+    assert torch.equal(video(comfy, prompt, "21"), expected)
+    assert steps["n"] == -1000 + 20 - (stop_at - 1) // 4 * 4
+
+
+def test_preview_frames_are_pruned_per_node(env) -> None:
+    """A node keeps the frames of its last two runs; a node that did not run again (cached) keeps its own."""
+    nodes = env.nodes
+    out = MiniComfy(nodes).run(chain(prompts=PROMPTS[:1], chunks=(1,)), "3")
+    start = out["3"][0]
+    generate = nodes["CausalForcingGenerate"]()
+    first = generate.generate(start, 1, "chunks", True, unique_id="12:7")["ui"]["causal_forcing_frames"]
+    for _ in range(3):
+        generate.generate(start, 1, "chunks", True, unique_id="9")
+    root = env.rt.temp_directory() / "causal_forcing"
+    assert len(list((root / "9").iterdir())) == 2
+    assert all((env.rt.temp_directory() / f["subfolder"] / f["filename"]).is_file() for f in first)
+    assert first[0]["subfolder"].startswith("causal_forcing/12_7/")
