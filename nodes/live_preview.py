@@ -45,6 +45,16 @@ def _to_pil(frame: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr, mode="RGB")
 
 
+def _newest_latents(stream: Stream) -> torch.Tensor | None:
+    """The latents [B, n, C, h, w] of the stream's newest committed event (not the whole video: a long run would
+    copy every frame after every chunk)."""
+    for event in reversed(stream.history):
+        latents = getattr(event, "latents", None)  # prompt re-cache events hold none
+        if latents is not None:
+            return latents
+    return None
+
+
 def _prune_runs(root: Path, keep: int) -> None:
     """Delete all but the newest ``keep`` run folders of one node."""
     runs = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
@@ -72,9 +82,10 @@ class ChunkReporter:
         self.frames_written: list[dict[str, str]] = []
         self._preview = model.previewer.stream() if model.previewer is not None else None
         self._folder: Path | None = None
-        if self._preview is not None and stream.num_frames:
+        newest = _newest_latents(stream)
+        if self._preview is not None and newest is not None:
             # prime the preview decoder's memory with the newest committed frames, so the first chunk joins on
-            self._decode(stream.latents[:, -sampler.frames_per_block :])
+            self._decode(newest)
 
     # ----------------------------------------------------------------------------------------------- callbacks
     def on_step(self, step: int, steps: int, x0: torch.Tensor) -> None:
@@ -88,8 +99,7 @@ class ChunkReporter:
         self.chunks_done += 1
         if self._preview is None:
             return
-        n = stream.settings.sampler.frames_per_block
-        frames = self._decode(stream.latents[:, -n:])
+        frames = self._decode(_newest_latents(stream))
         if frames is None or frames.shape[0] == 0:
             return
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from dataclasses import dataclass, replace
 
 import torch
@@ -129,16 +130,29 @@ class _Request:
 
 
 class _Resumes:
-    """The snapshot each node reached when its last run was interrupted (one per node id)."""
+    """The snapshot each node reached when its last run was interrupted (one per node id).
+
+    An entry lives only as long as ComfyUI keeps the snapshot its request started from: once that is dropped (an
+    upstream node changed, the graph was cleared) nobody can ask for the same request again, and the entry, which
+    holds the stream's KV cache, goes too.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._kept: dict[str, tuple[_Request, Stream]] = {}
+        self._kept: dict[str, tuple[weakref.ref, _Request, Stream]] = {}
 
     def keep(self, node_id: str | None, request: _Request, reached: Stream) -> None:
-        if node_id is not None:
-            with self._lock:
-                self._kept[node_id] = (request, reached)
+        if node_id is None:
+            return
+        ref = weakref.ref(request.start, self._forget)
+        light = _Request(reached, request.segments, request.recache)  # holds no strong reference to the start
+        with self._lock:
+            self._kept[node_id] = (ref, light, reached)
+
+    def _forget(self, ref: weakref.ref) -> None:
+        with self._lock:
+            for node_id in [k for k, (r, _, _) in self._kept.items() if r is ref]:
+                del self._kept[node_id]
 
     def take(self, node_id: str | None, request: _Request) -> Stream | None:
         """The kept snapshot when ``request`` equals the interrupted one; either way the node's entry is dropped."""
@@ -146,7 +160,13 @@ class _Resumes:
             return None
         with self._lock:
             kept = self._kept.pop(node_id, None)
-        return kept[1] if kept is not None and kept[0].same_as(request) else None
+        if kept is None or kept[0]() is not request.start:
+            return None
+        ref, light, reached = kept
+        return reached if _Request(request.start, light.segments, light.recache).same_as(request) else None
+
+    def __len__(self) -> int:
+        return len(self._kept)
 
 
 _resumes = _Resumes()

@@ -183,8 +183,23 @@ def test_queueing_again_resumes_an_interrupted_node_at_its_last_chunk(env, monke
     assert torch.equal(video(comfy, prompt), expected) and steps["n"] == 8
 
 
-def test_nothing_is_kept_after_the_stream_is_dropped(env) -> None:
+def test_nothing_is_kept_after_the_stream_is_dropped(env, monkeypatch) -> None:
     comfy = MiniComfy(env.nodes)
+    steps = {"n": 0}
+
+    def interrupt_once() -> None:  # leave an interrupted run behind (kept for resuming) before the full run
+        steps["n"] += 1
+        if steps["n"] == 18:
+            raise Interrupted()
+
+    monkeypatch.setattr(env.rt, "throw_if_interrupted", interrupt_once)
+    with pytest.raises(Interrupted):
+        comfy.run(chain(), "6")
+    resumes = sys.modules[f"{env.pack.__name__}.nodes.stream_state"]._resumes
+    assert len(resumes) == 1
+    comfy.cache.clear()  # ComfyUI drops every output (the graph changed upstream)
+    gc.collect()
+    assert len(resumes) == 0, "the interrupted run outlived the snapshot it started from"
     out = comfy.run(chain(), "6")
     storage = weakref.ref(out["6"][0].stream.storage)
     model = weakref.ref(out["1"][0].dit)
