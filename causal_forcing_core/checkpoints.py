@@ -63,8 +63,23 @@ class RawCheckpoint:
 
 
 # --------------------------------------------------------------------------------------------------- reading
+#: prefixes of the other models inside a ComfyUI all-in-one checkpoint (the DiT is under ``model.diffusion_model.``)
+_BUNDLED_PREFIXES = ("first_stage_model.", "vae.", "cond_stage_model.", "text_encoders.", "conditioner.",
+                     "clip_vision.")
+
+
 def strip_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove the FSDP / wrapper / ComfyUI prefixes; a file may mix them."""
+    """Remove the FSDP / wrapper / ComfyUI prefixes; a file may mix them.
+
+    In a ComfyUI all-in-one checkpoint (DiT keys under ``model.diffusion_model.``) the VAE and text encoder parts
+    (``first_stage_model.``, ``vae.``, ``text_encoders.``...) are set aside, with a log line saying so.
+    """
+    if any(k.startswith("model.diffusion_model.") for k in state_dict):
+        bundled = [k for k in state_dict if k.startswith(_BUNDLED_PREFIXES)]
+        if bundled:
+            parts = sorted({k.split(".", 1)[0] for k in bundled})
+            logger.info("All-in-one checkpoint: using its DiT, leaving %d tensors of %s", len(bundled), ", ".join(parts))
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith(_BUNDLED_PREFIXES)}
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         for prefix in _PREFIXES:

@@ -424,3 +424,17 @@ def test_download_offline_names_repo_file_and_place(tmp_path, monkeypatch) -> No
     assert "zhuhz22/Causal-Forcing" in msg and "framewise/causal_forcing.pt" in msg
     assert str(tmp_path / "models" / "framewise" / "causal_forcing.pt") in msg
     assert attempts == []  # offline mode stopped it before any connection
+
+
+def test_all_in_one_checkpoint_gives_its_dit(tmp_path, reference_sd) -> None:
+    """ComfyUI all-in-one files hold the DiT under model.diffusion_model. beside the VAE and text encoder."""
+    sd = {f"model.diffusion_model.{k}": v for k, v in reference_sd.items()}
+    sd["first_stage_model.decoder.conv1.weight"] = torch.zeros(3)
+    sd["text_encoders.umt5xxl.transformer.shared.weight"] = torch.zeros(3)
+    path = _write_safetensors(tmp_path / "aio.safetensors", sd)
+    loaded = load_dit(path, num_heads=2)
+    _same_weights(loaded.model, reference_sd)
+    # without the DiT prefix, a stray key is still an error naming it
+    bare = dict(reference_sd, **{"first_stage_model.decoder.conv1.weight": torch.zeros(3)})
+    with pytest.raises(CheckpointError, match="first_stage_model.decoder.conv1.weight"):
+        load_dit(_write_safetensors(tmp_path / "bare.safetensors", bare), num_heads=2)
