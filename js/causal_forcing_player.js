@@ -2,6 +2,10 @@
 // events, see nodes/live_preview.py) on the node itself, at the video's frame rate, and replays the whole run from
 // the node's `ui` output after it ran. The queue, URL and node-id logic lives in ./cf_player_queue.js (tested in
 // js/tests/ with `node --test js/tests/`).
+//
+// `CausalForcingLive` nodes also get a control panel under the player (prompt box, pause/resume, stop, status) that
+// follows `causal_forcing.live` events and steers the run through POST /causal_forcing/live/control. Its state
+// reducer, request building and rate limiting live in ./cf_live_controls.js.
 
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
@@ -17,6 +21,22 @@ import {
   isPlayerNode,
   pickTargets,
 } from "./cf_player_queue.js";
+import {
+  CONTROL_ROUTE,
+  LIVE_EVENT,
+  RATE_LIMIT,
+  RateLimiter,
+  buildControlBody,
+  controlRequestInit,
+  formatLiveStatus,
+  formatLiveTitle,
+  initialLive,
+  isActive,
+  isLiveNode,
+  parseControlResponse,
+  reduceLive,
+  toggleAction,
+} from "./cf_live_controls.js";
 
 export { PLAYER_NODES };
 
@@ -69,11 +89,25 @@ function onChunk(event) {
   }
 }
 
-function onRunEnded() {
+/** A `causal_forcing.live` event: goes to the live panels only (matched like chunk events). */
+function onLive(event) {
   try {
-    for (const p of players) p.onRunEnded();
+    const detail = event?.detail;
+    if (!detail || typeof detail !== "object") return;
+    const cands = candidates().filter((c) => c.ref.live);
+    for (const c of pickTargets(detail.node, cands)) c.ref.live.onEvent(detail);
   } catch (err) {
-    warn("end event", err);
+    warn("live event", err);
+  }
+}
+
+function onRunEnded() {
+  for (const p of players) {
+    try {
+      p.onRunEnded();
+    } catch (err) {
+      warn("end event", err);
+    }
   }
 }
 
@@ -82,6 +116,7 @@ function subscribe(player) {
   players.add(player);
   if (listening) return;
   api.addEventListener(CHUNK_EVENT, onChunk);
+  api.addEventListener(LIVE_EVENT, onLive);
   for (const name of END_EVENTS) api.addEventListener(name, onRunEnded);
   listening = true;
 }
@@ -90,6 +125,7 @@ function unsubscribe(player) {
   players.delete(player);
   if (!listening || players.size) return;
   api.removeEventListener(CHUNK_EVENT, onChunk);
+  api.removeEventListener(LIVE_EVENT, onLive);
   for (const name of END_EVENTS) api.removeEventListener(name, onRunEnded);
   listening = false;
 }
@@ -134,6 +170,7 @@ class CausalForcingPlayer {
     this.inflight = new Set(); // preloading Image objects
     this.fitted = null; // "WxH" the node was last fitted to
     this.shownAny = false;
+    this.live = null; // the LivePanel of a CausalForcingLive node
     this._buildDom();
     this.widget = node.addDOMWidget(WIDGET_NAME, WIDGET_NAME, this.root, {
       serialize: false, // not sent in the API prompt
@@ -403,12 +440,13 @@ class CausalForcingPlayer {
     this._render();
   }
 
-  /** The prompt ended: no more chunks for the current run. */
+  /** The prompt ended: no more chunks for the current run (and a live run is over). */
   onRunEnded() {
     if (this.disposed) return;
     this.queue.endRun();
     this._ensureTimer();
     this._render();
+    this.live?.onPromptEnded();
   }
 
   togglePlay() {
@@ -455,6 +493,242 @@ class CausalForcingPlayer {
   }
 }
 
+// ------------------------------------------------------------------------------------------- the live panel
+
+const LIVE_WIDGET_NAME = "cf_live";
+const LINE_HEIGHT = 14;
+/** Fixed height of the live panel: prompt box, button row, status line, message line. */
+const LIVE_PANEL_HEIGHT = 132;
+const ERROR_COLOR = "var(--error-text, #ff6b6b)";
+
+/**
+ * The control panel under the player of a `CausalForcingLive` node: a prompt box with Send (and Ctrl/Cmd+Enter), a
+ * re-cache checkbox, Pause/Resume and Stop, a status line and a message line. It keeps the node's latest
+ * `causal_forcing.live` state (with the run's token) and steers the run through {@link CONTROL_ROUTE}. A DOM widget
+ * of its own that is never serialised (not in the API prompt, not in the workflow's widgets_values).
+ */
+class LivePanel {
+  constructor(node) {
+    this.node = node;
+    this.live = initialLive();
+    this.limiter = new RateLimiter(RATE_LIMIT);
+    this.autoText = null; // the prompt text last put in the box by the panel itself (not typed)
+    this._buildDom();
+    this.widget = node.addDOMWidget(LIVE_WIDGET_NAME, LIVE_WIDGET_NAME, this.root, {
+      serialize: false, // not sent in the API prompt
+      hideOnZoom: true,
+      getValue() {
+        return "";
+      },
+      setValue() {},
+      getMinHeight: () => LIVE_PANEL_HEIGHT,
+      getMaxHeight: () => LIVE_PANEL_HEIGHT,
+    });
+    this.widget.serialize = false; // not in the workflow's widgets_values
+    this._render();
+  }
+
+  _buildDom() {
+    this.root = el("div", {
+      display: "flex",
+      flexDirection: "column",
+      gap: `${GAP}px`,
+      width: "100%",
+      height: "100%",
+      boxSizing: "border-box",
+      overflow: "hidden",
+      font: "11px sans-serif",
+      color: "var(--input-text, #ddd)",
+    });
+    this.root.className = "cf-live";
+    this.root.style.setProperty("--comfy-widget-min-height", String(LIVE_PANEL_HEIGHT));
+    this.root.style.setProperty("--comfy-widget-max-height", String(LIVE_PANEL_HEIGHT));
+
+    this.textarea = el(
+      "textarea",
+      {
+        flex: "1 1 auto",
+        minHeight: "0",
+        width: "100%",
+        boxSizing: "border-box",
+        resize: "none",
+        padding: "3px 5px",
+        font: "inherit",
+        lineHeight: `${LINE_HEIGHT}px`,
+        color: "var(--input-text, #ddd)",
+        background: "var(--comfy-input-bg, #222)",
+        border: "1px solid var(--border-color, #444)",
+        borderRadius: "4px",
+      },
+      {
+        placeholder: "New prompt for the live run \u2014 Send or Ctrl+Enter applies it from the next chunk",
+        spellcheck: false,
+      },
+    );
+    this.textarea.className = "cf-live-prompt";
+
+    const row = el("div", {
+      display: "flex",
+      alignItems: "center",
+      gap: "6px",
+      flex: `0 0 ${BAR_HEIGHT}px`,
+      height: `${BAR_HEIGHT}px`,
+      minWidth: "0",
+    });
+    this.sendBtn = makeButton("Send", "Send the prompt to the live run (Ctrl+Enter)");
+    this.recacheBox = el("input", { margin: "0" }, { type: "checkbox", checked: true });
+    this.recacheLabel = el(
+      "label",
+      { display: "flex", alignItems: "center", gap: "3px", flex: "0 0 auto", cursor: "pointer", userSelect: "none" },
+      { title: "Re-encode the cached frames under the new prompt (smoother, more faithful switch)" },
+    );
+    this.recacheLabel.append(this.recacheBox, el("span", {}, { textContent: "re-cache" }));
+    const spacer = el("span", { flex: "1 1 auto" });
+    this.pauseBtn = makeButton("Pause", "Pause generation after the chunk in progress");
+    this.stopBtn = makeButton("Stop", "Stop the live run after the chunk in progress (it keeps what it made)");
+    row.append(this.sendBtn, this.recacheLabel, spacer, this.pauseBtn, this.stopBtn);
+
+    const line = (extra = {}) =>
+      el("div", {
+        flex: `0 0 ${LINE_HEIGHT}px`,
+        height: `${LINE_HEIGHT}px`,
+        lineHeight: `${LINE_HEIGHT}px`,
+        minWidth: "0",
+        overflow: "hidden",
+        textOverflow: "ellipsis",
+        whiteSpace: "nowrap",
+        ...extra,
+      });
+    this.statusEl = line();
+    this.messageEl = line();
+    this.root.append(this.textarea, row, this.statusEl, this.messageEl);
+
+    // typing in the panel must not reach ComfyUI's shortcuts (window/document keydown listeners)
+    this.root.addEventListener("keydown", (e) => e.stopPropagation());
+    this.textarea.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && (e.ctrlKey || e.metaKey) && !e.isComposing) {
+        e.preventDefault();
+        this._guard(() => this.sendPrompt(), e);
+      }
+    });
+    this.sendBtn.addEventListener("click", (e) => this._guard(() => this.sendPrompt(), e));
+    this.pauseBtn.addEventListener("click", (e) => this._guard(() => this.control(toggleAction(this.live)), e));
+    this.stopBtn.addEventListener("click", (e) => this._guard(() => this.control("stop"), e));
+    // the frontend blurs a DOM widget's element on a mousedown outside it: pass that on to the focused box
+    const root = this.root;
+    root.blur = function () {
+      const active = typeof document !== "undefined" ? document.activeElement : null;
+      if (active && active !== root && typeof root.contains === "function" && root.contains(active)) active.blur?.();
+    };
+  }
+
+  _guard(fn, event) {
+    try {
+      event?.stopPropagation?.();
+      const r = fn();
+      if (r && typeof r.catch === "function") r.catch((err) => warn("live control", err));
+    } catch (err) {
+      warn("live control", err);
+    }
+  }
+
+  _dispatch(action) {
+    this.live = reduceLive(this.live, action);
+    this._render();
+  }
+
+  _render() {
+    const live = this.live;
+    const active = isActive(live);
+    this.root.setAttribute("data-state", live.state ?? "none");
+    this.statusEl.textContent = formatLiveStatus(live);
+    this.statusEl.title = formatLiveTitle(live);
+    const msg = live.message;
+    this.messageEl.textContent = msg ? msg.text : "";
+    this.messageEl.title = msg ? msg.text : "";
+    this.messageEl.style.color = msg?.kind === "error" ? ERROR_COLOR : "inherit";
+    this.messageEl.style.opacity = msg?.kind === "error" ? "1" : "0.75";
+    const resume = toggleAction(live) === "resume";
+    this.pauseBtn.textContent = resume ? "Resume" : "Pause";
+    this.pauseBtn.title = resume ? "Resume generation" : "Pause generation after the chunk in progress";
+    for (const b of [this.sendBtn, this.pauseBtn, this.stopBtn, this.recacheBox]) {
+      b.disabled = !active;
+      b.style.opacity = active ? "1" : "0.45";
+      b.style.cursor = active ? "pointer" : "default";
+    }
+    this.recacheLabel.style.opacity = active ? "1" : "0.45";
+  }
+
+  /** Put the run's prompt in the box when the box is empty or still holds what the panel put there. */
+  _syncPromptBox() {
+    const prompt = this.live.prompt;
+    if (!prompt) return;
+    const focused = typeof document !== "undefined" && document.activeElement === this.textarea;
+    const value = this.textarea.value ?? "";
+    if (focused || !(value.trim() === "" || value === this.autoText)) return;
+    this.textarea.value = prompt;
+    this.autoText = prompt;
+  }
+
+  // ------------------------------------------------------------------------------------------- inputs
+  /** A `causal_forcing.live` event for this node. */
+  onEvent(detail) {
+    const before = this.live;
+    this.live = reduceLive(before, { type: "event", detail });
+    if (this.live === before) {
+      warn("ignored a malformed live event");
+      return;
+    }
+    if (this.live.run !== before.run || this.live.prompt !== before.prompt) this._syncPromptBox();
+    this._render();
+  }
+
+  /** The prompt ended: a run still open is over. */
+  onPromptEnded() {
+    this._dispatch({ type: "ended" });
+  }
+
+  /** Send the box's text as the run's new prompt (with the re-cache flag). */
+  sendPrompt() {
+    return this.control("prompt", { text: this.textarea.value, recache: !!this.recacheBox.checked });
+  }
+
+  /**
+   * POST one control request for the current run; the reply (or the reason nothing was sent) lands in the live
+   * state. Resolves to the parsed reply, or null when nothing was sent. Never rejects.
+   */
+  async control(action, opts = {}) {
+    const built = buildControlBody(this.live, action, opts);
+    if (!built.ok) {
+      this._dispatch({ type: "message", kind: "error", text: built.error });
+      return null;
+    }
+    const slot = this.limiter.take();
+    if (!slot.ok) {
+      const s = Math.max(0.1, Math.ceil(slot.retryInMs / 100) / 10);
+      this._dispatch({ type: "message", kind: "error", text: `too many requests; try again in ${s} s` });
+      return null;
+    }
+    const { run, text } = built.body;
+    let reply;
+    try {
+      const res = await api.fetchApi(CONTROL_ROUTE, controlRequestInit(built.body));
+      let json = null;
+      try {
+        json = await res.json();
+      } catch {
+        json = null; // not JSON (e.g. the route is missing)
+      }
+      reply = parseControlResponse(res?.status, json);
+    } catch (err) {
+      reply = { ok: false, status: 0, error: `the request failed: ${err?.message || err}` };
+    }
+    if (reply.ok && action === "prompt" && this.textarea.value.trim() === text) this.autoText = this.textarea.value;
+    this._dispatch({ type: "response", run, action, text, reply });
+    return reply;
+  }
+}
+
 // ----------------------------------------------------------------------------------------- wiring to the node
 
 function removeCanvasPreview(node) {
@@ -478,6 +752,13 @@ function attachPlayer(node) {
   }
   const player = new CausalForcingPlayer(node);
   Object.defineProperty(node, "__cfPlayer", { value: player, configurable: true, enumerable: false });
+  if (isLiveNode(comfyClassOf(node))) {
+    try {
+      player.live = new LivePanel(node); // under the player
+    } catch (err) {
+      warn("live controls", err);
+    }
+  }
 
   const onExecuted = node.onExecuted;
   node.onExecuted = function (output) {
@@ -539,13 +820,16 @@ function attachPlayer(node) {
   }
 }
 
+function comfyClassOf(node) {
+  return node?.comfyClass ?? node?.constructor?.comfyClass ?? node?.type;
+}
+
 app.registerExtension({
   name: EXTENSION,
 
   nodeCreated(node) {
     try {
-      const cls = node?.comfyClass ?? node?.constructor?.comfyClass ?? node?.type;
-      if (isPlayerNode(cls)) attachPlayer(node);
+      if (isPlayerNode(comfyClassOf(node))) attachPlayer(node);
     } catch (err) {
       warn("nodeCreated", err);
     }

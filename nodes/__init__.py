@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 
 #: node modules of this package, registered in this order
-_NODE_MODULES: tuple[str, ...] = ("model_nodes", "text_nodes", "vae_nodes", "stream_nodes")
+_NODE_MODULES: tuple[str, ...] = ("model_nodes", "text_nodes", "vae_nodes", "stream_nodes", "live_nodes")
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
@@ -22,5 +22,7 @@ for _name in _NODE_MODULES:
         raise RuntimeError(f"node ids registered twice (second time by nodes/{_name}.py): {sorted(_clash)}")
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
+
+importlib.import_module(".live_routes", __name__).register()
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -7,6 +7,7 @@ behaviour (or does nothing), so node logic runs in tests and outside ComfyUI.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import sys
@@ -144,14 +145,34 @@ def _prompt_server() -> Any:
     return getattr(getattr(server, "PromptServer", None), "instance", None)
 
 
-def send_sync(event: str, data: dict[str, Any]) -> None:
-    """Send a websocket event to the browser (``PromptServer.instance.send_sync``); a no-op outside ComfyUI.
-    Event names of this pack start with ``causal_forcing.``."""
+def send_sync(event: str, data: dict[str, Any], sid: str | None = None) -> None:
+    """Send a websocket event to the browser (``PromptServer.instance.send_sync``): to the client ``sid`` only, or
+    to every client when None; a no-op outside ComfyUI. Event names of this pack start with ``causal_forcing.``."""
     instance = _prompt_server()
     if instance is not None:
-        instance.send_sync(event, data)
+        instance.send_sync(event, data, sid)
     else:
-        logger.debug("event %s (no ComfyUI server): %s", event, data)
+        logger.debug("event %s (no ComfyUI server, to %s): %s", event, sid or "all", data)
+
+
+def current_client_id() -> str | None:
+    """The websocket client id of whoever queued the prompt that is running (None when queued without one, or
+    outside ComfyUI)."""
+    return getattr(_prompt_server(), "client_id", None)
+
+
+def client_connected(sid: str) -> bool:
+    """Whether the websocket client ``sid`` is still connected (True outside ComfyUI: nothing to lose)."""
+    instance = _prompt_server()
+    sockets = getattr(instance, "sockets", None)
+    return True if sockets is None else sid in sockets
+
+
+def interruption_types() -> tuple[type[BaseException], ...]:
+    """The exception ComfyUI raises when the user interrupts the queue (none outside ComfyUI)."""
+    mm = _optional("comfy.model_management")
+    exc = getattr(mm, "InterruptProcessingException", None)
+    return (exc,) if isinstance(exc, type) else ()
 
 
 def send_progress_text(text: str, node_id: str | None = None) -> None:
@@ -291,10 +312,28 @@ def wan21_latent_rgb() -> tuple[torch.Tensor, torch.Tensor] | None:
     return factors_t / 2, (bias_t + 1) / 2
 
 
-def add_route(method: str, path: str, handler: Any) -> bool:
-    """Register an aiohttp route on ComfyUI's server (also served under ``/api``); False outside ComfyUI."""
+def add_json_route(method: str, path: str, handle: Any, max_body: int = 16_384) -> bool:
+    """Register ``handle(query: dict, body: dict | None) -> (status, dict)`` as an aiohttp route on ComfyUI's
+    server (also served under ``/api``): JSON in (at most ``max_body`` bytes), JSON out. False outside ComfyUI."""
     instance = _prompt_server()
-    if instance is None:
+    web = _optional("aiohttp.web") if instance is not None else None
+    if web is None:
         return False
-    getattr(instance.routes, method.lower())(path)(handler)
+
+    async def route(request: Any) -> Any:
+        body = None
+        if request.method == "POST":
+            if request.content_length is not None and request.content_length > max_body:
+                return web.json_response({"error": f"Request body over {max_body} bytes."}, status=413)
+            raw = await request.content.read(max_body + 1)
+            if len(raw) > max_body:
+                return web.json_response({"error": f"Request body over {max_body} bytes."}, status=413)
+            try:
+                body = json.loads(raw or b"null")
+            except ValueError:
+                return web.json_response({"error": "The request body is not JSON."}, status=400)
+        status, data = handle(dict(request.query), body)
+        return web.json_response(data, status=status)
+
+    getattr(instance.routes, method.lower())(path)(route)
     return True

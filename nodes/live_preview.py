@@ -68,7 +68,15 @@ class ChunkReporter:
     Use ``on_step`` and ``on_chunk`` as :meth:`Stream.generate` callbacks.
     """
 
-    def __init__(self, model: CFModel, stream: Stream, num_chunks: int, node_id: str | None) -> None:
+    def __init__(
+        self, model: CFModel, stream: Stream, num_chunks: int, node_id: str | None, *, previewer: Any = None,
+        sid: str | None = None, keep_frames: bool = False, check_interrupt: bool = True,
+    ) -> None:
+        """``previewer``: the decoder for the frames (default: the model's preview decoder; anything with
+        ``stream().decode(latents) -> [B, t, 3, H, W] in [0, 1]``). ``sid``: the client the events go to (default: the one
+        that queued the running prompt, like ComfyUI's own progress events; everyone when unknown).
+        ``keep_frames``: also keep every decoded frame (:meth:`images`). ``check_interrupt``: check for a queue
+        interrupt at every step (off when the caller's loop checks itself)."""
         sampler = stream.settings.sampler
         first = stream.num_chunks
         self.total_steps = sum(len(sampler.steps_for_chunk(first + i)) for i in range(num_chunks))
@@ -80,7 +88,11 @@ class ChunkReporter:
         self.done_steps = 0
         self.chunks_done = 0
         self.frames_written: list[dict[str, str]] = []
-        self._preview = model.previewer.stream() if model.previewer is not None else None
+        chosen = model.previewer if previewer is None else previewer
+        self._preview = chosen.stream() if chosen is not None else None
+        self.sid = sid if sid is not None else rt.current_client_id()
+        self.check_interrupt = check_interrupt
+        self._kept: list[torch.Tensor] | None = [] if keep_frames else None
         self._folder: Path | None = None
         newest = _newest_latents(stream)
         if self._preview is not None and newest is not None:
@@ -92,7 +104,8 @@ class ChunkReporter:
         """After each denoising step: advance the bar (ComfyUI's progress hook raises on interruption)."""
         self.done_steps += 1
         self.bar.update_absolute(self.done_steps, self.total_steps)
-        rt.throw_if_interrupted()
+        if self.check_interrupt:
+            rt.throw_if_interrupted()
 
     def on_chunk(self, stream: Stream) -> None:
         """After each chunk: preview its frames on the node and send them to the player."""
@@ -102,6 +115,8 @@ class ChunkReporter:
         frames = self._decode(_newest_latents(stream))
         if frames is None or frames.shape[0] == 0:
             return
+        if self._kept is not None:
+            self._kept.append(frames.to(torch.float16))  # half the memory of a long take; fp16 keeps more than 8 bits in [0, 1]
         try:
             files = self._write_frames(frames, stream.num_chunks - 1)
         except OSError as err:  # a full disk must not fail the generation
@@ -113,7 +128,7 @@ class ChunkReporter:
                 "node": self.node_id, "run": self.run_id, "chunk": stream.num_chunks - 1,
                 "chunk_in_run": self.chunks_done - 1, "chunks_in_run": self.num_chunks, "fps": self.fps,
                 "width": int(frames.shape[-1]), "height": int(frames.shape[-2]), "frames": files,
-            })
+            }, self.sid)
 
     # ----------------------------------------------------------------------------------------------- helpers
     def _decode(self, latents: torch.Tensor) -> torch.Tensor | None:
@@ -142,6 +157,12 @@ class ChunkReporter:
             files.append({"filename": name, "subfolder": subfolder, "type": "temp"})
         self.frames_written.extend(files)
         return files
+
+    def images(self) -> torch.Tensor | None:
+        """Every kept frame as a ComfyUI ``IMAGE`` [N, H, W, 3] float32 in [0, 1] (None when none were kept)."""
+        if not self._kept:
+            return None
+        return torch.cat(self._kept).float().permute(0, 2, 3, 1).contiguous()
 
     def ui(self) -> dict[str, Any]:
         """The node's ``ui`` output: the frames of this run, so the player can replay them after the run."""

@@ -12,6 +12,7 @@ import pytest
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 SOCKET_TYPES = {"CF_MODEL", "CF_STREAM", "CF_SCHEDULE", "CF_TEXT_ENCODER", "CF_VAE", "CONDITIONING", "LATENT",
                 "IMAGE", "VAE", "CLIP"}
+OUTPUT_TYPES = SOCKET_TYPES | {"STRING"}
 HIDDEN_VALUES = {"UNIQUE_ID", "PROMPT", "EXTRA_PNGINFO", "DYNPROMPT"}
 
 
@@ -55,7 +56,7 @@ def _check_widget(node_id: str, name: str, kind, options: dict) -> None:
 
 
 def test_every_schema_is_valid_plain_data(pack: ModuleType) -> None:
-    assert len(pack.NODE_CLASS_MAPPINGS) >= 9
+    assert len(pack.NODE_CLASS_MAPPINGS) >= 10
     for node_id, cls in _nodes(pack):
         assert node_id.startswith("CausalForcing")
         spec = cls.INPUT_TYPES()
@@ -70,7 +71,7 @@ def test_every_schema_is_valid_plain_data(pack: ModuleType) -> None:
         for name, value in spec.get("hidden", {}).items():
             assert value in HIDDEN_VALUES, f"{node_id}.{name}"
         assert isinstance(cls.RETURN_TYPES, tuple) and all(isinstance(t, str) for t in cls.RETURN_TYPES)
-        assert all(t in SOCKET_TYPES for t in cls.RETURN_TYPES), f"{node_id}: {cls.RETURN_TYPES}"
+        assert all(t in OUTPUT_TYPES for t in cls.RETURN_TYPES), f"{node_id}: {cls.RETURN_TYPES}"
         assert len(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)) == len(cls.RETURN_TYPES)
         if hasattr(cls, "OUTPUT_TOOLTIPS"):
             assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES)

@@ -129,7 +129,7 @@ def test_comfy_runtime_uses_comfyui_when_present(runtime: ModuleType, monkeypatc
         raise Interrupted
 
     server = SimpleNamespace(
-        send_sync=lambda event, data: calls.append(("sync", event, data)),
+        send_sync=lambda event, data, sid=None: calls.append(("sync", event, data, sid)),
         send_progress_text=lambda text, node_id: calls.append(("text", text, node_id)),
     )
     fakes = {
@@ -157,10 +157,11 @@ def test_comfy_runtime_uses_comfyui_when_present(runtime: ModuleType, monkeypatc
     assert runtime.model_file_list("vae_approx") == ["vae_approx.safetensors"]
     assert runtime.model_file_path("checkpoints", "a.pt") == "/models/checkpoints/a.pt"
     runtime.send_sync("causal_forcing.chunk", {"index": 0})
+    runtime.send_sync("causal_forcing.live", {"index": 1}, "client-7")
     runtime.send_progress_text("chunk 2/3")
     assert calls == [
-        ("bar", 3, "5"), ("update", 2, None, None), ("sync", "causal_forcing.chunk", {"index": 0}),
-        ("text", "chunk 2/3", "7"),
+        ("bar", 3, "5"), ("update", 2, None, None), ("sync", "causal_forcing.chunk", {"index": 0}, None),
+        ("sync", "causal_forcing.live", {"index": 1}, "client-7"), ("text", "chunk 2/3", "7"),
     ]
 
 

@@ -1,7 +1,7 @@
 // The player extension against stand-ins for ComfyUI's app/api modules and a minimal fake DOM:
 // `node --test js/tests/`. Checks the wiring (widget options, events, onExecuted, removal), not the looks.
 import assert from "node:assert/strict";
-import { copyFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, test } from "node:test";
@@ -25,7 +25,30 @@ class FakeElement {
     this.textContent = "";
   }
   append(...c) {
+    for (const child of c) if (child && typeof child === "object") child.parentNode = this;
     this.children.push(...c);
+  }
+  contains(other) {
+    for (let n = other; n; n = n.parentNode) if (n === this) return true;
+    return false;
+  }
+  /** Dispatch an event of `type` here, bubbling up through parentNode until stopPropagation. */
+  fire(type, init = {}) {
+    let stopped = false;
+    const event = {
+      type,
+      target: this,
+      defaultPrevented: false,
+      ...init,
+      stopPropagation() {
+        stopped = true;
+      },
+      preventDefault() {
+        this.defaultPrevented = true;
+      },
+    };
+    for (let n = this; n && !stopped; n = n.parentNode) for (const fn of n.listeners[type] ?? []) fn(event);
+    return { event, stopped };
   }
   addEventListener(type, fn) {
     (this.listeners[type] ??= []).push(fn);
@@ -99,12 +122,20 @@ await writeFile(
     this.counts[type] = (this.counts[type] ?? 0) - 1;
   }
   apiURL(route) { return "/api" + route; }
+  calls = [];
+  reply = () => ({ status: 200, body: { ok: true, state: "running", chunk: 0 } });
+  async fetchApi(route, init) {
+    this.calls.push({ route, init, body: JSON.parse(init.body) });
+    const r = await this.reply(route, init);
+    return { status: r.status, json: async () => { if (r.body === undefined) throw new SyntaxError("not JSON"); return r.body; } };
+  }
   emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
 }
 export const api = new Api();
 `,
 );
-for (const f of ["causal_forcing_player.js", "cf_player_queue.js"]) {
+// every module of the folder, as ComfyUI serves it
+for (const f of (await readdir(JS_DIR)).filter((name) => name.endsWith(".js"))) {
   await copyFile(path.join(JS_DIR, f), path.join(root, "extensions", "cf", f));
 }
 const { app } = await import(pathToFileURL(path.join(root, "scripts", "app.js")).href);
@@ -282,4 +313,181 @@ test("exact subgraph paths win over last-segment matches", async () => {
   top.onRemoved();
   inner.onRemoved();
   assert.equal(api.counts["causal_forcing.chunk"], 0);
+});
+
+// ------------------------------------------------------------------------------------------- live controls
+const liveEvent = (node, over = {}) => ({
+  node, run: "tok-1", state: "running", chunk: 0, max_chunks: 640, prompt: "a fox in snow",
+  events: [{ chunk: 0, text: "a fox in snow" }], ...over,
+});
+
+test("only CausalForcingLive nodes get the live panel, under the player, never serialised", () => {
+  const gen = fakeNode(3);
+  ext.nodeCreated(gen);
+  assert.equal(gen.__cfPlayer.live, null);
+  assert.ok(!gen.widgets.some((w) => w.name === "cf_live"));
+
+  const node = fakeNode(9, "CausalForcingLive");
+  ext.nodeCreated(node);
+  const names = node.widgets.map((w) => w.name);
+  assert.deepEqual(names.slice(-2), ["cf_player", "cf_live"], "the panel sits under the player");
+  const w = node.widgets.find((x) => x.name === "cf_live");
+  assert.equal(w.options.serialize, false);
+  assert.equal(w.serialize, false);
+  assert.equal(w.options.getValue(), "");
+  assert.equal(w.options.getMinHeight(), w.options.getMaxHeight());
+  const panel = node.__cfPlayer.live;
+  assert.equal(panel.textarea.tagName, "TEXTAREA");
+  assert.equal(panel.recacheBox.checked, true, "re-cache checked by default");
+  assert.equal(api.counts["causal_forcing.live"], 1);
+  gen.onRemoved();
+  node.onRemoved();
+  assert.equal(api.counts["causal_forcing.live"], 0);
+});
+
+test("live panel: follows live events, steers the run, shows errors, mirrors the limits", async () => {
+  const node = fakeNode(9, "CausalForcingLive");
+  ext.nodeCreated(node);
+  const panel = node.__cfPlayer.live;
+  const status = () => panel.statusEl.textContent;
+  const controls = () => [panel.sendBtn, panel.pauseBtn, panel.stopBtn, panel.recacheBox];
+  assert.match(status(), /no live run/);
+  assert.ok(controls().every((c) => c.disabled), "disabled without a run");
+  api.calls.length = 0;
+
+  // keys typed in the panel never reach ComfyUI's window/document shortcuts
+  assert.equal(panel.textarea.fire("keydown", { key: "Delete" }).stopped, true);
+  assert.equal(panel.textarea.fire("keydown", { key: "Enter", ctrlKey: true }).stopped, true);
+  await sleep(1);
+  assert.equal(api.calls.length, 0, "nothing sent without a run");
+  assert.match(panel.messageEl.textContent, /no live run/);
+
+  // a run starts (matched like chunk events: a subgraph path falls back to the last segment)
+  api.emit("causal_forcing.live", liveEvent("4:9"));
+  assert.equal(status(), "running · chunk 0 / 640 · \u201ca fox in snow\u201d");
+  assert.ok(controls().every((c) => !c.disabled), "enabled while running");
+  assert.equal(panel.textarea.value, "a fox in snow", "the empty box takes the run's prompt");
+  api.emit("causal_forcing.live", liveEvent("9", { chunk: 37 }));
+  assert.match(status(), /^running · chunk 37 \/ 640 · /);
+  api.emit("causal_forcing.live", liveEvent("10", { chunk: 99 })); // another node
+  assert.match(status(), /chunk 37 \/ 640/);
+
+  // send with Ctrl+Enter: trimmed text, the token, re-cache
+  panel.textarea.value = "  owls at night \n";
+  api.reply = () => ({ status: 200, body: { ok: true, state: "running", chunk: 37, applies_at_chunk: 38 } });
+  const { event } = panel.textarea.fire("keydown", { key: "Enter", ctrlKey: true });
+  assert.equal(event.defaultPrevented, true);
+  await until(() => api.calls.length === 1 && /prompt sent/.test(panel.messageEl.textContent));
+  assert.equal(api.calls[0].route, "/causal_forcing/live/control");
+  assert.equal(api.calls[0].init.method, "POST");
+  assert.equal(api.calls[0].init.headers["Content-Type"], "application/json");
+  assert.deepEqual(api.calls[0].body, { run: "tok-1", action: "prompt", text: "owls at night", recache: true });
+  assert.equal(panel.messageEl.textContent, "prompt sent: from chunk 39");
+
+  // the Send button, re-cache unchecked, Cmd+Enter too
+  panel.recacheBox.checked = false;
+  panel.sendBtn.click();
+  await until(() => api.calls.length === 2);
+  assert.equal(api.calls[1].body.recache, false);
+  panel.textarea.fire("keydown", { key: "Enter", metaKey: true });
+  await until(() => api.calls.length === 3);
+  panel.textarea.fire("keydown", { key: "Enter" }); // plain Enter is a new line
+  await sleep(5);
+  assert.equal(api.calls.length, 3);
+
+  // client-side limits: too long, empty, too many requests
+  const freshRateWindow = () => (panel.limiter.times.length = 0); // instead of waiting a second
+  freshRateWindow();
+  panel.textarea.value = "z".repeat(2001);
+  panel.sendBtn.click();
+  await sleep(1);
+  assert.equal(api.calls.length, 3);
+  assert.match(panel.messageEl.textContent, /2001 characters/);
+  assert.equal(panel.messageEl.style.color, "var(--error-text, #ff6b6b)");
+  panel.textarea.value = " ";
+  panel.sendBtn.click();
+  await sleep(1);
+  assert.equal(api.calls.length, 3);
+  assert.match(panel.messageEl.textContent, /empty/);
+  panel.textarea.value = "owls";
+  for (let i = 0; i < 7; i++) panel.sendBtn.click();
+  assert.match(panel.messageEl.textContent, /^too many requests; try again in 1 s$/);
+  await until(() => api.calls.length === 8);
+  await sleep(5);
+  assert.equal(api.calls.length, 8, "5 requests a second at most");
+
+  // server errors are shown
+  freshRateWindow();
+  api.reply = () => ({ status: 400, body: { error: "prompt too long" } });
+  panel.sendBtn.click();
+  await until(() => panel.messageEl.textContent === "prompt too long");
+  api.reply = () => ({ status: 502 }); // not JSON
+  panel.sendBtn.click();
+  await until(() => panel.messageEl.textContent === "the request failed (HTTP 502)");
+  api.reply = () => Promise.reject(new TypeError("Failed to fetch"));
+  panel.sendBtn.click();
+  await until(() => /Failed to fetch/.test(panel.messageEl.textContent));
+
+  // pause → pending until the event, then Resume
+  api.reply = () => ({ status: 200, body: { ok: true, state: "running", chunk: 37 } });
+  assert.equal(panel.pauseBtn.textContent, "Pause");
+  panel.pauseBtn.click();
+  await until(() => panel.pauseBtn.textContent === "Resume");
+  assert.deepEqual(api.calls.at(-1).body, { run: "tok-1", action: "pause" });
+  assert.match(status(), /^running → pausing · chunk 37/);
+  assert.equal(panel.messageEl.textContent, "", "a successful request clears the error");
+  api.emit("causal_forcing.live", liveEvent("9", { chunk: 38, state: "paused" }));
+  assert.match(status(), /^paused · chunk 38 \/ 640/);
+  assert.ok(controls().every((c) => !c.disabled), "enabled while paused");
+  api.reply = () => ({ status: 200, body: { ok: true, state: "running", chunk: 38 } });
+  panel.pauseBtn.click();
+  await until(() => panel.pauseBtn.textContent === "Pause");
+  assert.equal(api.calls.at(-1).body.action, "resume");
+
+  // stop → stopping (controls off) → finished
+  freshRateWindow();
+  api.reply = () => ({ status: 200, body: { ok: true, state: "stopping", chunk: 38 } });
+  panel.stopBtn.click();
+  await until(() => /^stopping/.test(status()));
+  assert.deepEqual(api.calls.at(-1).body, { run: "tok-1", action: "stop" });
+  assert.ok(controls().every((c) => c.disabled), "disabled while stopping");
+  api.emit("causal_forcing.live", liveEvent("9", { chunk: 39, state: "finished", ended_by: "stop" }));
+  assert.match(status(), /^finished \(stopped\) · chunk 39 \/ 640/);
+
+  // a new run: fresh state; the box follows the run's prompt while it holds what was sent, else keeps the draft
+  api.emit("causal_forcing.live", liveEvent("9", { run: "tok-2", prompt: "rain", max_chunks: 8 }));
+  assert.match(status(), /^running · chunk 0 \/ 8 · \u201crain\u201d$/);
+  assert.equal(panel.textarea.value, "rain");
+  assert.equal(panel.messageEl.textContent, "");
+  panel.textarea.value = "an unsent draft";
+  api.emit("causal_forcing.live", liveEvent("9", { run: "tok-2", prompt: "snow", max_chunks: 8 }));
+  assert.equal(panel.textarea.value, "an unsent draft");
+  // the prompt ends without a finished event: controls off
+  api.emit("execution_interrupted", {});
+  assert.match(status(), /^finished · chunk 0 \/ 8/);
+  assert.ok(controls().every((c) => c.disabled));
+  // malformed live events never throw
+  assert.doesNotThrow(() => api.emit("causal_forcing.live", null));
+  assert.doesNotThrow(() => api.emit("causal_forcing.live", { node: "9", run: "tok-3", state: "??" }));
+  assert.match(status(), /^finished/);
+  await sleep(20);
+  node.onRemoved();
+});
+
+test("live node frames play on across chunks of one run", async () => {
+  const node = fakeNode(11, "CausalForcingLive");
+  ext.nodeCreated(node);
+  const p = node.__cfPlayer;
+  const live = (ci) => ({ ...event("11", ci, undefined, { run: "L" }), chunks_in_run: undefined });
+  api.emit("causal_forcing.chunk", live(0));
+  await until(() => /waiting for chunk 2/.test(text(p)));
+  api.emit("causal_forcing.chunk", live(1));
+  api.emit("causal_forcing.chunk", live(2));
+  await until(() => /waiting for chunk 4/.test(text(p)));
+  assert.equal(p.queue.runId, "L");
+  assert.equal(p.queue.history.length, 9);
+  assert.match(text(p), /^chunk 3 · frame 9 · 200 fps · waiting for chunk 4$/);
+  api.emit("execution_success", {});
+  await until(() => p.queue.status().state === "done");
+  node.onRemoved();
 });

@@ -1,0 +1,280 @@
+"""``CausalForcingLive``: generate chunk after chunk until stopped, steered from the node while it runs.
+
+The node runs a :class:`causal_forcing_core.live.LiveLoop` on ComfyUI's worker thread. The browser steers it through
+``POST /causal_forcing/live/control`` (see :mod:`.live_routes`) with the run's secret token, which only the client
+that queued the prompt receives (``causal_forcing.live`` events are sent to that client alone). Frames go to the
+node's player as ``causal_forcing.chunk`` events. Stopping, reaching the maximum length, an interruption from the
+queue or the client disconnecting all end the run the same way: the node returns the stream, the frames and the
+prompt events as a schedule that Causal Forcing Prompt Schedule reads, so the take can be re-rendered.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..causal_forcing_core.errors import InvalidInputError
+from ..causal_forcing_core.live import FINISHED, LiveControl, LiveLoop, LiveResult, check_prompt_text
+from ..causal_forcing_core.preview_fallback import LatentRGBPreview
+from ..causal_forcing_core.stream import Prompt
+from ..causal_forcing_core.vae import WanVAE
+from . import comfy_runtime as rt
+from .common import (
+    CATEGORY, CF_STREAM, CF_TEXT_ENCODER, CF_VAE, VAE_TEMPORAL_STRIDE, prompt_from_conditioning, seconds_to_chunks,
+)
+from .live_preview import ChunkReporter
+from .stream_state import StreamHandle
+from .text_nodes import CFTextEncoder
+from .vae_nodes import CFVae, core_vae
+
+logger = logging.getLogger(__name__)
+
+LIVE_EVENT = "causal_forcing.live"
+DECODERS = ("preview", "vae")
+#: the longest live run a node accepts, in seconds of video
+MAX_LIVE_SECONDS = 3600
+#: seconds without the queuing client's websocket before a run stops by itself
+DISCONNECT_GRACE_S = 5.0
+#: control requests a run accepts per second
+MAX_REQUESTS_PER_S = 10
+#: ended runs remembered (so a late request is told the run ended rather than that it never existed)
+_ENDED_KEPT = 64
+
+
+@dataclass(eq=False)
+class LiveSession:
+    """One running live node: its token, the client that may steer it, its control, and request accounting."""
+
+    token: str
+    node_id: str | None
+    client_id: str | None
+    control: LiveControl
+    max_chunks: int
+    events: list[dict[str, Any]] = field(default_factory=list)
+    ended_by: str | None = None
+    _requests: list[float] = field(default_factory=list)
+
+    def allow_request(self, now: float) -> float:
+        """0 when a request may go through now, else the seconds until one may (a sliding one-second window)."""
+        self._requests[:] = [t for t in self._requests if now - t < 1.0]
+        if len(self._requests) >= MAX_REQUESTS_PER_S:
+            return 1.0 - (now - self._requests[0])
+        self._requests.append(now)
+        return 0.0
+
+    def status(self) -> dict[str, Any]:
+        data = {"node": self.node_id, "run": self.token, "max_chunks": self.max_chunks, "events": self.events,
+                **self.control.status()}
+        if self.ended_by is not None:
+            data["ended_by"] = self.ended_by
+        return data
+
+    def announce(self, *_: Any) -> None:
+        rt.send_sync(LIVE_EVENT, self.status(), self.client_id)
+
+
+class LiveRegistry:
+    """Running live sessions by token (and the tokens of recently ended ones)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, LiveSession] = {}
+        self._ended: OrderedDict[str, str] = OrderedDict()
+
+    def open(self, session: LiveSession) -> None:
+        with self._lock:
+            self._running[session.token] = session
+
+    def close(self, session: LiveSession) -> None:
+        with self._lock:
+            self._running.pop(session.token, None)
+            self._ended[session.token] = session.ended_by or "finished"
+            while len(self._ended) > _ENDED_KEPT:
+                self._ended.popitem(last=False)
+
+    def find(self, token: str) -> tuple[LiveSession | None, str | None]:
+        """The running session of ``token``, or (None, how it ended) / (None, None) when unknown."""
+        with self._lock:
+            return self._running.get(token), self._ended.get(token)
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+
+REGISTRY = LiveRegistry()
+
+
+class _VAEFrames:
+    """The core VAE as a frame decoder for the live loop: ``stream().decode(latents) -> [B, t, 3, H, W]`` in [0, 1]."""
+
+    def __init__(self, vae: WanVAE) -> None:
+        self.vae = vae
+
+    def stream(self) -> "_VAEFrames._Stream":
+        return _VAEFrames._Stream(self.vae)
+
+    class _Stream:
+        def __init__(self, vae: WanVAE) -> None:
+            self.vae, self.decoder = vae, vae.stream_decoder()
+
+        def decode(self, latents: torch.Tensor) -> torch.Tensor:
+            pixels = self.decoder.decode(latents.to(self.vae.device, self.vae.dtype))
+            return ((pixels.float() + 1.0) / 2.0).clamp(0, 1)
+
+
+class CausalForcingLive:
+    """Stream a video live: chunk after chunk until stopped, steered from the node (prompt, pause, resume, stop)."""
+
+    DESCRIPTION = (
+        "Generates a stream live: chunk after chunk, played on the node as it comes, until you press Stop, the "
+        "maximum length is reached, or the queue is interrupted (all keep what was made). Type a new prompt on the "
+        "node to steer the video; it applies from the next chunk. Outputs the stream, the frames and the prompt "
+        "events as a schedule for Causal Forcing Prompt Schedule. Long runs need a window on Causal Forcing Start."
+    )
+    CATEGORY = CATEGORY
+    OUTPUT_NODE = True
+    RETURN_TYPES = (CF_STREAM, "IMAGE", "STRING")
+    RETURN_NAMES = ("stream", "images", "schedule")
+    OUTPUT_TOOLTIPS = (
+        "The stream as it was when the run ended.",
+        "Every frame shown during the run (decoded with the chosen decoder).",
+        "The prompt events as 'chunk: prompt' lines (re-render them with Causal Forcing Prompt Schedule).",
+    )
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "stream": (CF_STREAM, {}),
+                "prompt": ("STRING", {"multiline": True, "default": "a red fox trots through fresh snow",
+                                      "tooltip": "The first prompt; steer from the node while it runs."}),
+                "max_seconds": ("INT", {"default": 60, "min": 1, "max": MAX_LIVE_SECONDS,
+                                        "tooltip": "The run stops by itself after this much video."}),
+                "realtime": ("BOOLEAN", {"default": True,
+                                         "tooltip": "Stay at most one chunk ahead of playback, so prompt changes show "
+                                                    "up quickly (off: generate as fast as possible)."}),
+                "recache": ("BOOLEAN", {"default": True,
+                                        "tooltip": "Re-encode the cached frames under each new prompt (LongLive)."}),
+                "decoder": (list(DECODERS), {"default": "preview",
+                                             "tooltip": "preview: the model's preview decoder (fast); vae: the Wan "
+                                                        "VAE (full quality, needs vae or cf_vae)."}),
+            },
+            "optional": {
+                "clip": ("CLIP", {"tooltip": "Load CLIP with type wan: encodes the prompts typed while it runs."}),
+                "text_encoder": (CF_TEXT_ENCODER, {"tooltip": "Or a Causal Forcing text encoder."}),
+                "vae": ("VAE", {"tooltip": "For decoder vae: the native Wan 2.1 VAE."}),
+                "cf_vae": (CF_VAE, {"tooltip": "Or a Causal Forcing VAE."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    @classmethod
+    def IS_CHANGED(cls, **_: Any) -> float:
+        return float("nan")  # a live take is never the same twice: run on every queue
+
+    def run(
+        self, stream: StreamHandle, prompt: str, max_seconds: int, realtime: bool, recache: bool, decoder: str,
+        clip: Any = None, text_encoder: CFTextEncoder | None = None, vae: Any = None, cf_vae: CFVae | None = None,
+        unique_id: str | None = None,
+    ) -> dict[str, Any]:
+        first = check_prompt_text(prompt)
+        if clip is None and text_encoder is None:
+            raise InvalidInputError(
+                "Connect a CLIP (Load CLIP, type wan) or a Causal Forcing text encoder: the live node encodes the "
+                "prompts you type while it runs."
+            )
+        fpb = stream.frames_per_block
+        max_chunks = seconds_to_chunks(max_seconds, fpb, stream.model.fps)
+        stream.check_length(max_chunks)
+        frames = _VAEFrames(core_vae(vae, cf_vae)) if decoder == "vae" else (
+            stream.model.previewer or LatentRGBPreview())
+        cfg = stream.model.config
+
+        def encode(text: str) -> Prompt:
+            cond = text_encoder.encode(text) if text_encoder is not None else rt.clip_encode(clip, text)
+            return prompt_from_conditioning(cond, cfg.text_dim, cfg.text_len, label=text[:40])
+
+        client = rt.current_client_id()
+        session = LiveSession(secrets.token_hex(16), unique_id, client, LiveControl(), max_chunks)
+        session.control.on_change = session.announce
+        settings = stream.stream.settings
+        stream.model.prepare(stream.model.cache_bytes(
+            settings.latent_height, settings.latent_width, settings.window_frames or stream.model.max_frames))
+        reporter = ChunkReporter(stream.model, stream.stream, max_chunks, unique_id, previewer=frames, sid=client,
+                                 keep_frames=True, check_interrupt=False)  # the loop's check() does it
+        watch = _DisconnectWatch(client, session)
+
+        def on_chunk(snapshot: Any, index: int) -> None:
+            reporter.on_chunk(snapshot)
+            session.events = [{"chunk": e.chunk, "text": e.text} for e in loop.events]
+            session.announce()
+
+        loop = LiveLoop(
+            stream.stream, encode, session.control, first, max_chunks,
+            chunk_seconds=fpb * VAE_TEMPORAL_STRIDE / stream.model.fps, realtime=realtime, recache_first=recache,
+            check=watch.check, on_chunk=on_chunk, on_step=reporter.on_step,
+            interruptions=rt.interruption_types() + (_Disconnected,),
+        )
+        REGISTRY.open(session)
+        session.announce()
+        try:
+            result: LiveResult = loop.run()
+            session.ended_by = "disconnected" if watch.gone else (
+                "stop" if result.ended_by == "interrupted" else result.ended_by)
+        finally:
+            session.ended_by = session.ended_by or "error"
+            REGISTRY.close(session)
+        session.events = [{"chunk": e.chunk, "text": e.text} for e in result.events]
+        if session.control.state != FINISHED:
+            session.control.finish()
+        session.announce()
+        logger.info("Live run of node %s ended (%s) after %d chunks", unique_id, session.ended_by, result.chunks)
+        if result.chunks == 0:
+            raise InvalidInputError("The live run ended before its first chunk was made; nothing to output.")
+        images = reporter.images()
+        if images is None:  # the decoder failed mid-run: rough frames rather than nothing
+            images = LatentRGBPreview().decode(result.stream.latents)[0].permute(0, 2, 3, 1).contiguous()
+        handle = stream.with_stream(result.stream)
+        return {"ui": reporter.ui(), "result": (handle, images, result.schedule())}
+
+
+class _Disconnected(Exception):
+    """The client that queued a live run went away."""
+
+
+class _DisconnectWatch:
+    """Interruption checks for the live loop: ComfyUI's queue interrupt, and the queuing client's websocket."""
+
+    def __init__(self, client: str | None, session: LiveSession) -> None:
+        self.client, self.session = client, session
+        self.gone = False
+        self._missing_since: float | None = None
+        self._next_look = 0.0
+
+    def check(self) -> None:
+        rt.throw_if_interrupted()
+        if self.client is None:
+            return
+        now = time.monotonic()
+        if now < self._next_look:
+            return
+        self._next_look = now + 0.5
+        if rt.client_connected(self.client):
+            self._missing_since = None
+            return
+        self._missing_since = self._missing_since or now
+        if now - self._missing_since > DISCONNECT_GRACE_S:
+            self.gone = True
+            raise _Disconnected()
+
+
+NODE_CLASS_MAPPINGS = {"CausalForcingLive": CausalForcingLive}
+NODE_DISPLAY_NAME_MAPPINGS = {"CausalForcingLive": "Causal Forcing Live"}

@@ -1,0 +1,79 @@
+"""Server routes that steer running live nodes.
+
+``POST /causal_forcing/live/control`` with JSON ``{"run": token, "action": "prompt" | "pause" | "resume" | "stop",
+"text": "...", "recache": true}`` and ``GET /causal_forcing/live/status?run=token``. The token is a random 128-bit
+value sent only to the client that queued the run, so a request can reach no other user's run. Answers are JSON:
+200 ``{"ok": true, "state", "chunk", "pause_requested", "prompt", "applies_at_chunk"?}``; 400 a malformed request or
+prompt; 404 an unknown run; 409 a run that has ended; 429 too many requests (``retry_in_ms``).
+
+The handlers are plain functions ``(query, body) -> (status, json)``, registered through
+:func:`.comfy_runtime.add_json_route`, so tests call them without a server.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from ..causal_forcing_core.errors import CausalForcingError
+from . import comfy_runtime as rt
+from .live_nodes import REGISTRY, LiveSession
+
+CONTROL_PATH = "/causal_forcing/live/control"
+STATUS_PATH = "/causal_forcing/live/status"
+ACTIONS = ("prompt", "pause", "resume", "stop")
+_TOKEN = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _session(token: Any) -> tuple[LiveSession | None, tuple[int, dict[str, Any]] | None]:
+    if not isinstance(token, str) or not _TOKEN.match(token):
+        return None, (400, {"error": "'run' must be the live run's id (32 hex characters)."})
+    session, ended = REGISTRY.find(token)
+    if session is None:
+        if ended is not None:
+            return None, (409, {"error": f"This live run has ended ({ended}); queue the node again to start a new one."})
+        return None, (404, {"error": "No live run with this id (it may belong to a server that restarted)."})
+    return session, None
+
+
+def handle_control(query: dict[str, str], body: Any) -> tuple[int, dict[str, Any]]:
+    """Apply one steering request to a running live node."""
+    if not isinstance(body, dict):
+        return 400, {"error": "Send a JSON object: {\"run\": ..., \"action\": ...}."}
+    session, problem = _session(body.get("run"))
+    if problem is not None:
+        return problem
+    action = body.get("action")
+    if action not in ACTIONS:
+        return 400, {"error": f"'action' must be one of {', '.join(ACTIONS)}."}
+    wait = session.allow_request(time.monotonic())
+    if wait > 0:
+        return 429, {"error": "Too many requests; slow down.", "retry_in_ms": int(wait * 1000) + 1}
+    control = session.control
+    extra: dict[str, Any] = {}
+    try:
+        if action == "prompt":
+            recache = body.get("recache", True)
+            if not isinstance(recache, bool):
+                return 400, {"error": "'recache' must be true or false."}
+            extra["applies_at_chunk"] = control.set_prompt(body.get("text"), recache)
+        else:
+            getattr(control, action)()
+    except CausalForcingError as err:
+        status = 409 if "ended" in str(err) else 400
+        return status, {"error": str(err)}
+    return 200, {"ok": True, **control.status(), **extra}
+
+
+def handle_status(query: dict[str, str], body: Any) -> tuple[int, dict[str, Any]]:
+    """The state of a running live node (the same fields as its ``causal_forcing.live`` events)."""
+    session, problem = _session(query.get("run"))
+    if problem is not None:
+        return problem
+    return 200, {"ok": True, **session.status()}
+
+
+def register() -> bool:
+    """Add the routes to ComfyUI's server (a no-op outside ComfyUI)."""
+    return rt.add_json_route("POST", CONTROL_PATH, handle_control) and rt.add_json_route("GET", STATUS_PATH, handle_status)

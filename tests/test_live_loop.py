@@ -1,0 +1,136 @@
+"""Layer 1: the live loop, driven in-process. Prompt events at chosen chunks give the same video as the same
+schedule run offline with the same seed; pause, stop, interruption and pacing behave; bad steering is refused."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from causal_forcing_core.errors import InvalidInputError, StreamStateError
+from causal_forcing_core.live import FINISHED, LiveControl, LiveLoop, events_to_schedule
+from causal_forcing_core.schedule import parse_schedule
+from tiny import tiny_model, tiny_prompt, tiny_stream
+
+TEXTS = {"a red square": 11, "a blue circle": 12, "a dog at night": 13}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+def encode(text: str):
+    return tiny_prompt(TEXTS[text])
+
+
+def offline(model, schedule: str, chunks: int, window: int = 0):
+    """The schedule rendered the way Generate (Schedule) does: each segment switches with re-cache."""
+    stream = tiny_stream(model, window_frames=window or None, sink_frames=3 if window else 0)
+    entries = parse_schedule(schedule, chunks)
+    bounds = [e.start for e in entries] + [chunks]
+    for entry, end in zip(entries, bounds[1:]):
+        stream = stream.generate(end - entry.start, prompt=encode(entry.prompt), recache=stream.num_frames > 0)
+    return stream.latents
+
+
+@pytest.mark.parametrize("window", [0, 6])
+def test_prompt_events_give_the_offline_schedule_video(model, window: int) -> None:
+    control = LiveControl()
+    changes = {1: "a blue circle", 3: "a dog at night", 4: "a red square"}
+
+    def steer(stream, index: int) -> None:  # after chunk `index`: the change applies to chunk index + 1
+        if index + 1 in changes:
+            control.set_prompt(changes[index + 1])
+
+    loop = LiveLoop(tiny_stream(model, window_frames=window or None, sink_frames=3 if window else 0), encode,
+                    control, "a red square", max_chunks=6, chunk_seconds=0.75, on_chunk=steer)
+    result = loop.run()
+    assert result.chunks == 6 and result.ended_by == "max_chunks" and control.state == FINISHED
+    assert result.schedule() == "0: a red square\n1: a blue circle\n3: a dog at night\n4: a red square"
+    assert torch.equal(result.stream.latents, offline(model, result.schedule(), 6, window))
+
+
+def test_stop_pause_and_resume_from_another_thread(model) -> None:
+    control = LiveControl()
+    seen = []
+
+    def on_chunk(stream, index: int) -> None:
+        seen.append(index)
+        if index == 1:
+            control.pause()
+            threading.Timer(0.05, control.set_prompt, args=("a blue circle",)).start()
+            threading.Timer(0.1, control.resume).start()
+        if index == 3:
+            control.stop()
+
+    result = LiveLoop(tiny_stream(model), encode, control, "a red square", max_chunks=50, chunk_seconds=0.75,
+                      on_chunk=on_chunk).run()
+    assert result.ended_by == "stop" and result.chunks == 4 and seen == [0, 1, 2, 3]
+    assert result.schedule() == "0: a red square\n2: a blue circle"
+    assert torch.equal(result.stream.latents, offline(model, result.schedule(), 4))
+    with pytest.raises(StreamStateError, match="ended"):
+        control.set_prompt("a dog at night")
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interruption_is_a_stop_not_a_loss(model) -> None:
+    control = LiveControl()
+    calls = {"n": 0}
+
+    def check() -> None:
+        calls["n"] += 1
+        if calls["n"] == 10:  # step 2 of chunk 2
+            raise Interrupted()
+
+    def steer(stream, index: int) -> None:
+        if index == 1:
+            control.set_prompt("a blue circle")  # would apply to the chunk that gets cut off
+
+    result = LiveLoop(tiny_stream(model), encode, control, "a red square", max_chunks=9, chunk_seconds=0.75,
+                      check=check, on_chunk=steer, interruptions=(Interrupted,)).run()
+    assert result.ended_by == "interrupted" and result.chunks == 2 and result.stream.num_chunks == 2
+    assert result.schedule() == "0: a red square"
+    assert torch.equal(result.stream.latents, offline(model, "0: a red square", 2))
+
+
+def test_realtime_pacing_waits_for_the_clock_and_keeps_the_video(model, monkeypatch) -> None:
+    now = {"t": 0.0}
+    naps = []
+    control = LiveControl()
+
+    def sleep(seconds: float) -> None:  # a fake clock: sleeping advances it
+        naps.append(round(seconds, 3))
+        now["t"] += seconds
+
+    monkeypatch.setattr(control, "sleep", sleep)
+    result = LiveLoop(tiny_stream(model), encode, control, "a red square", max_chunks=4, chunk_seconds=0.75,
+                      realtime=True, lead_chunks=1, clock=lambda: now["t"]).run()
+    assert naps == [0.75, 0.75]  # chunks 0 and 1 go at once (one chunk of lead), then one per 0.75 s
+    assert torch.equal(result.stream.latents, offline(model, "0: a red square", 4))
+
+
+def test_bad_steering_is_refused() -> None:
+    control = LiveControl()
+    for text in ("", "   ", None, "x" * 2001):
+        with pytest.raises(InvalidInputError):
+            control.set_prompt(text)  # type: ignore[arg-type]
+    assert control.set_prompt("  a dog  ") == 0
+    assert control.take_prompt() == ("a dog", True)
+    control.stop()
+    for action in (control.pause, control.resume):
+        with pytest.raises(StreamStateError):
+            action()
+
+
+def test_events_to_schedule_reads_back() -> None:
+    from causal_forcing_core.live import PromptEvent
+
+    events = [PromptEvent(0, "a cat\nwalks"), PromptEvent(4, "a dog"), PromptEvent(4, "a bird")]
+    text = events_to_schedule(events)
+    assert text == "0: a cat walks\n4: a bird"
+    assert [e.start for e in parse_schedule(text, 6)] == [0, 4]
