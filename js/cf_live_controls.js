@@ -227,7 +227,7 @@ export function reduceLive(live, action) {
         sentPrompt = typeof action.text === "string" ? action.text : null;
         message = {
           kind: "info",
-          text: reply.appliesAt !== null ? `prompt sent: from chunk ${reply.appliesAt + 1}` : "prompt sent",
+          text: reply.appliesAt !== null ? `prompt sent: applies from chunk ${reply.appliesAt} (as in the schedule)` : "prompt sent",
         };
       }
       return { ...cur, state, chunk, pending: settlePending(pending, state, chunk), sentPrompt, message };

@@ -76,6 +76,7 @@ TINY_MAX_CHUNKS = 3  # per Generate node
 TINY_SCHEDULE_CHUNKS = 6  # per Generate (Schedule) node
 TINY_WINDOW, TINY_SINK = 6, 3
 TINY_MAX_WORDS = 12
+TINY_LIVE_SECONDS = 6  # per Live node (8 chunks), generated as fast as possible
 
 # ---------------------------------------------------------------------------------------------- colours
 PROMPT_COLOR = ("#232", "#353")
@@ -494,8 +495,51 @@ three prompts over 60 s (80 chunks, 957 frames).
     return Workflow("causal_forcing_long_video", nodes, groups)
 
 
+def live() -> Workflow:
+    first = "a red fox trots through fresh snow in a quiet forest"
+    text = f"""
+## Causal Forcing: live
+
+**Run** the workflow, then steer the video while it plays on the **Causal Forcing Live** node: type a prompt in
+the box under the player and press **Send** (or **Ctrl+Enter**); the video follows it from the next chunk.
+**Pause** / **Resume** hold and continue generation, **Stop** ends the run and keeps everything made so far. The
+run also ends after *max_seconds* of video (60 s = 80 chunks), when the queue is interrupted, or when this browser
+tab closes. Only the tab that pressed Run can steer its run.
+
+The first prompt is the Live node's *prompt*; give *First prompt* the same text (it opens the stream).
+The stream has a rolling window (12 latent frames, 3 of them a sink), so it can run for as long as you like.
+*realtime* keeps generation at most one chunk ahead of playback, so a new prompt shows up quickly.
+{files_note(CF_CHUNKWISE, "chunkwise/causal_forcing.pt", "chunkwise-4step")}
+**What comes out** when the run ends:
+
+- the video as played (Save Video, 16 fps). *decoder*: *preview* is fast but rough; *vae* decodes every chunk with
+  the Wan VAE at full quality, at the cost of speed;
+- the prompts you sent as a schedule (`chunk: prompt` lines, shown in *Recorded prompt schedule*): paste it into
+  **Causal Forcing Prompt Schedule** (*unit*: chunks) of the prompt-schedule workflow, with the same seed and
+  window, to re-render the take offline.
+"""
+    nodes = [
+        note("note", (X_NOTE, 0), text, size=(440, 620)),
+        *_loaders(CF_CHUNKWISE, y0=220),
+        _prompt("prompt", (X_PROMPT, 0), first, "First prompt (opens the stream)"),
+        _start((X_PROMPT, 220), window=12, sink=3),
+        Node("live", "CausalForcingLive", (X_GEN, 0),
+             {"prompt": first, "max_seconds": 60, "realtime": True, "recache": True, "decoder": "preview"},
+             {"stream": ("start", "stream"), "clip": ("clip", 0), "vae": ("vae", 0)},
+             title="Causal Forcing Live: type prompts below while it runs", size=(480, 780)),
+        Node("video", "CreateVideo", (X_GEN + 540, 0), {"fps": 16}, {"images": ("live", "images")}),
+        Node("schedule", "PreviewAny", (X_GEN + 540, 200), {}, {"source": ("live", "schedule")},
+             title="Recorded prompt schedule", size=(340, 260)),
+        Node("save", "SaveVideo", (X_GEN + 920, 0), {"filename_prefix": "video/causal_forcing_live", "format": "auto",
+                                                    "codec": "auto"}, {"video": ("video", 0)}, size=(520, 560)),
+    ]
+    groups = [("Models", ["model", "clip", "vae"]), ("Stream (window 12 + sink 3)", ["prompt", "start"]),
+              ("Live", ["live"]), ("Video and schedule", ["video", "schedule", "save"])]
+    return Workflow("causal_forcing_live", nodes, groups)
+
+
 def workflows() -> list[Workflow]:
-    return [t2v_chunkwise(), t2v_framewise(), i2v(), prompt_switch(), prompt_schedule(), long_video()]
+    return [t2v_chunkwise(), t2v_framewise(), i2v(), prompt_switch(), prompt_schedule(), long_video(), live()]
 
 
 # =============================================================================================== building
@@ -549,7 +593,7 @@ def build(workflow: Workflow, schemas: dict[str, NodeSchema]) -> tuple[dict, dic
             src_schema = schemas[by_key[src_key].type]
             slot = src_schema.output_index(out)
             out_type = src_schema.outputs[slot][1]
-            if out_type != spec.type:
+            if out_type != spec.type and spec.type != "*":  # "*": any type (e.g. Preview Any)
                 raise TypeError(f"{workflow.name}/{node.key}.{spec.name}: {spec.type} <- {src_key} {out_type}")
             link_id = len(links) + 1
             links.append([link_id, ids[src_key], slot, nid, None, out_type])  # target slot filled below
@@ -712,10 +756,11 @@ def tiny_variant(api_prompt: dict[str, dict], native_vae: bool = False) -> dict[
     """An API workflow mapped onto the tiny random models of ``scripts/make_tiny_models.py``, for smoke runs.
 
     Load CLIP + CLIP Text Encode become Causal Forcing Text Encoder Loader (cf_tiny_umt5.pth) + Causal Forcing Text
-    Encode (same node ids), a Prompt Schedule's ``clip`` becomes ``text_encoder``; Load VAE becomes Causal Forcing
-    VAE Loader (cf_tiny_vae) and every ``vae`` input ``cf_vae``; students become cf_tiny_chunkwise/framewise;
-    sizes 64x64; at most 3 chunks per Generate node and 6 per Generate (Schedule) node, whose schedule becomes
-    equal segments of its prompts; windows 6 + 3 sink; prompts at most 12 words; previews "auto".
+    Encode (same node ids), a Prompt Schedule's or Live node's ``clip`` becomes ``text_encoder``; Load VAE becomes
+    Causal Forcing VAE Loader (cf_tiny_vae) and every ``vae`` input ``cf_vae``; students become
+    cf_tiny_chunkwise/framewise; sizes 64x64; at most 3 chunks per Generate node and 6 per Generate (Schedule) node,
+    whose schedule becomes equal segments of its prompts; a Live node runs at most 6 s, not in real time; windows
+    6 + 3 sink; prompts at most 12 words; previews "auto".
     With ``native_vae`` Load VAE stays and reads the real-shape random VAE (cf_random_wan21_vae), so ComfyUI's own
     VAE object goes through our nodes.
     """
@@ -748,6 +793,9 @@ def tiny_variant(api_prompt: dict[str, dict], native_vae: bool = False) -> dict[
             inputs.update(length=max(1, min(int(chunks), TINY_MAX_CHUNKS)), unit="chunks")
         elif kind == "CausalForcingGenerateSchedule":
             inputs.update(length=TINY_SCHEDULE_CHUNKS, unit="chunks")
+        elif kind == "CausalForcingLive":
+            inputs.update(max_seconds=min(int(inputs["max_seconds"]), TINY_LIVE_SECONDS), realtime=False,
+                          prompt=_short(inputs["prompt"]))
         elif kind == "CausalForcingPromptSchedule" and isinstance(inputs.get("schedule"), str):
             inputs.update(schedule=" | ".join(_schedule_prompts(inputs["schedule"])), unit="chunks")
         elif kind in ("SaveVideo", "SaveAnimatedWEBP") and isinstance(inputs.get("filename_prefix"), str):
@@ -757,8 +805,8 @@ def tiny_variant(api_prompt: dict[str, dict], native_vae: bool = False) -> dict[
         if node["class_type"] == "CLIPTextEncode" and _links_to(inputs.get("clip"), replaced["CLIPLoader"]):
             node["class_type"] = "CausalForcingTextEncode"
             node["inputs"] = {"text_encoder": inputs["clip"], "text": _short(inputs["text"])}
-        elif node["class_type"] == "CausalForcingPromptSchedule" and _links_to(inputs.get("clip"),
-                                                                               replaced["CLIPLoader"]):
+        elif node["class_type"] in ("CausalForcingPromptSchedule", "CausalForcingLive") and _links_to(
+                inputs.get("clip"), replaced["CLIPLoader"]):
             inputs["text_encoder"] = inputs.pop("clip")
         if _links_to(inputs.get("vae"), replaced["VAELoader"]):
             inputs["cf_vae"] = inputs.pop("vae")

@@ -50,6 +50,7 @@ PROBE_FOLDER = "zz_probe_tokenizer"
 ONE_OF = {
     "CausalForcingDecode": [("stream", "samples"), ("vae", "cf_vae")],
     "CausalForcingPromptSchedule": [("clip", "text_encoder")],
+    "CausalForcingLive": [("clip", "text_encoder")],  # it encodes the prompts typed while it runs
 }
 #: latent frames a stream without a window may hold (the released students: 21 = 81 video frames)
 TRAINED_FRAMES = 21
@@ -468,6 +469,9 @@ def stream_problems(prompt: dict) -> list[str]:
         return start, before + chunks(src, start) * _frames_per_block(prompt, start)
 
     def chunks(node: dict, start: dict) -> int:
+        if node["class_type"] == "CausalForcingLive":  # at most max_seconds of video (nodes/common.py rounding)
+            per_chunk = 4 * _frames_per_block(prompt, start) / 16
+            return max(1, math.ceil(node["inputs"]["max_seconds"] / per_chunk - 1e-9))
         length, unit = node["inputs"]["length"], node["inputs"]["unit"]
         if unit == "chunks":
             return length
@@ -475,7 +479,10 @@ def stream_problems(prompt: dict) -> list[str]:
         return max(1, math.ceil(length / per_chunk - 1e-9))
 
     for nid, node in prompt.items():
-        if node["class_type"] not in ("CausalForcingGenerate", "CausalForcingGenerateSchedule"):
+        if node["class_type"] == "CausalForcingLive" and node["inputs"].get("decoder") == "vae" and not (
+                {"vae", "cf_vae"} & set(node["inputs"])):
+            problems.append(f"node {nid}: decoder vae needs a vae or cf_vae")
+        if node["class_type"] not in ("CausalForcingGenerate", "CausalForcingGenerateSchedule", "CausalForcingLive"):
             continue
         start, before = origin(node)
         fpb = _frames_per_block(prompt, start)
@@ -670,7 +677,10 @@ def test_tiny_variant_uses_only_the_tiny_models(name: str, build_module: ModuleT
             assert (node["inputs"]["width"], node["inputs"]["height"]) == (64, 64)
         if node["class_type"] in ("CausalForcingGenerate", "CausalForcingGenerateSchedule"):
             assert node["inputs"]["unit"] == "chunks" and node["inputs"]["length"] <= 6
-        for key in ("text", "schedule"):
+        if node["class_type"] == "CausalForcingLive":
+            assert node["inputs"]["max_seconds"] <= 6 and node["inputs"]["realtime"] is False
+            assert "clip" not in node["inputs"] and "text_encoder" in node["inputs"]
+        for key in ("text", "schedule", "prompt"):
             if isinstance(node["inputs"].get(key), str):
                 for part in re.split(r"[|\n]", node["inputs"][key]):
                     assert len(part.split(":", 1)[-1].split()) <= 12, part
@@ -826,6 +836,50 @@ def test_api_validator_catches(case: str, defs: dict[str, NodeDef]) -> None:
     breaker(prompt)
     problems = validate_api(prompt, defs) + (stream_problems(prompt) if case == "stream too long" else [])
     assert any(message in p for p in problems), problems
+
+
+def _live_without_encoder(prompt: dict) -> None:
+    _api_by_class(prompt, "CausalForcingLive")["inputs"].pop("clip")
+
+
+def _live_without_window(prompt: dict) -> None:
+    _api_by_class(prompt, "CausalForcingStart")["inputs"].update(window_frames=0, sink_frames=0)
+
+
+def _live_vae_decoder_without_vae(prompt: dict) -> None:
+    live = _api_by_class(prompt, "CausalForcingLive")["inputs"]
+    live.pop("vae")
+    live["decoder"] = "vae"
+
+
+LIVE_BREAKS = {
+    "live without a text encoder": (_live_without_encoder, "give one of ('clip', 'text_encoder')"),
+    "live past 21 frames without a window": (_live_without_window, "without a window"),
+    "live vae decoder without a vae": (_live_vae_decoder_without_vae, "decoder vae needs"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LIVE_BREAKS))
+def test_api_validator_catches_live_problems(case: str, defs: dict[str, NodeDef]) -> None:
+    prompt = _load(API_DIR / "causal_forcing_live.json")
+    assert validate_api(prompt, defs) == [] and stream_problems(prompt) == []
+    breaker, message = LIVE_BREAKS[case]
+    breaker(prompt)
+    problems = validate_api(prompt, defs) + stream_problems(prompt)
+    assert any(message in p for p in problems), problems
+
+
+def test_live_tiny_variant_encodes_with_the_tiny_text_encoder(build_module: ModuleType) -> None:
+    prompt = _load(API_DIR / "causal_forcing_live.json")
+    tiny = build_module.tiny_variant(prompt)
+    live = _api_by_class(tiny, "CausalForcingLive")["inputs"]
+    encoder = tiny[live["text_encoder"][0]]
+    assert encoder["class_type"] == "CausalForcingTextEncoderLoader"
+    assert (live["max_seconds"], live["realtime"]) == (6, False)
+    assert tiny[live["cf_vae"][0]]["class_type"] == "CausalForcingVAELoader"
+    # the schedule output goes to a core node that shows text
+    shown = [n for n in tiny.values() if n["class_type"] == "PreviewAny"]
+    assert shown and shown[0]["inputs"]["source"][1] == 2
 
 
 def test_api_twin_comparison_catches_a_changed_value(defs: dict[str, NodeDef]) -> None:

@@ -140,7 +140,7 @@ test("reducer: pause/resume requests stay pending until an event confirms them",
 test("reducer: stop, prompt replies, errors, stale replies, prompt end", () => {
   let s = feed(initialLive(), ev({ chunk: 36 }));
   s = reduceLive(s, { type: "response", run: TOKEN, action: "prompt", text: "owls", reply: ok({ appliesAt: 37 }) });
-  assert.deepEqual(s.message, { kind: "info", text: "prompt sent: from chunk 38" });
+  assert.deepEqual(s.message, { kind: "info", text: "prompt sent: applies from chunk 37 (as in the schedule)" });
   assert.equal(s.sentPrompt, "owls");
   s = reduceLive(s, { type: "response", run: TOKEN, action: "prompt", text: "x", reply: parseControlResponse(400, { error: "prompt too long" }) });
   assert.deepEqual(s.message, { kind: "error", text: "prompt too long" });

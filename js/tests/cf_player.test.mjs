@@ -382,7 +382,7 @@ test("live panel: follows live events, steers the run, shows errors, mirrors the
   assert.equal(api.calls[0].init.method, "POST");
   assert.equal(api.calls[0].init.headers["Content-Type"], "application/json");
   assert.deepEqual(api.calls[0].body, { run: "tok-1", action: "prompt", text: "owls at night", recache: true });
-  assert.equal(panel.messageEl.textContent, "prompt sent: from chunk 39");
+  assert.equal(panel.messageEl.textContent, "prompt sent: applies from chunk 38 (as in the schedule)");
 
   // the Send button, re-cache unchecked, Cmd+Enter too
   panel.recacheBox.checked = false;
