@@ -153,9 +153,17 @@ class LiveControl:
 
     # ----------------------------------------------------------------------------------------------- loop side
     def take_prompt(self) -> tuple[str, bool] | None:
+        """The pending prompt change (None if none); from now until :meth:`end_chunk` a chunk counts as in progress,
+        so a change arriving meanwhile is announced for the chunk after it."""
         with self._lock:
             pending, self._pending = self._pending, None
+            self.generating = True
             return pending
+
+    def end_chunk(self, made: int) -> None:
+        with self._lock:
+            self.generating = False
+            self.chunk = made
 
     def wait_if_paused(self, check: Callable[[], None], poll_s: float = 0.1) -> bool:
         """Block while paused (calling ``check`` every ``poll_s``, which may raise to interrupt); True if it did."""
@@ -181,11 +189,12 @@ class LiveControl:
         return True
 
     def sleep(self, seconds: float) -> None:
-        """Wait up to ``seconds`` (pacing); a stop, pause or prompt change wakes it early."""
+        """Wait up to ``seconds`` (pacing); a stop or pause ends the wait, any change wakes it for a re-check. A
+        pending prompt does not shorten it: the change waits for its chunk's turn like any other chunk."""
         if seconds <= 0:
             return
         with self._lock:
-            if not (self._stop or self._paused or self._pending):
+            if not (self._stop or self._paused):
                 self._wake.wait(seconds)
 
     def finish(self) -> None:
@@ -253,22 +262,20 @@ class LiveLoop:
                 pending = None
                 prompt = None
                 recache = False
-                if change is not None:
-                    text, recache = change
-                    if text not in prompts:
-                        prompts[text] = self.encode(text)
-                    prompt = prompts[text]
-                    self.events.append(PromptEvent(made, text, recache))
-                    self.control.prompt = text
-                self.control.generating = True
                 try:
+                    if change is not None:
+                        text, recache = change
+                        if text not in prompts:
+                            prompts[text] = self.encode(text)
+                        prompt = prompts[text]
+                        self.events.append(PromptEvent(made, text, recache))
+                        self.control.prompt = text
                     stream = stream.generate(
                         1, prompt=prompt, recache=recache and stream.num_frames > 0, on_step=self._step,
                     )
+                    made += 1
                 finally:
-                    self.control.generating = False
-                made += 1
-                self.control.chunk = made
+                    self.control.end_chunk(made)
                 self.on_chunk(stream, made - 1)
         except self.interruptions:
             ended_by = "interrupted"

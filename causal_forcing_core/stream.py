@@ -88,6 +88,24 @@ def _frames(event: Event) -> int:
     return 0 if isinstance(event, RecacheEvent) else event.latents.shape[1]
 
 
+def committed_frames(history: tuple[Event, ...], start: int, end: int) -> torch.Tensor:
+    """Committed latent frames ``start`` to ``end`` (exclusive) of ``history`` as [B, end - start, C, h, w], joining
+    only the events that overlap them (a re-cache late in a long stream must not copy the whole video)."""
+    parts: list[torch.Tensor] = []
+    offset = sum(_frames(e) for e in history)
+    for event in reversed(history):
+        n = _frames(event)
+        offset -= n
+        if n == 0 or offset >= end:
+            continue
+        if offset + n <= start:
+            break
+        parts.append(event.latents[:, max(start - offset, 0) : min(end - offset, n)])
+    if not parts:
+        raise StreamStateError(f"No committed frames between {start} and {end}.")
+    return torch.cat(parts[::-1], dim=1) if len(parts) > 1 else parts[0]
+
+
 @dataclass(frozen=True)
 class StreamSettings:
     """What never changes over a stream's life."""
@@ -186,8 +204,7 @@ class StreamStorage:
         plan, first = self.cache.plan_recache()
         if plan.slot_end <= plan.slot_start:
             return
-        committed = torch.cat([e.latents for e in history if not isinstance(e, RecacheEvent)], dim=1)
-        frames = committed[:, first : first + plan.slot_end - plan.slot_start]
+        frames = committed_frames(history, first, first + plan.slot_end - plan.slot_start)
         self._forward(frames, self.settings.sampler.context_noise, prompt, plan, first)
 
     def _apply(self, event: Event, history_before: tuple[Event, ...]) -> None:

@@ -33,3 +33,29 @@ def test_node_bench_prints_json() -> None:
     report = json.loads(out.stdout)
     assert set(report["per_chunk_ms"]) == {"core", "none", "latent2rgb", "cf_tiny_preview.safetensors"}
     assert all(v > 0 for v in report["per_chunk_ms"].values()) and report["decode_tiny_vae_per_chunk_ms"] > 0
+
+
+def test_live_bench_quick_prints_json() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "live_bench.py"), "--quick"],
+        check=True, capture_output=True, text=True, timeout=600,
+    )
+    report = json.loads(out.stdout)
+    assert set(report) >= {"header", "long_run", "prompt_change_latency", "live_fps"}
+    assert report["header"]["size"] == [64, 64] and report["header"]["model"]["config"]["dim"] > 0
+    long_run = report["long_run"]
+    assert long_run["chunks"] == 60 and long_run["window_frames"] == 12 and long_run["sink_frames"] == 3
+    cache = long_run["kv_cache_bytes"]
+    assert cache["equal"] and cache["at_chunk_10"] == cache["at_end"] > 0 and len(cache["distinct_values"]) == 1
+    assert long_run["global_attention"]["kv_cache_bytes_per_chunk"][-1] > cache["at_end"]
+    assert long_run["committed_latents"]["bytes_at_end"] == 60 * long_run["committed_latents"]["bytes_per_chunk"]
+    assert {"growth", "expected_growth_from_committed_latents"} <= set(long_run["rss_mb"])
+    per_chunk = long_run["per_chunk_ms"]
+    assert per_chunk["first_30"]["median"] > 0 and per_chunk["last_30"]["p90"] > 0
+    for mode in ("realtime", "not_realtime"):
+        latency = report["prompt_change_latency"][mode]
+        assert latency["seen"] == latency["changes"] == 3 and latency["latency_ms"]["median"] > 0
+        assert latency["latency_chunks"]["max"] >= 1
+    decoders = report["live_fps"]["decoders"]
+    assert set(decoders) == {"none", "latent2rgb", "tiny_preview", "tiny_wan_vae"}
+    assert all(d["pixel_frames_per_s"]["median"] > 0 for d in decoders.values())

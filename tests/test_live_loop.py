@@ -134,3 +134,27 @@ def test_events_to_schedule_reads_back() -> None:
     text = events_to_schedule(events)
     assert text == "0: a cat walks\n4: a bird"
     assert [e.start for e in parse_schedule(text, 6)] == [0, 4]
+
+
+def test_committed_frames_joins_only_what_it_needs(model) -> None:
+    from causal_forcing_core.stream import committed_frames
+
+    stream = tiny_stream(model).generate(3)
+    stream = stream.switch_prompt(encode("a blue circle"), recache=True).generate(2)
+    everything = stream.latents
+    for start, end in ((0, 15), (3, 9), (4, 5), (12, 15), (2, 14)):
+        assert torch.equal(committed_frames(stream.history, start, end), everything[:, start:end])
+
+
+def test_a_pending_prompt_does_not_make_the_paced_loop_spin(monkeypatch) -> None:
+    """Pacing waits for the clock even with a prompt change waiting (it applies at its chunk's turn): sleep must
+    block on the condition, not return at once (which made the loop spin and hog the GIL); stop ends a wait."""
+    control = LiveControl()
+    waits = []
+    monkeypatch.setattr(control._wake, "wait", lambda timeout=None: waits.append(timeout))
+    control.set_prompt("a blue circle")
+    control.sleep(0.5)
+    assert waits == [0.5]
+    control.stop()
+    control.sleep(0.5)
+    assert waits == [0.5]
