@@ -343,8 +343,8 @@ def long_run(model, sampler, encode: Callable[[str], Prompt], *, size: tuple[int
         "storage_bytes_at_end": rec["latent_storage"][-1],
         f"concat_ms_at_chunk_{m + 1}": marks.get(f"chunk_{m + 1}", {}).get("latents_concat_ms"),
         "concat_ms_at_end": marks.get(f"chunk_{chunks}", {}).get("latents_concat_ms"),
-        "concat_note": "stream.latents concatenates every committed chunk; StreamStorage._recache does the same on "
-                       "every LongLive prompt switch, so a switch costs O(video length)",
+        "concat_note": "stream.latents concatenates every committed chunk (callers that need the whole video pay "
+                       "this); a LongLive re-cache joins only the window's frames (committed_frames)",
         "stream_latents_nbytes_at_end": final_latents.nbytes,
         "shape_at_end": list(final_latents.shape),
     }
