@@ -109,6 +109,32 @@ class Server:
         self._log.close()
 
 
+def start_tiny_server(comfyui: Path, python: str, work: Path, *, full_size_vae: bool = False, port: int = 0,
+                      timeout: float = 300) -> Server:
+    """Write the tiny models into ``work/models``, link the pack into ``comfyui``, start ComfyUI on a free loopback
+    port (log: ``work/server.log``) and wait until it answers. Returns the running :class:`Server`: ``.url`` is its
+    address, ``.stop()`` ends it (the caller must call it). Raises ``RuntimeError`` (server stopped) when it does not
+    come up."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from make_tiny_models import write_tiny_models
+
+    work.mkdir(parents=True, exist_ok=True)
+    write_tiny_models(work / "models", full_size_vae=full_size_vae)
+    link_pack(Path(comfyui))
+    server = Server(Path(comfyui), python, write_model_paths(work / "models", work), work / "server.log",
+                    port or _free_port())
+    up = False
+    try:
+        server.wait_up(timeout)
+        up = True
+    except SystemExit as err:
+        raise RuntimeError(f"{err}\n{server.log()[-3000:]}") from None
+    finally:
+        if not up:
+            server.stop()
+    return server
+
+
 def check_import(server: Server, our_nodes: list[str]) -> dict[str, Any]:
     log = server.log()
     pack_lines = [line for line in log.splitlines() if PACK_LINK in line or "causal_forcing" in line]
