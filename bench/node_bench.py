@@ -11,7 +11,6 @@ decoded by Causal Forcing Decode. Times are medians over repeats; the overhead i
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
@@ -28,17 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from make_tiny_models import write_tiny_models  # noqa: E402
+from pack_import import import_pack  # noqa: E402
 
 logger = logging.getLogger("node_bench")
-
-
-def _pack():
-    spec = importlib.util.spec_from_file_location("cf_bench_pack", ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cf_bench_pack"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -62,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="cf_node_bench_"))
     write_tiny_models(work / "models")
     os.environ["CF_MODELS_DIR"] = str(work / "models")
-    pack = _pack()
-    runtime = sys.modules["cf_bench_pack.nodes.comfy_runtime"]
+    pack = import_pack()
+    runtime = sys.modules[f"{pack.__name__}.nodes.comfy_runtime"]
     runtime.temp_directory = lambda: work / "temp"  # preview frames go here, as into ComfyUI's temp folder
     nodes = pack.NODE_CLASS_MAPPINGS
     encoder, = nodes["CausalForcingTextEncoderLoader"]().load("cf_tiny_umt5.pth", "cf_tiny_umt5_tokenizer", "auto", "default")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
 import re
 import sys
@@ -39,8 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 UI_DIR = ROOT / "example_workflows"
 API_DIR = ROOT / "tests" / "workflows_api"
 CORE_SCHEMAS = ROOT / "tests" / "data" / "core_node_schemas.json"
-#: the name the pack is imported under (the same as tests/conftest.py, so a test session imports it once)
-PACK_NAME = "causal_forcing_pack"
+if str(ROOT / "scripts") not in sys.path:
+    sys.path.insert(0, str(ROOT / "scripts"))
+from pack_import import import_pack  # noqa: E402 - the pack under the name tests use: one import per session
 
 #: input types the frontend shows as widgets (combos are lists, or "COMBO" in V3 schemas)
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
@@ -179,22 +179,6 @@ def schema_from_input_types(type_name: str, display: str, input_types: dict, out
         names = (order or {}).get(section) or list(entries)
         inputs += [_spec(n, entries[n], section == "optional") for n in names]
     return NodeSchema(type_name, display, tuple(inputs), tuple(outputs))
-
-
-def import_pack(name: str = PACK_NAME) -> ModuleType:
-    """Import the repo root as a package the way ComfyUI imports a custom node pack (as tests/conftest.py does)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
 
 
 def pack_schemas(pack: ModuleType | None = None) -> dict[str, NodeSchema]:

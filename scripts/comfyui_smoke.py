@@ -205,14 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"comfyui": str(args.comfyui), "server": server.url, "models": str(models)}
     try:
         server.wait_up()
-        sys.path.insert(0, str(ROOT))
-        import importlib.util  # noqa: PLC0415
+        from pack_import import import_pack  # noqa: PLC0415 - scripts/ is on sys.path above
 
-        spec = importlib.util.spec_from_file_location("cf_pack_ids", ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT)])
-        pack = importlib.util.module_from_spec(spec)
-        sys.modules["cf_pack_ids"] = pack
-        spec.loader.exec_module(pack)
+        pack = import_pack()
         report["import"] = check_import(server, sorted(pack.NODE_CLASS_MAPPINGS))
         report["workflows"] = {}
         names = args.workflow or sorted(p.stem for p in API_DIR.glob("*.json"))

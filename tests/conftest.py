@@ -11,7 +11,6 @@ Fixtures:
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -24,8 +23,9 @@ for path in (ROOT, ROOT / "tests"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+from scripts.pack_import import PACK_NAME, import_pack  # noqa: E402,F401 - the pack as ComfyUI imports it
+
 PARITY_ENV = "CF_PARITY_FIXTURES"
-PACK_NAME = "causal_forcing_pack"
 
 
 def running_in_ci() -> bool:
@@ -53,24 +53,6 @@ def require_parity_dir(folder: Path | None = None) -> Path:
 def parity_dir() -> Path:
     """The parity fixture folder; skips the test when absent (fails under CI)."""
     return require_parity_dir()
-
-
-def import_pack(name: str = PACK_NAME) -> ModuleType:
-    """Import the repo root (``__init__.py``) as package ``name``, as ComfyUI's loader does."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        name, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
 
 
 @pytest.fixture(scope="session")
