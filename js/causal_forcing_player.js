@@ -139,6 +139,26 @@ function el(tag, style = {}, props = {}) {
   return e;
 }
 
+/** The column that holds a widget's DOM; the CSS variables are read by the frontend's DOM widget layout when
+ *  getMinHeight / getMaxHeight are not supported. */
+function panelRoot(className, minHeight, maxHeight = null) {
+  const root = el("div", {
+    display: "flex",
+    flexDirection: "column",
+    gap: `${GAP}px`,
+    width: "100%",
+    height: "100%",
+    boxSizing: "border-box",
+    overflow: "hidden",
+    font: "11px sans-serif",
+    color: "var(--input-text, #ddd)",
+  });
+  root.className = className;
+  root.style.setProperty("--comfy-widget-min-height", String(minHeight));
+  if (maxHeight !== null) root.style.setProperty("--comfy-widget-max-height", String(maxHeight));
+  return root;
+}
+
 function makeButton(text, title) {
   return el(
     "button",
@@ -189,20 +209,7 @@ class CausalForcingPlayer {
 
   // ------------------------------------------------------------------------------------------------- DOM
   _buildDom() {
-    this.root = el("div", {
-      display: "flex",
-      flexDirection: "column",
-      gap: `${GAP}px`,
-      width: "100%",
-      height: "100%",
-      boxSizing: "border-box",
-      overflow: "hidden",
-      font: "11px sans-serif",
-      color: "var(--input-text, #ddd)",
-    });
-    this.root.className = "cf-player";
-    // read by the frontend's DOM widget layout when getMinHeight is not supported
-    this.root.style.setProperty("--comfy-widget-min-height", String(MIN_HEIGHT));
+    this.root = panelRoot("cf-player", MIN_HEIGHT);
 
     this.screen = el("div", {
       position: "relative",
@@ -529,20 +536,7 @@ class LivePanel {
   }
 
   _buildDom() {
-    this.root = el("div", {
-      display: "flex",
-      flexDirection: "column",
-      gap: `${GAP}px`,
-      width: "100%",
-      height: "100%",
-      boxSizing: "border-box",
-      overflow: "hidden",
-      font: "11px sans-serif",
-      color: "var(--input-text, #ddd)",
-    });
-    this.root.className = "cf-live";
-    this.root.style.setProperty("--comfy-widget-min-height", String(LIVE_PANEL_HEIGHT));
-    this.root.style.setProperty("--comfy-widget-max-height", String(LIVE_PANEL_HEIGHT));
+    this.root = panelRoot("cf-live", LIVE_PANEL_HEIGHT, LIVE_PANEL_HEIGHT);
 
     this.textarea = el(
       "textarea",
