@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import json
 import logging
 import os
 import platform
@@ -50,6 +49,7 @@ for _path in (ROOT, ROOT / "scripts", ROOT / "bench"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from bench_io import emit_report, sync  # noqa: E402
 from make_tiny_models import write_tiny_models  # noqa: E402
 
 from causal_forcing_core.checkpoints import load_dit  # noqa: E402
@@ -114,11 +114,6 @@ def malloc_heap() -> dict[str, int] | None:
     fn.restype = _MallInfo2
     info = fn()
     return {"in_use": info.uordblks + info.hblkhd, "held": info.arena + info.hblkhd}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _ms(seconds: float) -> float:
@@ -222,7 +217,7 @@ def long_run(model, sampler, encode: Callable[[str], Prompt], *, size: tuple[int
     clock = {"end": 0.0}
 
     def on_chunk(snapshot: Stream, index: int) -> None:
-        _sync(device)
+        sync(device)
         entered = time.perf_counter()
         rec["time_s"].append(entered - clock["end"])
         logical, kept = committed_bytes(snapshot.history[-1])
@@ -243,10 +238,10 @@ def long_run(model, sampler, encode: Callable[[str], Prompt], *, size: tuple[int
             marks[f"chunk_{made}"] = {"history_events": len(snapshot.history), "python_gc_objects": len(gc.get_objects()),
                                       "latents_concat_ms": _ms(concat_s), "malloc": malloc_heap()}
         if probe_every and index % probe_every == 0:
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             probe_base.generate(1)
-            _sync(device)
+            sync(device)
             probes.append((index, time.perf_counter() - t0))
         if made % switch_every == 0 and made < chunks:
             switch_chunks.append(made)  # the chunk this prompt change applies to (0-based index)
@@ -257,7 +252,7 @@ def long_run(model, sampler, encode: Callable[[str], Prompt], *, size: tuple[int
 
     loop = LiveLoop(stream, encode, control, TEXTS[0], max_chunks=chunks, chunk_seconds=0.75, realtime=False,
                     on_chunk=on_chunk)
-    _sync(device)
+    sync(device)
     started = clock["end"] = time.perf_counter()
     result = loop.run()
     wall = time.perf_counter() - started
@@ -368,7 +363,7 @@ def global_contrast(model, sampler, encode, *, size: tuple[int, int], device: to
     clock = {"end": 0.0}
 
     def on_chunk(snapshot: Stream, index: int) -> None:
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - clock["end"])
         cache.append(snapshot.storage.cache.nbytes)
         clock["end"] = time.perf_counter()
@@ -705,12 +700,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.chunks < 2:
         parser.error("--chunks must be at least 2")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
-    report = run(args)
-    text = json.dumps(report, indent=2)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
-    sys.stdout.write(text + "\n")
+    emit_report(run(args), args.output)
 
 
 if __name__ == "__main__":

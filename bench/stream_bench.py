@@ -14,7 +14,6 @@ stream versus late (flat when the window works).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 import resource
@@ -26,7 +25,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_io import emit_report, sync  # noqa: E402
 from causal_forcing_core.config import DIT_PRESETS, SAMPLER_PRESETS, DiTConfig, SamplerConfig  # noqa: E402
 from causal_forcing_core.dit import CausalWanModel, block_causal_mask  # noqa: E402
 from causal_forcing_core.noise import SeededNoise  # noqa: E402
@@ -34,11 +35,6 @@ from causal_forcing_core.scheduler import FlowMatchScheduler  # noqa: E402
 from causal_forcing_core.stream import Prompt, Stream, start_stream  # noqa: E402
 
 logger = logging.getLogger("stream_bench")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def random_model(cfg: DiTConfig, device: torch.device, dtype: torch.dtype, seed: int = 0) -> CausalWanModel:
@@ -77,10 +73,10 @@ def time_chunks(stream: Stream, chunks: int, warmup: int, device: torch.device) 
     """Generate ``warmup + chunks`` chunks one at a time; return the stream and the timed chunks' seconds."""
     times = []
     for i in range(warmup + chunks):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         stream = stream.generate(1)
-        _sync(device)
+        sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return stream, times
@@ -134,10 +130,10 @@ def bench_preset(model, preset: str, *, height: int, width: int, chunks: int, wa
         latents = stream.latents
         for k in range(1, no_cache_chunks + 1):
             committed = latents[:, : k * frames]
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             x0 = no_cache_chunk(model, sampler, committed, prompt, k, seed)
-            _sync(device)
+            sync(device)
             base_times.append(time.perf_counter() - t0)
             diffs.append(float((x0.float() - latents[:, k * frames : (k + 1) * frames].float()).abs().max()))
         result["no_cache_baseline"] = {
@@ -216,12 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
-    report = run(args)
-    text = json.dumps(report, indent=2)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
-    sys.stdout.write(text + "\n")
+    emit_report(run(args), args.output)
 
 
 if __name__ == "__main__":
