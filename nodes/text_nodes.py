@@ -28,6 +28,8 @@ TEXT_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp3
 TEXT_DEVICES = ("default", "cpu")
 #: files that mark a folder as a tokenizer
 _TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json")
+#: how many folders below models/text_encoders a tokenizer folder may be
+_TOKENIZER_DEPTH = 3
 SCHEDULE_UNITS = ("chunks", "seconds")
 #: longest prompt text accepted (characters)
 MAX_PROMPT_CHARS = 10_000
@@ -53,8 +55,12 @@ def tokenizer_choices() -> list[str]:
     for base in map(Path, rt.model_folder_paths("text_encoders")):
         if not base.is_dir():
             continue
-        for marker in base.rglob("*"):
-            if marker.name in _TOKENIZER_FILES and marker.is_file():
+        # a tokenizer sits a few folders down (google/umt5-xxl/); do not walk a big model folder on every
+        # /object_info request
+        markers = (m for depth in range(1, _TOKENIZER_DEPTH + 1) for name in _TOKENIZER_FILES
+                   for m in base.glob("*/" * depth + name))
+        for marker in markers:
+            if marker.is_file():
                 rel = marker.parent.relative_to(base).as_posix()
                 if rel != "." and rel not in found:
                     found.append(rel)
