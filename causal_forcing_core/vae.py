@@ -84,6 +84,13 @@ class WanVAE(nn.Module):
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """[B, 3, T=1+4k, H, W] in [-1, 1] -> normalised latents [B, 1+k, z, H/8, W/8]."""
+        mu, _ = self.encode_posterior(video)
+        mean, inv_std = self._stats()
+        return ((mu - mean) * inv_std).permute(0, 2, 1, 3, 4)
+
+    def encode_posterior(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Differentiable encoder pass: [B, 3, 1+4k, H, W] in [-1, 1] -> raw (unnormalised) posterior mean and
+        log-variance, both [B, z, 1+k, H/8, W/8]. :meth:`encode` is this under no_grad, normalised."""
         b, c, t, h, w = video.shape
         check_pixel_size(h, w)
         if c != 3 or (t - 1) % TEMPORAL_STRIDE:
@@ -98,9 +105,18 @@ class WanVAE(nn.Module):
         for s, e in [(0, 1)] + [(1 + 4 * i, 5 + 4 * i) for i in range((t - 1) // TEMPORAL_STRIDE)]:
             cache.start_pass()
             outs.append(self.encoder(x[:, :, s:e], cache))
-        mu = self.conv1(torch.cat(outs, dim=2)).chunk(2, dim=1)[0]
-        mean, inv_std = self._stats()
-        return ((mu - mean) * inv_std).permute(0, 2, 1, 3, 4)
+        mu, logvar = self.conv1(torch.cat(outs, dim=2)).chunk(2, dim=1)
+        return mu, logvar
+
+    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        """Differentiable decoder pass: raw latents [B, z, T', h, w] -> video [B, 3, 1+4(T'-1), 8h, 8w], unclamped."""
+        x = self.conv2(z.to(self.device, self.dtype))
+        cache = TimeCache()
+        outs = []
+        for i in range(x.shape[2]):
+            cache.start_pass()
+            outs.append(self.decoder(x[:, :, i : i + 1], cache))
+        return torch.cat(outs, dim=2)
 
     def stream_decoder(self) -> "StreamingDecoder":
         """A decoder that keeps the causal memory between calls (see :class:`StreamingDecoder`)."""
