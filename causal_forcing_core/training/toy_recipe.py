@@ -1,0 +1,516 @@
+"""The whole Causal Forcing recipe on the toy world, one resumable command.
+
+Shared part (``<out>/``):
+  components   frozen tiny umT5 (seeded) + word-level tokenizer
+  vae          tiny Wan VAE trained on toy clips, latent statistics folded in
+  data         toy clips encoded to latents + caption embeddings
+  teacher_bidirectional   bidirectional diffusion (Wan's objective): the DMD real score and the critic's start,
+                          and the base the AR teacher is fine-tuned from (as Wan2.1 is for the real model)
+  teacher_ar   stage 1: teacher-forcing AR diffusion
+Distillation (``<out>/<init>/``), by ``init``:
+  ar_ode       stage 2a: ODE pairs from the AR teacher (teacher-forced), x0 regression   <- Causal Forcing
+  bidir_ode    ODE pairs from the bidirectional teacher, same regression                 <- Self Forcing style
+  ar_cd        stage 2b: causal consistency distillation                                 <- Causal Forcing++
+  ar_diffusion no stage 2: DMD starts from the AR diffusion model
+  then stage 3: asymmetric DMD with self-rollout -> ``release.pt`` + ``student.safetensors``.
+
+Toy deviations from the reference, all forced by training from scratch on two CPU cores: learning rates are
+larger (nothing is pre-trained), the teachers drop the caption 10% of the time (Wan learnt its unconditional model
+in pre-training; the toy teachers must learn it here for CFG), and the step counts are small.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..checkpoint_convert import convert_release_to_safetensors
+from ..config import DiTConfig, sampler_preset
+from ..dit import CausalWanModel
+from ..scheduler import FlowMatchScheduler
+from ..text_encoder import load_text_encoder
+from ..toy.bundle import write_bundle
+from ..toy.components import TOY_DIT, TOY_UMT5, tiny_umt5_weights, write_toy_tokenizer
+from ..toy.eval_suite import EvalSettings, evaluate_model, student_videos
+from ..vae import VAEConfig, WanVAE, load_vae
+from .consistency import consistency_loss
+from .diffusion import bidirectional_loss, teacher_forcing_loss
+from .dmd import DMDSettings, critic_loss, dmd_generator_loss, rollout
+from .loop import OptimConfig, Stage, make_accelerator
+from .ode import ODEPairs, integrate_teacher, ode_regression_loss
+from .state import guard_config
+from .toy_data import (
+    LatentDataset, build_latent_dataset, fold_latent_statistics, toy_video_batch, vae_loss,
+)
+
+logger = logging.getLogger(__name__)
+INITS = ("ar_ode", "bidir_ode", "ar_cd", "ar_diffusion")
+#: toy clip seeds of the VAE's training stream and of its statistics batch (apart from the DiT's seeds 0..N-1)
+VAE_CLIP_SEEDS = 10**9
+VAE_STATS_SEEDS = 5 * 10**8
+
+
+@dataclass(frozen=True)
+class VAEStageConfig:
+    """Odd steps train on ``batch`` clips of ``frames`` frames (``long_frames`` from step ``long_from`` on, so the
+    causal memory is trained in its steady state, not only on the first two latent frames), even steps on
+    ``image_batch`` single frames (cheap, and what the spatial layers need most); the learning rate decays
+    linearly to a tenth."""
+
+    steps: int = 1800
+    batch: int = 2
+    frames: int = 5
+    long_frames: int = 13
+    long_from: int = 1000
+    image_batch: int = 8
+    lr: float = 1e-3
+    object_weight: float = 20.0
+    warmup_steps: int = 300
+
+
+@dataclass(frozen=True)
+class DiffusionStageConfig:
+    steps: int = 1200
+    batch: int = 8
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass(frozen=True)
+class ODEStageConfig:
+    clips: int = 192
+    ode_steps: int = 48
+    guidance: float = 6.0
+    steps: int = 600
+    batch: int = 8
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass(frozen=True)
+class CDStageConfig:
+    steps: int = 600
+    batch: int = 8
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.0, 0.999)
+    ema_decay: float = 0.99
+    discretisation: int = 48
+    guidance: float = 3.0
+
+
+@dataclass(frozen=True)
+class DMDStageConfig:
+    steps: int = 300
+    batch: int = 4
+    generator_lr: float = 3e-5
+    critic_lr: float = 6e-5
+    betas: tuple[float, float] = (0.0, 0.999)
+    critic_per_generator: int = 5
+    real_guidance: float = 3.0
+    ema_decay: float = 0.95
+    ema_start: int = 100
+
+
+@dataclass(frozen=True)
+class ToyRecipeConfig:
+    """Everything that determines a toy training run (recorded in ``config.json``; resuming checks it)."""
+
+    seed: int = 0
+    size: int = 64
+    num_frames: int = 33
+    dataset_clips: int = 512
+    sampler: str = "chunkwise-4step"
+    dit: dict[str, Any] = field(default_factory=TOY_DIT.to_dict)
+    vae_dim: int = 8
+    text_dropout: float = 0.1
+    threads: int = 2
+    vae: VAEStageConfig = VAEStageConfig()
+    bidirectional: DiffusionStageConfig = DiffusionStageConfig()
+    ar_teacher: DiffusionStageConfig = DiffusionStageConfig(steps=500, lr=2e-4)
+    ode: ODEStageConfig = ODEStageConfig()
+    cd: CDStageConfig = CDStageConfig()
+    dmd: DMDStageConfig = DMDStageConfig()
+    log_every: int = 50
+    save_every: int = 200
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ToyRecipeConfig":
+        nested = {"vae": VAEStageConfig, "bidirectional": DiffusionStageConfig, "ar_teacher": DiffusionStageConfig,
+                  "ode": ODEStageConfig, "cd": CDStageConfig, "dmd": DMDStageConfig}
+        kwargs = dict(data)
+        for key, kind in nested.items():
+            if key in kwargs:
+                sub = dict(kwargs[key])
+                if "betas" in sub:
+                    sub["betas"] = tuple(sub["betas"])
+                kwargs[key] = kind(**sub)
+        return cls(**kwargs)
+
+    @property
+    def dit_config(self) -> DiTConfig:
+        return DiTConfig.from_dict(self.dit)
+
+    def shared_part(self) -> dict[str, Any]:
+        d = self.to_dict()
+        return {k: d[k] for k in ("seed", "size", "num_frames", "dataset_clips", "sampler", "dit", "vae_dim",
+                                  "text_dropout", "vae", "bidirectional", "ar_teacher")}
+
+    def distill_part(self, init: str) -> dict[str, Any]:
+        """What a distillation run depends on besides the shared run it starts from (guarded in its own folder)."""
+        d = self.to_dict()
+        return {"init": init, "seed": d["seed"], "sampler": d["sampler"], "ode": d["ode"], "cd": d["cd"],
+                "dmd": d["dmd"]}
+
+
+def micro_config(seed: int = 0) -> ToyRecipeConfig:
+    """Two steps of every stage on a 1-layer DiT and a handful of clips: for tests."""
+    from ..toy.components import MICRO_DIT
+
+    two = {"steps": 2, "batch": 2}
+    return ToyRecipeConfig(
+        seed=seed, num_frames=25, dataset_clips=4, dit=MICRO_DIT.to_dict(), vae_dim=4,
+        vae=VAEStageConfig(steps=2, batch=1, frames=5, image_batch=1, warmup_steps=1), bidirectional=DiffusionStageConfig(**two),
+        ar_teacher=DiffusionStageConfig(**two), ode=ODEStageConfig(clips=2, ode_steps=4, **two),
+        cd=CDStageConfig(discretisation=4, **two), dmd=DMDStageConfig(steps=2, batch=1, critic_per_generator=1, ema_start=0),
+        log_every=1, save_every=1,
+    )
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+def _save_model(model: torch.nn.Module, path: Path, **metadata: str) -> None:
+    """Safetensors of ``model``; a DiT records its architecture (its head count is not visible in the shapes)."""
+    if isinstance(model, CausalWanModel):
+        metadata = {"format": "causal-forcing-dit", "dit_config": json.dumps(model.config.to_dict()), **metadata}
+    tmp = path.with_name(f".{path.name}.partial")
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp), metadata=metadata)
+    tmp.replace(path)
+
+
+def load_dit_weights(path: Path, config: DiTConfig) -> CausalWanModel:
+    """A trainable DiT of ``config`` with the weights of a safetensors file written by this recipe."""
+    model = CausalWanModel(config)
+    model.load_state_dict(load_file(str(path)))
+    return model
+
+
+def _new_dit(config: DiTConfig, seed: int) -> CausalWanModel:
+    torch.manual_seed(seed)
+    return CausalWanModel(config)
+
+
+def _drop_text(embeds: torch.Tensor, uncond: torch.Tensor, p: float, rng: torch.Generator) -> torch.Tensor:
+    drop = torch.rand(embeds.shape[0], generator=rng) < p
+    return torch.where(drop.view(-1, 1, 1), uncond.expand_as(embeds), embeds)
+
+
+@dataclass
+class Shared:
+    """Outputs of the shared part of the recipe."""
+
+    root: Path
+    config: ToyRecipeConfig
+    umt5: Path
+    tokenizer: Path
+    vae: Path
+    data: LatentDataset
+    bidirectional: Path
+    ar_teacher: Path
+
+
+# --------------------------------------------------------------------------------------------------- shared stages
+def _components(root: Path) -> tuple[Path, Path]:
+    folder = root / "components"
+    folder.mkdir(parents=True, exist_ok=True)
+    umt5, tokenizer = folder / "cf_toy_umt5.safetensors", folder / "cf_toy_tokenizer"
+    if not umt5.is_file():
+        save_file({k: v.contiguous() for k, v in tiny_umt5_weights(TOY_UMT5).items()}, str(umt5))
+    if not (tokenizer / "tokenizer.json").is_file():
+        write_toy_tokenizer(tokenizer)
+    return umt5, tokenizer
+
+
+def _train_vae(cfg: ToyRecipeConfig, root: Path, acc: Any) -> Path:
+    out = root / "vae" / "cf_toy_vae.safetensors"
+    stage = Stage("vae", root / "vae", acc, total_steps=cfg.vae.steps, seed=cfg.seed, log_every=cfg.log_every,
+                  save_every=cfg.save_every)
+    if stage.done:
+        return out
+    torch.manual_seed(cfg.seed)
+    vae = stage.add("vae", WanVAE(VAEConfig(dim=cfg.vae_dim)), OptimConfig(cfg.vae.lr, weight_decay=0.0, grad_clip=1e9))
+
+    def step(i: int) -> dict[str, float]:
+        frames = cfg.vae.long_frames if i >= cfg.vae.long_from else cfg.vae.frames
+        batch, frames = (cfg.vae.batch, frames) if i % 2 else (cfg.vae.image_batch, 1)
+        clips = [VAE_CLIP_SEEDS + i * 1000 + j for j in range(batch)]  # fresh clips every step
+        for group in stage.optimizers["vae"].param_groups:
+            group["lr"] = cfg.vae.lr * (1 - 0.9 * i / max(1, cfg.vae.steps))
+        video = toy_video_batch(clips, frames, cfg.size)
+        loss, parts = vae_loss(vae, video, object_weight=cfg.vae.object_weight, warmup=i < cfg.vae.warmup_steps)
+        return {"loss": float(loss.detach()), "grad_norm": stage.optimise("vae", loss), **parts}
+
+    stage.run(step)
+    final = stage.unwrap("vae").eval()
+    stats = fold_latent_statistics(final, toy_video_batch(list(range(VAE_STATS_SEEDS, VAE_STATS_SEEDS + 32)), 9, cfg.size))
+    _save_model(final, out)
+    stage.finish({"file": out.name, "latent_stats_before_folding": stats})
+    return out
+
+
+def _build_data(cfg: ToyRecipeConfig, root: Path, vae_path: Path, umt5: Path, tokenizer: Path) -> LatentDataset:
+    path = root / "data" / "latents.safetensors"
+    if path.is_file():
+        return LatentDataset.load(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    encoder = load_text_encoder(umt5, tokenizer, dtype=torch.float32, text_len=cfg.dit_config.text_len)
+    data = build_latent_dataset(load_vae(vae_path), encoder, seeds=range(cfg.dataset_clips), num_frames=cfg.num_frames,
+                                size=cfg.size)
+    data.save(path)
+    return data
+
+
+def _train_diffusion(cfg: ToyRecipeConfig, root: Path, acc: Any, data: LatentDataset, *, name: str, causal: bool,
+                     stage_cfg: DiffusionStageConfig, init: Path | None) -> Path:
+    out = root / name / "model.safetensors"
+    stage = Stage(name, root / name, acc, total_steps=stage_cfg.steps, seed=cfg.seed, log_every=cfg.log_every,
+                  save_every=cfg.save_every)
+    if stage.done:
+        return out
+    model = load_dit_weights(init, cfg.dit_config) if init else _new_dit(cfg.dit_config, cfg.seed)
+    model = stage.add("model", model, OptimConfig(stage_cfg.lr, stage_cfg.betas))
+    scheduler = FlowMatchScheduler()
+    fpb = sampler_preset(cfg.sampler).frames_per_block
+
+    def step(i: int) -> dict[str, float]:
+        x0, text = data.batch(stage_cfg.batch, stage.rng)
+        text = _drop_text(text, data.uncond, cfg.text_dropout, stage.rng)
+        if causal:
+            loss = teacher_forcing_loss(model, x0, text, frames_per_block=fpb, scheduler=scheduler, generator=stage.rng)
+        else:
+            loss = bidirectional_loss(model, x0, text, scheduler=scheduler, generator=stage.rng)
+        norm = stage.optimise("model", loss)
+        return {"loss": float(loss.detach()), "grad_norm": norm}
+
+    stage.run(step)
+    _save_model(stage.unwrap("model"), out)
+    stage.finish({"file": out.name})
+    return out
+
+
+def run_shared(cfg: ToyRecipeConfig, root: Path, acc: Any | None = None) -> Shared:
+    """Components, VAE, latent data and both teachers (each stage skipped when already finished)."""
+    torch.set_num_threads(cfg.threads)
+    acc = acc or make_accelerator()
+    guard_config(root, cfg.shared_part())
+    umt5, tokenizer = _components(root)
+    vae = _train_vae(cfg, root, acc)
+    data = _build_data(cfg, root, vae, umt5, tokenizer)
+    bidir = _train_diffusion(cfg, root, acc, data, name="teacher_bidirectional", causal=False,
+                             stage_cfg=cfg.bidirectional, init=None)
+    ar = _train_diffusion(cfg, root, acc, data, name="teacher_ar", causal=True, stage_cfg=cfg.ar_teacher, init=bidir)
+    return Shared(root, cfg, umt5, tokenizer, vae, data, bidir, ar)
+
+
+# --------------------------------------------------------------------------------------------------- stage 2
+def _ode_pairs(shared: Shared, folder: Path, *, causal: bool, teacher: Path) -> ODEPairs:
+    cfg = shared.config
+    path = folder / "ode_pairs.safetensors"
+    if path.is_file():
+        t = load_file(str(path))
+        return ODEPairs(t["states"], t["timesteps"], t["endpoints"], t["context"])
+    model = load_dit_weights(teacher, cfg.dit_config).eval().requires_grad_(False)
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)
+    fpb = sampler_preset(cfg.sampler).frames_per_block
+    keep = tuple(cfg.ode.ode_steps * k // 4 for k in range(4))
+    parts = []
+    started = time.monotonic()
+    for i in range(0, cfg.ode.clips, 16):
+        index = torch.arange(i, min(i + 16, cfg.ode.clips)) % len(shared.data)
+        x0, text = shared.data.latents[index], shared.data.embeds[index]
+        parts.append(integrate_teacher(
+            model, x0, text, shared.data.uncond_batch(len(index)), causal=causal, frames_per_block=fpb,
+            num_steps=cfg.ode.ode_steps, guidance=cfg.ode.guidance, keep=keep, scheduler=FlowMatchScheduler(),
+            generator=gen))
+    pairs = ODEPairs(torch.cat([p.states for p in parts]), parts[0].timesteps, torch.cat([p.endpoints for p in parts]),
+                     torch.cat([p.context for p in parts]))
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"states": pairs.states, "timesteps": pairs.timesteps, "endpoints": pairs.endpoints,
+               "context": pairs.context, "index": torch.arange(cfg.ode.clips) % len(shared.data)}, str(path))
+    logger.info("ODE pairs (%s teacher): %d clips in %.0f s", "AR" if causal else "bidirectional", cfg.ode.clips,
+                time.monotonic() - started)
+    return pairs
+
+
+def _train_ode(shared: Shared, folder: Path, acc: Any, *, causal: bool) -> Path:
+    cfg = shared.config
+    out = folder / "ode" / "model.safetensors"
+    stage = Stage("ode", folder / "ode", acc, total_steps=cfg.ode.steps, seed=cfg.seed, log_every=cfg.log_every,
+                  save_every=cfg.save_every)
+    if stage.done:
+        return out
+    pairs = _ode_pairs(shared, folder / "ode", causal=causal, teacher=shared.ar_teacher if causal else shared.bidirectional)
+    index = load_file(str(folder / "ode" / "ode_pairs.safetensors"))["index"]
+    model = stage.add("model", load_dit_weights(shared.ar_teacher, cfg.dit_config), OptimConfig(cfg.ode.lr, cfg.ode.betas))
+    scheduler = FlowMatchScheduler()
+    fpb = sampler_preset(cfg.sampler).frames_per_block
+
+    def step(i: int) -> dict[str, float]:
+        pick = torch.randint(0, pairs.states.shape[0], (cfg.ode.batch,), generator=stage.rng)
+        loss = ode_regression_loss(
+            model, pairs.states[pick], pairs.timesteps, pairs.endpoints[pick], pairs.context[pick],
+            shared.data.embeds[index[pick]], frames_per_block=fpb, scheduler=scheduler, generator=stage.rng)
+        return {"loss": float(loss.detach()), "grad_norm": stage.optimise("model", loss)}
+
+    stage.run(step)
+    _save_model(stage.unwrap("model"), out)
+    stage.finish({"file": out.name, "teacher": "ar" if causal else "bidirectional"})
+    return out
+
+
+def _train_cd(shared: Shared, folder: Path, acc: Any) -> Path:
+    cfg = shared.config
+    out = folder / "cd" / "model.safetensors"
+    stage = Stage("cd", folder / "cd", acc, total_steps=cfg.cd.steps, seed=cfg.seed, log_every=cfg.log_every,
+                  save_every=cfg.save_every)
+    if stage.done:
+        return out
+    teacher = load_dit_weights(shared.ar_teacher, cfg.dit_config).eval().requires_grad_(False)
+    student = stage.add("model", load_dit_weights(shared.ar_teacher, cfg.dit_config), OptimConfig(cfg.cd.lr, cfg.cd.betas),
+                        ema_decay=cfg.cd.ema_decay)
+    ema_model = load_dit_weights(shared.ar_teacher, cfg.dit_config).eval().requires_grad_(False)
+    scheduler = FlowMatchScheduler()
+    fpb = sampler_preset(cfg.sampler).frames_per_block
+
+    def step(i: int) -> dict[str, float]:
+        stage.emas["model"].copy_to(ema_model)
+        x0, text = shared.data.batch(cfg.cd.batch, stage.rng)
+        loss = consistency_loss(student, ema_model, teacher, x0, text, shared.data.uncond_batch(x0.shape[0]),
+                                frames_per_block=fpb, num_steps=cfg.cd.discretisation, guidance=cfg.cd.guidance,
+                                scheduler=scheduler, generator=stage.rng)
+        norm = stage.optimise("model", loss)
+        stage.update_ema("model")
+        return {"loss": float(loss.detach()), "grad_norm": norm}
+
+    stage.run(step)
+    _save_model(stage.unwrap("model"), out)
+    stage.finish({"file": out.name})
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- stage 3
+def _train_dmd(shared: Shared, folder: Path, acc: Any, init: Path) -> Path:
+    cfg = shared.config
+    d = cfg.dmd
+    out, student = folder / "dmd" / "release.pt", folder / "dmd" / "student.safetensors"
+    stage = Stage("dmd", folder / "dmd", acc, total_steps=d.steps, seed=cfg.seed, log_every=cfg.log_every,
+                  save_every=cfg.save_every)
+    if stage.done:
+        return student
+    sampler = sampler_preset(cfg.sampler)
+    generator = stage.add("generator", load_dit_weights(init, cfg.dit_config), OptimConfig(d.generator_lr, d.betas),
+                          ema_decay=d.ema_decay)
+    critic = stage.add("critic", load_dit_weights(shared.bidirectional, cfg.dit_config), OptimConfig(d.critic_lr, d.betas))
+    real = load_dit_weights(shared.bidirectional, cfg.dit_config).eval().requires_grad_(False)
+    settings = DMDSettings(real_guidance=d.real_guidance)
+    scheduler = FlowMatchScheduler()
+    frames = shared.data.latents.shape[1]
+    latent_size = tuple(shared.data.latents.shape[3:])
+    state = {"generator_steps": 0}
+
+    def step(i: int) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        _, text = shared.data.batch(d.batch, stage.rng)
+        uncond = shared.data.uncond_batch(d.batch)
+        if i % d.critic_per_generator == 0:
+            x = rollout(generator, text, sampler, num_frames=frames, latent_size=latent_size, scheduler=scheduler,
+                        rng=stage.rng, grad=True)
+            loss, info = dmd_generator_loss(x, real, critic, text, uncond, settings, stage.rng)
+            metrics.update(generator_loss=float(loss.detach()), generator_grad_norm=stage.optimise("generator", loss), **info)
+            state["generator_steps"] += 1
+            stage.update_ema("generator", d.ema_start * d.critic_per_generator)
+        _, text = shared.data.batch(d.batch, stage.rng)
+        with torch.no_grad():
+            x = rollout(generator, text, sampler, num_frames=frames, latent_size=latent_size, scheduler=scheduler,
+                        rng=stage.rng, grad=False)
+        loss = critic_loss(x, critic, text, settings, stage.rng)
+        metrics.update(critic_loss=float(loss.detach()), critic_grad_norm=stage.optimise("critic", loss))
+        return metrics
+
+    stage.run(step)
+    ema = load_dit_weights(init, cfg.dit_config)
+    stage.emas["generator"].copy_to(ema)
+    release = {"generator": stage.unwrap("generator").state_dict(), "generator_ema": ema.state_dict()}
+    torch.save(release, out)
+    convert_release_to_safetensors(out, student, variant=cfg.sampler, prefer_ema=True, config=cfg.dit_config)
+    stage.finish({"release": out.name, "safetensors": student.name, "ema": "generator_ema"})
+    return student
+
+
+def run_distillation(shared: Shared, init: str, folder: Path | None = None, acc: Any | None = None) -> Path:
+    """Stage 2 (by ``init``) then stage 3 into ``folder`` (default ``<root>/<init>``); returns the student file."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    acc = acc or make_accelerator()
+    folder = folder or shared.root / init
+    guard_config(folder, shared.config.distill_part(init))
+    if init == "ar_ode":
+        start = _train_ode(shared, folder, acc, causal=True)
+    elif init == "bidir_ode":
+        start = _train_ode(shared, folder, acc, causal=False)
+    elif init == "ar_cd":
+        start = _train_cd(shared, folder, acc)
+    else:
+        start = shared.ar_teacher
+    return _train_dmd(shared, folder, acc, start)
+
+
+def evaluate_student(shared: Shared, student: Path, settings: EvalSettings = EvalSettings()) -> dict[str, float]:
+    """Scores of a student safetensors file on the fixed evaluation (see :mod:`..toy.eval_suite`)."""
+    from ..checkpoints import load_dit
+
+    loaded = load_dit(student, weight_dtype="fp32")
+    encoder = load_text_encoder(shared.umt5, shared.tokenizer, dtype=torch.float32, text_len=loaded.config.text_len)
+    sampler = loaded.sampler or sampler_preset(shared.config.sampler)
+
+    def generate(embeds: torch.Tensor, chunks: int, switch: tuple[torch.Tensor, int, bool] | None) -> torch.Tensor:
+        return student_videos(loaded.model, sampler, embeds, chunks=chunks, size=settings.size, seed=settings.noise_seed,
+                              switch=switch)
+
+    return evaluate_model(generate, encoder, load_vae(shared.vae), sampler.frames_per_block, settings)
+
+
+def export_bundle(shared: Shared, student: Path, folder: Path, scores: dict[str, float] | None = None) -> Path:
+    """Write the bundle (student, text encoder, tokenizer, VAE, manifest) for this run into ``folder``."""
+    manifest = {
+        "recipe": shared.config.to_dict(),
+        "scores": scores or {},
+        "sampler": shared.config.sampler,
+        "trained_with": "python -m causal_forcing_core train-toy",
+    }
+    write_bundle(folder, dit=student, text_encoder=shared.umt5, tokenizer=shared.tokenizer, vae=shared.vae,
+                 manifest=manifest)
+    return folder
+
+
+def train_toy(cfg: ToyRecipeConfig, root: Path, *, init: str = "ar_ode", evaluate: bool = True) -> dict[str, Any]:
+    """The whole recipe: shared stages, stage 2 by ``init``, stage 3, evaluation and the bundle in ``root/bundle``."""
+    started = time.monotonic()
+    acc = make_accelerator()
+    shared = run_shared(cfg, root, acc)
+    student = run_distillation(shared, init, acc=acc)
+    scores = evaluate_student(shared, student) if evaluate else {}
+    bundle = export_bundle(shared, student, root / "bundle", scores)
+    summary = {"student": str(student), "bundle": str(bundle), "scores": scores,
+               "seconds": round(time.monotonic() - started, 1)}
+    (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
