@@ -1,7 +1,8 @@
 """Command line of the core: ``python -m causal_forcing_core <command>``.
 
 - ``generate``: a prompt or a prompt schedule to a video file (see :mod:`.cli`);
-- ``convert``: a release ``.pt`` student to safetensors that records its sampler.
+- ``convert``: a release ``.pt`` student to safetensors that records its sampler;
+- ``demo``: the embedded toy model makes a short video with a prompt switch on the CPU (see :mod:`.demo`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def _convert(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from .cli import add_generate_arguments, report, run_generate
+    from .demo import add_demo_arguments, run_demo_command
 
     parser = argparse.ArgumentParser(prog="python -m causal_forcing_core")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -51,11 +53,22 @@ def main(argv: list[str] | None = None) -> int:
     gen = sub.add_parser("generate", help="generate a video from a prompt or a prompt schedule")
     add_generate_arguments(gen)
     _add_convert(sub)
+    demo = sub.add_parser("demo", help="the embedded toy model: a short video with a prompt switch, on the CPU")
+    add_demo_arguments(demo)
+    from .training.cli import add_train_toy_arguments
+
+    add_train_toy_arguments(sub.add_parser("train-toy", help="train the toy model: VAE, teachers, stage 2, DMD"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:
         if args.command == "generate":
             report(run_generate(args), args.report)
+        elif args.command == "train-toy":
+            from .training.cli import run_train_toy
+
+            run_train_toy(args)
+        elif args.command == "demo":
+            run_demo_command(args)
         else:
             _convert(args)
     except CausalForcingError as err:

@@ -24,6 +24,7 @@ for path in (ROOT, ROOT / "tests"):
         sys.path.insert(0, str(path))
 
 from scripts.pack_import import PACK_NAME, import_pack  # noqa: E402,F401 - the pack as ComfyUI imports it
+from toy_bundle import toy_bundle, toy_bundle_session  # noqa: E402,F401 - shared toy-model fixtures
 
 PARITY_ENV = "CF_PARITY_FIXTURES"
 
