@@ -20,6 +20,7 @@ from ..causal_forcing_core.dit import CausalWanModel
 from ..causal_forcing_core.kv_cache import KVCache
 from ..causal_forcing_core.preview_fallback import LatentRGBPreview, Previewer, make_preview_decoder
 from . import comfy_runtime as rt
+from . import toy_entries as toy
 from .common import CATEGORY, CF_MODEL, WAN_FPS
 
 logger = logging.getLogger(__name__)
@@ -64,15 +65,19 @@ class CFModel:
 
 
 def model_choices() -> list[str]:
-    """Files offered by the loader: ``diffusion_models`` first, then ``checkpoints`` files not already listed."""
+    """Files offered by the loader: ``diffusion_models`` first, then ``checkpoints`` files not already listed, then
+    the embedded toy student when its bundle is available (:mod:`.toy_entries`)."""
     names = list(rt.model_file_list("diffusion_models"))
     seen = set(names)
     names += [n for n in rt.model_file_list("checkpoints") if n not in seen]
-    return names
+    return toy.with_embedded(names, toy.MODEL_ENTRY)
 
 
 def model_path(name: str) -> str:
-    """Full path of a listed model file (``diffusion_models`` first, then ``checkpoints``)."""
+    """Full path of a listed model file (``diffusion_models`` first, then ``checkpoints``; the embedded toy entry
+    resolves to its bundle file)."""
+    if toy.is_embedded(name):
+        return str(toy.embedded_path(name))
     for folder in ("diffusion_models", "checkpoints"):
         try:
             return rt.model_file_path(folder, name)
@@ -137,7 +142,7 @@ def load_model(name: str, variant: str = "auto", weight_dtype: str = "auto", pre
         )
     max_frames = int(loaded.metadata.get("max_frames") or TRAINED_FRAMES)
     previewer = load_previewer(preview, device)
-    model = CFModel(loaded.model, sampler, Path(name).stem, max_frames, previewer)
+    model = CFModel(loaded.model, sampler, Path(path).stem, max_frames, previewer)
     model.patcher = rt.manage_model(loaded.model)
     return model
 
@@ -160,7 +165,10 @@ class CausalForcingModelLoader:
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
             "required": {
-                "model_name": (model_choices(), {"tooltip": "Student weights in models/diffusion_models or models/checkpoints."}),
+                "model_name": (model_choices(), {
+                    "tooltip": "Student weights in models/diffusion_models or models/checkpoints; "
+                               f"'{toy.MODEL_ENTRY}' is the small toy model that ships with the pack.",
+                }),
                 "variant": (list(VARIANTS), {
                     "default": "auto",
                     "tooltip": "Sampler the student was trained for: chunk-wise 3-frame blocks with 4 steps, or "

@@ -20,6 +20,7 @@ from ..causal_forcing_core.errors import CausalForcingError, InvalidInputError
 from ..causal_forcing_core.schedule import schedule_prompts
 from ..causal_forcing_core.text_encoder import TextEncoder, load_text_encoder
 from . import comfy_runtime as rt
+from . import toy_entries as toy
 from .common import CATEGORY, CF_SCHEDULE, CF_TEXT_ENCODER, VAE_TEMPORAL_STRIDE, WAN_FPS
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ _TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json")
 #: how many folders below models/text_encoders a tokenizer folder may be
 _TOKENIZER_DEPTH = 3
 SCHEDULE_UNITS = ("chunks", "seconds")
+#: tokens the Wan umT5 encoder pads prompts to
+TEXT_LEN = 512
 #: longest prompt text accepted (characters)
 MAX_PROMPT_CHARS = 10_000
 
@@ -41,16 +44,35 @@ class CFTextEncoder:
 
     encoder: TextEncoder
     patcher: Any = None
+    #: the embedded toy encoder knows only the toy vocabulary: its prompts are checked word by word
+    toy_vocabulary: bool = False
 
     def encode(self, text: str) -> list:
-        """``text`` -> a native-format ``CONDITIONING`` ``[[embeds [1, text_len, D], {"pooled_output": None}]]``."""
+        """``text`` -> a native-format ``CONDITIONING`` ``[[embeds [1, text_len, D], {"pooled_output": None}]]``.
+
+        For the toy encoder an unknown word raises InvalidInputError listing the vocabulary (instead of silently
+        becoming an unknown token)."""
+        if self.toy_vocabulary:
+            from ..causal_forcing_core.toy.world import parse_caption
+
+            parse_caption(text)
         rt.load_models([self.patcher])
         embeds = self.encoder.encode([text])
         return [[embeds.to(rt.intermediate_device()), {"pooled_output": None}]]
 
 
+def text_encoder_choices() -> list[str]:
+    """Files in ``models/text_encoders``, then the embedded toy umT5 when its bundle is available."""
+    return toy.with_embedded(rt.model_file_list("text_encoders"), toy.TEXT_ENCODER_ENTRY)
+
+
 def tokenizer_choices() -> list[str]:
-    """Tokenizer folders inside the ``text_encoders`` folders (relative POSIX paths), e.g. ``google/umt5-xxl``."""
+    """Tokenizer folders inside the ``text_encoders`` folders (relative POSIX paths), e.g. ``google/umt5-xxl``,
+    then the embedded toy tokenizer when its bundle is available."""
+    return toy.with_embedded(_user_tokenizers(), toy.TOKENIZER_ENTRY)
+
+
+def _user_tokenizers() -> list[str]:
     found: list[str] = []
     for base in map(Path, rt.model_folder_paths("text_encoders")):
         if not base.is_dir():
@@ -68,6 +90,8 @@ def tokenizer_choices() -> list[str]:
 
 
 def tokenizer_path(name: str) -> Path:
+    if toy.is_embedded(name):
+        return toy.embedded_path(name)
     for base in map(Path, rt.model_folder_paths("text_encoders")):
         folder = (base / name).resolve()
         if folder.is_relative_to(base.resolve()) and folder.is_dir():
@@ -84,6 +108,22 @@ def check_prompt_text(text: str, what: str = "prompt") -> str:
     if len(text) > MAX_PROMPT_CHARS:
         raise InvalidInputError(f"The {what} has {len(text)} characters; keep it under {MAX_PROMPT_CHARS}.")
     return text
+
+
+def _encoder_files(text_encoder_name: str, tokenizer: str) -> tuple[Path, Path, int]:
+    """(weights, tokenizer folder, text length) for the loader's choices. The embedded toy encoder always pairs
+    with the embedded tokenizer (and the toy model's 16 tokens); the embedded tokenizer fits no other encoder."""
+    if toy.is_embedded(text_encoder_name):
+        if tokenizer != toy.TOKENIZER_ENTRY:
+            logger.info("%s uses its own tokenizer (%s), not %r.", text_encoder_name, toy.TOKENIZER_ENTRY, tokenizer)
+        return (toy.embedded_path(text_encoder_name), toy.embedded_path(toy.TOKENIZER_ENTRY),
+                toy.embedded_text_len())
+    if toy.is_embedded(tokenizer):
+        raise InvalidInputError(
+            f"{tokenizer} only fits the embedded toy text encoder ({toy.TEXT_ENCODER_ENTRY}); pick the umT5 "
+            f"tokenizer folder (google/umt5-xxl) for {text_encoder_name}."
+        )
+    return Path(rt.model_file_path("text_encoders", text_encoder_name)), tokenizer_path(tokenizer), TEXT_LEN
 
 
 class CausalForcingTextEncoderLoader:
@@ -103,8 +143,14 @@ class CausalForcingTextEncoderLoader:
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
             "required": {
-                "text_encoder_name": (rt.model_file_list("text_encoders"), {"tooltip": "umT5 weights in models/text_encoders."}),
-                "tokenizer": (tokenizer_choices(), {"tooltip": "A tokenizer folder inside models/text_encoders."}),
+                "text_encoder_name": (text_encoder_choices(), {
+                    "tooltip": "umT5 weights in models/text_encoders; "
+                               f"'{toy.TEXT_ENCODER_ENTRY}' is the toy model's encoder (it uses its own tokenizer).",
+                }),
+                "tokenizer": (tokenizer_choices(), {
+                    "tooltip": "A tokenizer folder inside models/text_encoders (the embedded toy encoder always uses "
+                               f"'{toy.TOKENIZER_ENTRY}').",
+                }),
                 "dtype": (list(TEXT_DTYPES), {"default": "auto", "tooltip": "auto: bf16 on GPU, fp32 on CPU."}),
                 "device": (list(TEXT_DEVICES), {"default": "default", "tooltip": "cpu keeps GPU memory for the video model."}),
             }
@@ -113,12 +159,13 @@ class CausalForcingTextEncoderLoader:
     def load(self, text_encoder_name: str, tokenizer: str, dtype: str, device: str) -> tuple[CFTextEncoder]:
         target = torch.device("cpu") if device == "cpu" else rt.get_torch_device()
         chosen = TEXT_DTYPES.get(dtype) or (torch.float32 if target.type == "cpu" else torch.bfloat16)
+        weights, tokenizer_folder, text_len = _encoder_files(text_encoder_name, tokenizer)
         encoder = load_text_encoder(
-            rt.model_file_path("text_encoders", text_encoder_name), tokenizer_path(tokenizer),
-            device=torch.device("cpu") if device == "cpu" else rt.offload_device(), dtype=chosen,
+            weights, tokenizer_folder, device=torch.device("cpu") if device == "cpu" else rt.offload_device(),
+            dtype=chosen, text_len=text_len,
         )
         patcher = None if device == "cpu" else rt.manage_model(encoder.model)
-        return (CFTextEncoder(encoder, patcher),)
+        return (CFTextEncoder(encoder, patcher, toy_vocabulary=toy.is_embedded(text_encoder_name)),)
 
 
 class CausalForcingTextEncode:

@@ -17,6 +17,7 @@ from ..causal_forcing_core.errors import InvalidInputError
 from ..causal_forcing_core.latent_space import from_raw_latents
 from ..causal_forcing_core.vae import WanVAE, load_vae, vae_from_state_dict
 from . import comfy_runtime as rt
+from . import toy_entries as toy
 from .common import CATEGORY, CF_STREAM, CF_VAE
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,18 @@ def decode_streaming(vae: WanVAE, latents: torch.Tensor, chunk: int, node_id: st
     return images.reshape(-1, *images.shape[2:]).contiguous()
 
 
+def vae_choices() -> list[str]:
+    """Files in ``models/vae``, then the embedded toy VAE when its bundle is available."""
+    return toy.with_embedded(rt.model_file_list("vae"), toy.VAE_ENTRY)
+
+
+def vae_path(name: str) -> str:
+    """Full path of a listed VAE (the embedded toy entry resolves to its bundle file)."""
+    if toy.is_embedded(name):
+        return str(toy.embedded_path(name))
+    return rt.model_file_path("vae", name)
+
+
 class CausalForcingVAELoader:
     """Load a Wan 2.1 VAE file with the pack's own loader (reference .pth, ComfyUI safetensors, small test VAEs)."""
 
@@ -101,7 +114,9 @@ class CausalForcingVAELoader:
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
             "required": {
-                "vae_name": (rt.model_file_list("vae"), {"tooltip": "A Wan 2.1 VAE in models/vae."}),
+                "vae_name": (vae_choices(), {
+                    "tooltip": f"A Wan 2.1 VAE in models/vae; '{toy.VAE_ENTRY}' is the toy model's VAE.",
+                }),
                 "dtype": (list(VAE_DTYPES), {"default": "auto", "tooltip": "auto: bf16 on GPU, fp32 on CPU."}),
             }
         }
@@ -109,7 +124,7 @@ class CausalForcingVAELoader:
     def load(self, vae_name: str, dtype: str) -> tuple[CFVae]:
         device = rt.get_torch_device()
         chosen = VAE_DTYPES.get(dtype) or (torch.float32 if device.type == "cpu" else torch.bfloat16)
-        vae = load_vae(rt.model_file_path("vae", vae_name), device=rt.offload_device(), dtype=chosen)
+        vae = load_vae(vae_path(vae_name), device=rt.offload_device(), dtype=chosen)
         return (CFVae(vae, rt.manage_model(vae)),)
 
 

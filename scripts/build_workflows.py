@@ -62,6 +62,16 @@ MODEL_URLS = {
     WAN_VAE: (f"{_REPACKAGED}/vae/{WAN_VAE}?download=true", "vae"),
 }
 
+# ---------------------------------------------------------------------------------------------- the toy model
+#: the loader choices of the embedded toy model (nodes/toy_entries.py; the test checks they match)
+TOY_MODEL = "[embedded toy] cf_toy_chunkwise.safetensors"
+TOY_TEXT_ENCODER = "[embedded toy] cf_toy_umt5.safetensors"
+TOY_TOKENIZER = "[embedded toy] cf_toy_tokenizer"
+TOY_VAE = "[embedded toy] cf_toy_vae.safetensors"
+TOY_SIZE = 64
+#: workflows named so run the embedded toy model as they are (no tiny-model substitution)
+TOY_PREFIX = "causal_forcing_toy_"
+
 # ---------------------------------------------------------------------------------------------- tiny models
 #: what scripts/make_tiny_models.py writes (names only; the test checks them against a real run of it)
 TINY_CHUNKWISE = "cf_tiny_chunkwise.safetensors"
@@ -290,10 +300,11 @@ def _generate(key: str, pos: tuple[float, float], stream: str, length: int, *, p
                 title=title, size=GENERATE_SIZE)
 
 
-def _decode_and_save(x: float, stream: str, prefix: str, webp: bool = False, y: float = 0) -> list[Node]:
+def _decode_and_save(x: float, stream: str, prefix: str, webp: bool = False, y: float = 0,
+                     vae_input: str = "vae") -> list[Node]:
     nodes = [
         Node("decode", "CausalForcingDecode", (x, y), {"chunk_frames": 3},
-             {"stream": (stream, "stream"), "vae": ("vae", 0)}),
+             {"stream": (stream, "stream"), vae_input: ("vae", 0)}),
         Node("video", "CreateVideo", (x, y + 200), {"fps": 16}, {"images": ("decode", 0)}),
         Node("save", "SaveVideo", (x + 380, y), {"filename_prefix": f"video/{prefix}", "format": "auto",
                                                  "codec": "auto"}, {"video": ("video", 0)}, size=(520, 560)),
@@ -522,8 +533,126 @@ The stream has a rolling window (12 latent frames, 3 of them a sink), so it can 
     return Workflow("causal_forcing_live", nodes, groups)
 
 
+# ---------------------------------------------------------------------------------------------- toy workflows
+def _toy_vocabulary() -> str:
+    """The toy captions' vocabulary, from the core's toy world (so the notes follow it)."""
+    import importlib
+
+    world = importlib.import_module(f"{import_pack().__name__}.causal_forcing_core.toy.world")
+    return world.vocabulary_help()
+
+
+def toy_note(title: str, body: str) -> str:
+    return f"""
+## Causal Forcing toy model: {title}
+
+**Runs out of the box, no downloads**: the pack ships a tiny toy model (a causal student of about a million parameters,
+its text encoder, tokenizer and VAE, trained on a procedural world where one coloured shape moves over a dark
+background). It makes 64x64 video in seconds, even on a CPU. The loaders list it after your own files:
+
+- Causal Forcing Model Loader: `{TOY_MODEL}`
+- Causal Forcing Text Encoder Loader: `{TOY_TEXT_ENCODER}` with `{TOY_TOKENIZER}`
+- Causal Forcing VAE Loader: `{TOY_VAE}`
+{body}
+**Prompts** are toy captions such as `a red square moves right quickly`; other words are refused. Vocabulary:
+{_toy_vocabulary()}
+
+For the real Causal Forcing students (832x480) use the other example workflows.
+"""
+
+
+def _toy_loaders(y0: float = 0) -> list[Node]:
+    return [
+        Node("model", "CausalForcingModelLoader", (X_LOAD, y0), {"model_name": TOY_MODEL, "variant": "auto",
+                                                               "weight_dtype": "auto", "preview": "auto"}),
+        Node("text", "CausalForcingTextEncoderLoader", (X_LOAD, y0 + 200),
+             {"text_encoder_name": TOY_TEXT_ENCODER, "tokenizer": TOY_TOKENIZER, "dtype": "auto",
+              "device": "default"}),
+        Node("vae", "CausalForcingVAELoader", (X_LOAD, y0 + 400), {"vae_name": TOY_VAE, "dtype": "auto"}),
+    ]
+
+
+def _toy_prompt(key: str, pos: tuple[float, float], text: str, title: str) -> Node:
+    return Node(key, "CausalForcingTextEncode", pos, {"text": text}, {"text_encoder": ("text", 0)}, title=title,
+                color=PROMPT_COLOR, size=(400, 150))
+
+
+def toy_t2v() -> Workflow:
+    body = """
+One prompt, one Start node (64x64), one Generate node: 7 chunks of 3 latent frames = 81 frames = 5 s at 16 fps,
+4 denoising steps per chunk with a KV cache. Change the caption or the *seed* and queue again.
+"""
+    nodes = [
+        note("note", (X_NOTE, 0), toy_note("text to video", body), size=(440, 700)),
+        *_toy_loaders(),
+        _toy_prompt("prompt", (X_PROMPT, 0), "a red square moves right quickly", "Prompt"),
+        _start((X_PROMPT, 220), width=TOY_SIZE, height=TOY_SIZE),
+        _generate("gen", (X_GEN, 0), "start", 7, title="Generate 7 chunks (81 frames)"),
+        *_decode_and_save(X_GEN + 500, "gen", "causal_forcing_toy_t2v", vae_input="cf_vae"),
+    ]
+    groups = [("Toy model (embedded)", ["model", "text", "vae"]), ("Prompt and stream", ["prompt", "start"]),
+              ("Generate", ["gen"]), ("Decode and save", ["decode", "video", "save"])]
+    return Workflow("causal_forcing_toy_t2v", nodes, groups)
+
+
+def toy_prompt_switch() -> Workflow:
+    body = """
+A prompt switch in the middle of the video: chunks 0-2 follow prompt 1, chunks 3-6 prompt 2 (7 chunks, 81 frames).
+The second Generate node has *recache* on: at the switch the cached frames are re-encoded under the new prompt
+(LongLive re-cache), so the shape changes colour, form and direction right away while its position carries on.
+Editing prompt 2 re-runs only the second Generate node.
+"""
+    nodes = [
+        note("note", (X_NOTE, 0), toy_note("prompt switch", body), size=(440, 740)),
+        *_toy_loaders(y0=220),
+        _toy_prompt("p1", (X_PROMPT, 0), "a red square moves right quickly", "Prompt 1 (chunks 0-2)"),
+        _start((X_PROMPT, 220), prompt="p1", width=TOY_SIZE, height=TOY_SIZE),
+        _generate("gen1", (X_GEN, 220), "start", 3, prompt="p1", title="Generate 3 chunks"),
+        _toy_prompt("p2", (X_GEN + 500, 0), "a blue circle moves down slowly", "Prompt 2 (chunks 3-6)"),
+        _generate("gen2", (X_GEN + 500, 220), "gen1", 4, prompt="p2", title="Switch, re-cache, generate 4 chunks"),
+        *_decode_and_save(X_GEN + 1000, "gen2", "causal_forcing_toy_prompt_switch", vae_input="cf_vae"),
+    ]
+    groups = [("Toy model (embedded)", ["model", "text", "vae"]), ("Segment 1", ["p1", "start", "gen1"]),
+              ("Segment 2 (re-cache)", ["p2", "gen2"]), ("Decode and save", ["decode", "video", "save"])]
+    return Workflow("causal_forcing_toy_prompt_switch", nodes, groups)
+
+
+TOY_LONG_SECONDS = 30
+
+
+def toy_long_video() -> Workflow:
+    schedule = ("0: a red square moves right slowly\n10: a red square moves down quickly\n"
+                "20: a yellow triangle moves left slowly")
+    body = f"""
+A {TOY_LONG_SECONDS}-second video (40 chunks, 481 frames) with a rolling attention window: *window_frames* 12
+latent frames, of which the first 3 (*sink_frames*) stay as an attention sink, so memory and time per chunk stay
+flat however long it runs. The schedule counts **seconds** (a chunk lasts 0.75 s): three prompts at 0, 10 and 20 s.
+A CPU makes it in about a minute.
+"""
+    nodes = [
+        note("note", (X_NOTE, 0), toy_note(f"long video ({TOY_LONG_SECONDS} s)", body), size=(440, 740)),
+        *_toy_loaders(y0=220),
+        _toy_prompt("prompt", (X_PROMPT, 0), "a red square moves right slowly", "First prompt (opens the stream)"),
+        _start((X_PROMPT, 220), window=12, sink=3, width=TOY_SIZE, height=TOY_SIZE),
+        Node("schedule", "CausalForcingPromptSchedule", (X_GEN, 0), {"schedule": schedule, "unit": "seconds"},
+             {"text_encoder": ("text", 0)}, color=PROMPT_COLOR, size=(420, 200)),
+        _generate_schedule((X_GEN, 280), TOY_LONG_SECONDS, "seconds", f"Generate {TOY_LONG_SECONDS} s by the schedule"),
+        *_decode_and_save(X_GEN + 500, "gen", "causal_forcing_toy_long_video", vae_input="cf_vae"),
+    ]
+    groups = [("Toy model (embedded)", ["model", "text", "vae"]),
+              ("Stream (window 12 + sink 3)", ["prompt", "start"]), ("Schedule", ["schedule", "gen"]),
+              ("Decode and save", ["decode", "video", "save"])]
+    return Workflow("causal_forcing_toy_long_video", nodes, groups)
+
+
+def is_toy(name: str) -> bool:
+    """True for the toy workflows (they run the embedded toy model as they are)."""
+    return name.startswith(TOY_PREFIX)
+
+
 def workflows() -> list[Workflow]:
-    return [t2v_chunkwise(), t2v_framewise(), i2v(), prompt_switch(), prompt_schedule(), long_video(), live()]
+    return [t2v_chunkwise(), t2v_framewise(), i2v(), prompt_switch(), prompt_schedule(), long_video(), live(),
+            toy_t2v(), toy_prompt_switch(), toy_long_video()]
 
 
 # =============================================================================================== building
@@ -802,8 +931,9 @@ def _links_to(value: Any, node_ids: set[str]) -> bool:
 
 
 def tiny_variants() -> dict[str, dict]:
-    """{workflow name: its tiny API variant}, from the committed API twins."""
-    return {p.stem: tiny_variant(json.loads(p.read_text())) for p in sorted(API_DIR.glob("*.json"))}
+    """{workflow name: its tiny API variant}, from the committed API twins (the toy workflows need none)."""
+    return {p.stem: tiny_variant(json.loads(p.read_text())) for p in sorted(API_DIR.glob("*.json"))
+            if not is_toy(p.stem)}
 
 
 # =============================================================================================== core schemas

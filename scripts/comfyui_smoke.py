@@ -12,10 +12,14 @@ What it does:
 4. checks that the pack imported (no ``IMPORT FAILED``, no warning or error logged by it) and that ``/object_info``
    lists every node of the pack;
 5. queues each API twin in ``tests/workflows_api/`` mapped onto the tiny models (``build_workflows.tiny_variant``),
-   waits for it, and checks the outputs: files saved, preview frames announced in the node's ``ui``;
+   waits for it, and checks the outputs: files saved, preview frames announced in the node's ``ui``. The toy
+   workflows (``causal_forcing_toy_*``) run as they are, on the embedded toy model: the shipped bundle, the one
+   ``$CAUSAL_FORCING_TOY_BUNDLE`` names, or else a random-weights bundle written for the run (``--no-toy`` skips
+   them);
 6. prints a JSON report and stops the server (``--keep-running`` leaves it up for a browser).
 
-Only the standard library is used, so any Python runs it; ComfyUI runs with ``--python``.
+The script itself needs the pack's test dependencies (it writes the tiny models with torch); ComfyUI runs with
+``--python``.
 """
 
 from __future__ import annotations
@@ -76,13 +80,15 @@ def write_model_paths(models: Path, folder: Path) -> Path:
 class Server:
     """A ComfyUI server process on loopback, its log, and its address."""
 
-    def __init__(self, comfyui: Path, python: str, model_paths: Path, log_path: Path, port: int) -> None:
+    def __init__(self, comfyui: Path, python: str, model_paths: Path, log_path: Path, port: int,
+                 env: dict[str, str] | None = None) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         command = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
                    "--extra-model-paths-config", str(model_paths), "--preview-method", "auto"]
         self._log = open(log_path, "w")
-        self.process = subprocess.Popen(command, cwd=comfyui, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, cwd=comfyui, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, **(env or {})})
 
     def wait_up(self, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
@@ -135,6 +141,22 @@ def start_tiny_server(comfyui: Path, python: str, work: Path, *, full_size_vae: 
     return server
 
 
+def toy_bundle_env(work: Path) -> tuple[dict[str, str], str]:
+    """(environment for the server, where the toy bundle is): nothing to set when the shipped bundle or the one
+    ``$CAUSAL_FORCING_TOY_BUNDLE`` names is complete, else a random-weights bundle written into ``work``."""
+    for path in (ROOT, ROOT / "tests"):
+        if str(path) not in sys.path:
+            sys.path.insert(0, str(path))
+    from causal_forcing_core.toy.bundle import BUNDLE_ENV, ToyBundlePaths, bundle_available  # noqa: PLC0415
+
+    if bundle_available():
+        return {}, str(ToyBundlePaths.of().folder)
+    from toy_bundle import write_random_toy_bundle  # noqa: PLC0415 - tests/toy_bundle.py
+
+    folder = write_random_toy_bundle(work / "toy_bundle")
+    return {BUNDLE_ENV: str(folder)}, f"{folder} (random weights)"
+
+
 def check_import(server: Server, our_nodes: list[str]) -> dict[str, Any]:
     log = server.log()
     pack_lines = [line for line in log.splitlines() if PACK_LINK in line or "causal_forcing" in line]
@@ -183,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, help="folder for the tiny models (default: a temporary one)")
     parser.add_argument("--tiny-vae", action="store_true", help="skip the real-shape random VAE (faster)")
     parser.add_argument("--workflow", action="append", help="API twin names to run (default: all)")
+    parser.add_argument("--no-toy", action="store_true", help="skip the toy workflows (causal_forcing_toy_*)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per workflow")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--keep-running", action="store_true", help="leave the server up (prints its address)")
@@ -193,16 +216,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --comfyui (or COMFYUI_PATH): a ComfyUI folder holding main.py")
 
     sys.path.insert(0, str(ROOT / "scripts"))
-    from build_workflows import tiny_variant  # noqa: PLC0415
+    from build_workflows import is_toy, tiny_variant  # noqa: PLC0415
     from make_tiny_models import write_tiny_models  # noqa: PLC0415
 
     work = Path(tempfile.mkdtemp(prefix="cf_comfyui_smoke_"))
     models = args.models or work / "models"
     written = write_tiny_models(models, full_size_vae=not args.tiny_vae)
+    names = args.workflow or sorted(p.stem for p in API_DIR.glob("*.json"))
+    if args.no_toy:
+        names = [n for n in names if not is_toy(n)]
+    env, toy_bundle = toy_bundle_env(work) if any(is_toy(n) for n in names) else ({}, "")
     link_pack(args.comfyui)
     server = Server(args.comfyui, args.python, write_model_paths(models, work), work / "server.log",
-                    args.port or _free_port())
-    report: dict[str, Any] = {"comfyui": str(args.comfyui), "server": server.url, "models": str(models)}
+                    args.port or _free_port(), env=env)
+    report: dict[str, Any] = {"comfyui": str(args.comfyui), "server": server.url, "models": str(models),
+                              "toy_bundle": toy_bundle}
     try:
         server.wait_up()
         from pack_import import import_pack  # noqa: PLC0415 - scripts/ is on sys.path above
@@ -210,10 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         pack = import_pack()
         report["import"] = check_import(server, sorted(pack.NODE_CLASS_MAPPINGS))
         report["workflows"] = {}
-        names = args.workflow or sorted(p.stem for p in API_DIR.glob("*.json"))
         for name in names:
-            prompt = tiny_variant(json.loads((API_DIR / f"{name}.json").read_text()),
-                                  native_vae="full_vae" in written)
+            prompt = json.loads((API_DIR / f"{name}.json").read_text())
+            if not is_toy(name):  # the toy workflows run the embedded toy model as they are
+                prompt = tiny_variant(prompt, native_vae="full_vae" in written)
             started = time.monotonic()
             result = summarise(run_prompt(server, prompt, args.timeout))
             result["seconds"] = round(time.monotonic() - started, 1)

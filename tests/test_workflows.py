@@ -12,6 +12,7 @@ The validators are also run on deliberately broken copies, so they are known to 
 from __future__ import annotations
 
 import copy
+import importlib
 import importlib.util
 import inspect
 import json
@@ -513,6 +514,9 @@ def _load(path: Path) -> dict:
 
 UI_FILES = sorted(UI_DIR.glob("*.json"))
 NAMES = [p.stem for p in UI_FILES]
+#: the toy workflows run the embedded toy model as they are (no tiny variant)
+TOY_NAMES = [n for n in NAMES if n.startswith("causal_forcing_toy_")]
+EMBEDDED_TAG = "[embedded toy]"
 
 
 @pytest.fixture(scope="session")
@@ -606,8 +610,11 @@ def test_ui_workflow_has_a_note_naming_its_files(name: str) -> None:
     assert notes, "every workflow explains itself in a note"
     folders = {"CausalForcingModelLoader": "diffusion_models", "CLIPLoader": "text_encoders", "VAELoader": "vae"}
     for node in wf["nodes"]:
-        if node["type"] in folders:
-            path = f"{folders[node['type']]}/{node['widgets_values'][0]}"
+        value = (node.get("widgets_values") or [None])[0]
+        if isinstance(value, str) and value.startswith(EMBEDDED_TAG):  # the toy model ships with the pack
+            assert f"`{value}`" in notes and "no downloads" in notes, f"the note does not name {value}"
+        elif node["type"] in folders:
+            path = f"{folders[node['type']]}/{value}"
             assert path in notes, f"the note does not say where {path} goes"
 
 
@@ -649,7 +656,7 @@ def test_api_twin_is_valid(name: str, defs: dict[str, NodeDef]) -> None:
 
 
 # =============================================================================================== tests: tiny variants
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in TOY_NAMES])
 def test_tiny_variant_uses_only_the_tiny_models(name: str, build_module: ModuleType, pack: ModuleType,
                                                 tiny_models: Path, defs: dict[str, NodeDef]) -> None:
     original = _load(API_DIR / f"{name}.json")
@@ -700,6 +707,47 @@ def test_tiny_constants_match_make_tiny_models(build_module: ModuleType, tiny_mo
                          ("text_encoders", build_module.TINY_TEXT_ENCODER),
                          ("text_encoders", build_module.TINY_TOKENIZER), ("vae", build_module.TINY_VAE)):
         assert (tiny_models / folder / name).exists(), f"{folder}/{name}"
+
+
+# =============================================================================================== tests: toy workflows
+def test_there_are_toy_workflows_and_no_toy_image_to_video() -> None:
+    assert TOY_NAMES == ["causal_forcing_toy_long_video", "causal_forcing_toy_prompt_switch", "causal_forcing_toy_t2v"]
+    assert not any("i2v" in n for n in TOY_NAMES)  # the toy student is chunk-wise
+
+
+def test_toy_constants_match_the_loader_entries(build_module: ModuleType, pack: ModuleType) -> None:
+    entries = importlib.import_module(f"{pack.__name__}.nodes.toy_entries")
+    assert (build_module.TOY_MODEL, build_module.TOY_TEXT_ENCODER, build_module.TOY_TOKENIZER, build_module.TOY_VAE) \
+        == (entries.MODEL_ENTRY, entries.TEXT_ENCODER_ENTRY, entries.TOKENIZER_ENTRY, entries.VAE_ENTRY)
+    assert all(build_module.is_toy(n) for n in TOY_NAMES)
+    assert not set(build_module.tiny_variants()) & set(TOY_NAMES)
+
+
+@pytest.mark.parametrize("name", TOY_NAMES)
+def test_toy_workflow_uses_only_the_embedded_model(name: str) -> None:
+    prompt = _load(API_DIR / f"{name}.json")
+    kinds = {n["class_type"] for n in prompt.values()}
+    assert not kinds & {"CLIPLoader", "VAELoader", "CLIPTextEncode", "LoadImage"}, kinds
+    assert kinds & {"SaveVideo", "SaveAnimatedWEBP"}
+    for nid, node in prompt.items():
+        inputs = node["inputs"]
+        for key in ("model_name", "text_encoder_name", "tokenizer", "vae_name"):
+            if key in inputs:
+                assert inputs[key].startswith(EMBEDDED_TAG), f"node {nid}: {key}={inputs[key]!r}"
+        if node["class_type"] == "CausalForcingStart":
+            assert (inputs["width"], inputs["height"]) == (64, 64) and "start_image" not in inputs
+    from causal_forcing_core.schedule import schedule_prompts
+    from causal_forcing_core.toy.world import parse_caption
+
+    for node in prompt.values():  # every prompt is a toy caption
+        if node["class_type"] == "CausalForcingTextEncode":
+            parse_caption(node["inputs"]["text"])
+        if node["class_type"] == "CausalForcingPromptSchedule":
+            for text in schedule_prompts(node["inputs"]["schedule"], chunk_seconds=0.75):
+                parse_caption(text)
+    notes = "\n".join(n["widgets_values"][0] for n in _load(UI_DIR / f"{name}.json")["nodes"]
+                      if n["type"] == "MarkdownNote")
+    assert "runs out of the box, no downloads" in notes.lower()
 
 
 # =============================================================================================== tests: validators bite
