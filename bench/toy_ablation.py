@@ -63,7 +63,7 @@ ARMS = {
 }
 INIT_OF = {"b": "ar_ode", "c": "bidir_ode", "d": "ar_diffusion", "e": "ar_cd"}
 STAGE2_FILE = {"b0": ("ar_ode", "ode"), "c0": ("bidir_ode", "ode"), "e0": ("ar_cd", "cd")}
-METRICS = ("instruction_following", "colour_accuracy", "shape_accuracy", "direction_accuracy", "speed_accuracy",
+METRICS = ("instruction_following", "colour_direction_accuracy", "colour_accuracy", "shape_accuracy", "direction_accuracy", "speed_accuracy",
            "dynamic_degree", "mean_speed", "temporal_consistency", "object_found", "switch_followed_no_recache",
            "switch_latency_no_recache", "switch_followed_recache", "switch_latency_recache")
 #: distillation budget of every arm (smaller than the shipped recipe's, so 4 arms x 3 seeds fit on a CPU)
@@ -158,7 +158,7 @@ def summarise(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dic
 
 
 def markdown(table: dict[str, dict[str, dict[str, float]]], seeds: list[int]) -> str:
-    shown = ("instruction_following", "colour_accuracy", "shape_accuracy", "direction_accuracy", "dynamic_degree",
+    shown = ("instruction_following", "colour_direction_accuracy", "colour_accuracy", "shape_accuracy", "direction_accuracy", "dynamic_degree",
              "mean_speed", "temporal_consistency", "switch_followed_no_recache", "switch_followed_recache")
     head = "| arm | " + " | ".join(m.replace("_", " ") for m in shown) + " |"
     lines = [f"Mean ± std over seeds {', '.join(map(str, seeds))}.", "", head, "|" + "---|" * (len(shown) + 1)]

@@ -124,3 +124,17 @@ def test_bad_input_is_rejected() -> None:
         score_video(frames, [(0, 9), (9, 21)], [Caption("red", "square", "left", "slowly")])
     with pytest.raises(InvalidInputError, match="NaN"):
         analyse_video(torch.full_like(frames, float("nan")), [(0, 9)])
+
+
+def test_only_changed_compares_the_attributes_a_switch_changes() -> None:
+    """A chunk with the new colour but a shape the decoder blurred still shows a colour switch."""
+    from causal_forcing_core.toy.evaluate import ChunkAnalysis, matches
+    from causal_forcing_core.toy.world import Caption
+
+    before = Caption("red", "square", "left", "slowly")
+    after = Caption("blue", "square", "left", "slowly")
+    blurred = ChunkAnalysis(colour="blue", shape="circle", direction="left", speed_px_per_frame=1.0, object_found=1.0)
+    assert not matches(blurred, after, previous=before)
+    assert matches(blurred, after, previous=before, only_changed=True)
+    unchanged = ChunkAnalysis(colour="red", shape="square", direction="left", speed_px_per_frame=1.0, object_found=1.0)
+    assert not matches(unchanged, after, previous=before, only_changed=True)

@@ -183,3 +183,22 @@ def test_unknown_recipe_fields_are_refused(tmp_path: Path, caplog: pytest.LogCap
     bad.write_text(json.dumps({"stepz": 3}))
     assert main(["train-toy", "--micro", "--out", str(tmp_path / "r"), "--config", str(bad)]) == 2
     assert "stepz" in caplog.text and not (tmp_path / "r").exists()
+
+
+def test_two_processes_run_the_same_recipe(tmp_path: Path) -> None:
+    """`torchrun --nproc_per_node 2` (gloo on the CPU): both processes train, gradients are averaged, only the main
+    process writes; the result is a complete run folder."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "causal_forcing_core",
+         "train-toy", "--micro", "--no-eval", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, env=env, cwd=Path(__file__).resolve().parents[1],
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "accelerate: 2 process(es)" in proc.stderr
+    assert (out / "bundle" / "manifest.json").is_file() and (out / "ar_ode" / "dmd" / "done.json").is_file()

@@ -100,7 +100,9 @@ def evaluate_model(
     for recache in (False, True):
         latents = generate(first, total, (second, settings.switch_at, recache))
         ranges = chunk_frame_ranges(latents.shape[1], frames_per_block)
-        lat = [switch_latency(f, ranges, a, b, settings.switch_at) for f, (a, b) in zip(_frames(vae, latents), pairs)]
+        # the pairs change colour or direction: the switch counts as followed once that change shows
+        lat = [switch_latency(f, ranges, a, b, settings.switch_at, only_changed=True)
+               for f, (a, b) in zip(_frames(vae, latents), pairs)]
         name = "recache" if recache else "no_recache"
         hits = [v for v in lat if v is not None]
         metrics[f"switch_followed_{name}"] = len(hits) / len(lat)

@@ -381,6 +381,7 @@ def aggregate(scores: Sequence[VideoScores]) -> dict[str, float]:
     """Pool per-chunk scores over videos (every chunk weighs the same; every pair for temporal consistency).
 
     Keys: colour_accuracy, shape_accuracy, direction_accuracy, speed_accuracy, instruction_following,
+    colour_direction_accuracy (colour and direction both right: instruction following without the shape),
     dynamic_degree (fraction of chunks faster than :data:`MOTION_THRESHOLD`), mean_speed (px/frame),
     temporal_consistency (NaN when no chunk pair keeps colour and shape), object_found, num_chunks, num_videos.
     """
@@ -395,6 +396,8 @@ def aggregate(scores: Sequence[VideoScores]) -> dict[str, float]:
         "direction_accuracy": _mean(flat("direction_correct")),
         "speed_accuracy": _mean(flat("speed_correct")),
         "instruction_following": _mean(flat("instruction_following")),
+        "colour_direction_accuracy": _mean([float(c and d) for s in scores
+                                            for c, d in zip(s.colour_correct, s.direction_correct)]),
         "dynamic_degree": _mean([float(a.speed_px_per_frame > MOTION_THRESHOLD) for a in chunks]),
         "mean_speed": _mean([a.speed_px_per_frame for a in chunks]),
         "temporal_consistency": _mean(flat("continuity")),
@@ -404,10 +407,18 @@ def aggregate(scores: Sequence[VideoScores]) -> dict[str, float]:
     }
 
 
-def matches(analysis: ChunkAnalysis, caption: Caption, *, previous: Caption | None = None) -> bool:
+def matches(
+    analysis: ChunkAnalysis, caption: Caption, *, previous: Caption | None = None, only_changed: bool = False
+) -> bool:
     """Whether a chunk shows ``caption``: colour, shape and direction equal; when ``previous`` differs from
-    ``caption`` in speed, the measured speed must also be nearer the new speed than the old one."""
-    if (analysis.colour, analysis.shape, analysis.direction) != (caption.colour, caption.shape, caption.direction):
+    ``caption`` in speed, the measured speed must also be nearer the new speed than the old one.
+
+    ``only_changed`` (needs ``previous``): compare only the attributes that differ between ``previous`` and
+    ``caption``, i.e. whether the change itself shows (robust to attributes a blurry decoder cannot resolve)."""
+    names = ("colour", "shape", "direction")
+    if only_changed and previous is not None:
+        names = tuple(n for n in names if getattr(previous, n) != getattr(caption, n))
+    if any(getattr(analysis, n) != getattr(caption, n) for n in names):
         return False
     if previous is not None and previous.speed != caption.speed:
         new, old = SPEEDS[caption.speed], SPEEDS[previous.speed]
@@ -421,8 +432,11 @@ def switch_latency(
     expected_before: Caption,
     expected_after: Caption,
     switch_chunk: int,
+    *,
+    only_changed: bool = False,
 ) -> int | None:
-    """Chunks after ``switch_chunk`` until a chunk first shows ``expected_after`` (see :func:`matches`).
+    """Chunks after ``switch_chunk`` until a chunk first shows ``expected_after`` (see :func:`matches`; with
+    ``only_changed`` only the attributes the switch changes are compared).
 
     0 = the switch chunk itself already matches; None = no chunk up to the end of the video does. On ground truth
     the latency is 0 when the caption changes at the first frame of the switch chunk, and 0 or 1 when it changes
@@ -434,7 +448,7 @@ def switch_latency(
         raise InvalidInputError(f"switch_chunk {switch_chunk} is not a chunk index of the {len(ranges)} ranges.")
     analyses = analyse_video(frames, ranges)
     for i in range(switch_chunk, len(analyses)):
-        if matches(analyses[i], expected_after, previous=expected_before):
+        if matches(analyses[i], expected_after, previous=expected_before, only_changed=only_changed):
             return i - switch_chunk
     return None
 

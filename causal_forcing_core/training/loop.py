@@ -1,5 +1,9 @@
 """A resumable training stage on top of ``accelerate``: the same code runs on one CPU and under
-``accelerate launch`` on many GPUs (each process draws its own batches; gradients are averaged by DDP).
+``accelerate launch`` on many GPUs or CPU processes (each process draws its own batches; gradients are averaged
+across processes after every backward pass).
+
+Modules are not wrapped in DDP: the stages call methods other than ``forward`` (teacher-forcing forwards, text
+embedding, rollouts with a K/V prefix), which DDP's wrapper would bypass, so the gradients are averaged explicitly.
 
 A stage owns its trainable modules, their AdamW optimisers (grad-clip, weight decay) and EMA shadows, a torch
 generator for every random draw, a JSON-lines log and a checkpoint written every ``save_every`` steps. Running a
@@ -38,7 +42,10 @@ def make_accelerator(cpu: bool | None = None) -> Any:
     """An ``accelerate.Accelerator`` (CPU when no CUDA device is visible, or when ``cpu``)."""
     from accelerate import Accelerator
 
-    return Accelerator(cpu=bool(cpu) if cpu is not None else not torch.cuda.is_available())
+    acc = Accelerator(cpu=bool(cpu) if cpu is not None else not torch.cuda.is_available())
+    if acc.is_main_process:
+        logger.info("accelerate: %d process(es), device %s", acc.num_processes, acc.device)
+    return acc
 
 
 def stage_seed(seed: int, name: str, rank: int = 0) -> int:
@@ -75,24 +82,33 @@ class Stage:
             module.eval().requires_grad_(False)
             self.modules[key] = module
             return module
-        module.train().requires_grad_(True)
+        module = module.to(self.acc.device).train().requires_grad_(True)
         opt = torch.optim.AdamW(module.parameters(), lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
-        module, opt = self.acc.prepare(module, opt)
         self.modules[key], self.optimizers[key], self.clips[key] = module, opt, optim.grad_clip
         if ema_decay is not None:
             self.emas[key] = EMA(self.unwrap(key), ema_decay)
         return module
 
     def unwrap(self, key: str) -> nn.Module:
-        return self.acc.unwrap_model(self.modules[key])
+        return self.modules[key]
+
+    def on_main(self, write: Callable[[], object]) -> None:
+        """Run ``write`` (saving outputs) on the main process only; every process waits until it is done."""
+        if self.acc.is_main_process:
+            write()
+        self.acc.wait_for_everyone()
 
     # ------------------------------------------------------------------------------------------- steps
     def optimise(self, key: str, loss: torch.Tensor) -> float:
         """Backward ``loss`` into module ``key``, clip, step, zero; returns the gradient norm before clipping."""
         opt = self.optimizers[key]
         opt.zero_grad(set_to_none=True)
-        self.acc.backward(loss)
-        norm = self.acc.clip_grad_norm_(self.modules[key].parameters(), self.clips[key])
+        loss.backward()
+        params = [p for p in self.modules[key].parameters() if p.grad is not None]
+        if self.acc.num_processes > 1:
+            for p in params:
+                p.grad = self.acc.reduce(p.grad, reduction="mean")
+        norm = torch.nn.utils.clip_grad_norm_(params, self.clips[key])
         opt.step()
         opt.zero_grad(set_to_none=True)
         return float(norm)
@@ -123,8 +139,8 @@ class Stage:
 
     def finish(self, outputs: dict[str, Any]) -> None:
         """Mark the stage finished with a record of its outputs (paths, figures)."""
-        if self.acc.is_main_process:
-            (self.folder / "done.json").write_text(json.dumps({"step": self.step, **outputs}, indent=2) + "\n")
+        self.on_main(lambda: (self.folder / "done.json").write_text(json.dumps({"step": self.step, **outputs},
+                                                                                  indent=2) + "\n"))
 
     # ------------------------------------------------------------------------------------------- checkpoints
     @property

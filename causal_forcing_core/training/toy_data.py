@@ -97,13 +97,14 @@ class LatentDataset:
     def __len__(self) -> int:
         return self.latents.shape[0]
 
-    def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """A random batch: latents [B, F, C, h, w] and prompt embeddings [B, L, D]."""
+    def batch(self, size: int, generator: torch.Generator, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """A random batch on ``device``: latents [B, F, C, h, w] (float32) and prompt embeddings [B, L, D]."""
         index = torch.randint(0, len(self), (size,), generator=generator)
-        return self.latents[index], self.embeds[index]
+        return self.latents[index].to(device, torch.float32), self.embeds[index].to(device)
 
-    def uncond_batch(self, size: int) -> torch.Tensor:
-        return self.uncond.expand(size, -1, -1)
+    def uncond_batch(self, size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The empty prompt's embeddings repeated: [B, L, D]."""
+        return self.uncond.to(device).expand(size, -1, -1)
 
     def save(self, path: Path) -> None:
         save_file({"latents": self.latents.contiguous(), "embeds": self.embeds.contiguous(), "uncond": self.uncond},

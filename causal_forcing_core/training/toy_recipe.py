@@ -210,7 +210,9 @@ def _new_dit(config: DiTConfig, seed: int) -> CausalWanModel:
 
 
 def _drop_text(embeds: torch.Tensor, uncond: torch.Tensor, p: float, rng: torch.Generator) -> torch.Tensor:
-    drop = torch.rand(embeds.shape[0], generator=rng) < p
+    """Replace each prompt by the empty prompt with probability ``p`` (the teachers must learn the unconditional
+    model for CFG). embeds [B, L, D], uncond [1, L, D]."""
+    drop = (torch.rand(embeds.shape[0], generator=rng) < p).to(embeds.device)
     return torch.where(drop.view(-1, 1, 1), uncond.expand_as(embeds), embeds)
 
 
@@ -260,9 +262,9 @@ def _train_vae(cfg: ToyRecipeConfig, root: Path, acc: Any) -> Path:
         return {"loss": float(loss.detach()), "grad_norm": stage.optimise("vae", loss), **parts}
 
     stage.run(step)
-    final = stage.unwrap("vae").eval()
+    final = stage.unwrap("vae").eval().cpu()
     stats = fold_latent_statistics(final, toy_video_batch(list(range(VAE_STATS_SEEDS, VAE_STATS_SEEDS + 32)), 9, cfg.size))
-    _save_model(final, out)
+    stage.on_main(lambda: _save_model(final, out))
     stage.finish({"file": out.name, "latent_stats_before_folding": stats})
     return out
 
@@ -292,8 +294,8 @@ def _train_diffusion(cfg: ToyRecipeConfig, root: Path, acc: Any, data: LatentDat
     fpb = sampler_preset(cfg.sampler).frames_per_block
 
     def step(i: int) -> dict[str, float]:
-        x0, text = data.batch(stage_cfg.batch, stage.rng)
-        text = _drop_text(text, data.uncond, cfg.text_dropout, stage.rng)
+        x0, text = data.batch(stage_cfg.batch, stage.rng, acc.device)
+        text = _drop_text(text, data.uncond_batch(1, acc.device), cfg.text_dropout, stage.rng)
         if causal:
             loss = teacher_forcing_loss(model, x0, text, frames_per_block=fpb, scheduler=scheduler, generator=stage.rng)
         else:
@@ -302,7 +304,7 @@ def _train_diffusion(cfg: ToyRecipeConfig, root: Path, acc: Any, data: LatentDat
         return {"loss": float(loss.detach()), "grad_norm": norm}
 
     stage.run(step)
-    _save_model(stage.unwrap("model"), out)
+    stage.on_main(lambda: _save_model(stage.unwrap("model"), out))
     stage.finish({"file": out.name})
     return out
 
@@ -312,8 +314,14 @@ def run_shared(cfg: ToyRecipeConfig, root: Path, acc: Any | None = None) -> Shar
     torch.set_num_threads(cfg.threads)
     acc = acc or make_accelerator()
     guard_config(root, cfg.shared_part())
+    if acc.is_main_process:
+        _components(root)
+    acc.wait_for_everyone()
     umt5, tokenizer = _components(root)
     vae = _train_vae(cfg, root, acc)
+    if acc.is_main_process:
+        _build_data(cfg, root, vae, umt5, tokenizer)
+    acc.wait_for_everyone()
     data = _build_data(cfg, root, vae, umt5, tokenizer)
     bidir = _train_diffusion(cfg, root, acc, data, name="teacher_bidirectional", causal=False,
                              stage_cfg=cfg.bidirectional, init=None)
@@ -322,13 +330,14 @@ def run_shared(cfg: ToyRecipeConfig, root: Path, acc: Any | None = None) -> Shar
 
 
 # --------------------------------------------------------------------------------------------------- stage 2
-def _ode_pairs(shared: Shared, folder: Path, *, causal: bool, teacher: Path) -> ODEPairs:
+def _ode_pairs(shared: Shared, folder: Path, acc: Any, *, causal: bool, teacher: Path) -> ODEPairs:
+    """ODE pairs for the first ``ode.clips`` clips (every process computes the same pairs; the main one saves them)."""
     cfg = shared.config
     path = folder / "ode_pairs.safetensors"
     if path.is_file():
         t = load_file(str(path))
         return ODEPairs(t["states"], t["timesteps"], t["endpoints"], t["context"])
-    model = load_dit_weights(teacher, cfg.dit_config).eval().requires_grad_(False)
+    model = load_dit_weights(teacher, cfg.dit_config).to(acc.device).eval().requires_grad_(False)
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)
     fpb = sampler_preset(cfg.sampler).frames_per_block
     keep = tuple(cfg.ode.ode_steps * k // 4 for k in range(4))
@@ -336,13 +345,15 @@ def _ode_pairs(shared: Shared, folder: Path, *, causal: bool, teacher: Path) -> 
     started = time.monotonic()
     for i in range(0, cfg.ode.clips, 16):
         index = torch.arange(i, min(i + 16, cfg.ode.clips)) % len(shared.data)
-        x0, text = shared.data.latents[index], shared.data.embeds[index]
+        x0, text = shared.data.latents[index].to(acc.device), shared.data.embeds[index].to(acc.device)
         parts.append(integrate_teacher(
-            model, x0, text, shared.data.uncond_batch(len(index)), causal=causal, frames_per_block=fpb,
+            model, x0, text, shared.data.uncond_batch(len(index), acc.device), causal=causal, frames_per_block=fpb,
             num_steps=cfg.ode.ode_steps, guidance=cfg.ode.guidance, keep=keep, scheduler=FlowMatchScheduler(),
             generator=gen))
-    pairs = ODEPairs(torch.cat([p.states for p in parts]), parts[0].timesteps, torch.cat([p.endpoints for p in parts]),
-                     torch.cat([p.context for p in parts]))
+    pairs = ODEPairs(torch.cat([p.states for p in parts]).cpu(), parts[0].timesteps,
+                     torch.cat([p.endpoints for p in parts]).cpu(), torch.cat([p.context for p in parts]).cpu())
+    if not acc.is_main_process:
+        return pairs
     folder.mkdir(parents=True, exist_ok=True)
     save_file({"states": pairs.states, "timesteps": pairs.timesteps, "endpoints": pairs.endpoints,
                "context": pairs.context, "index": torch.arange(cfg.ode.clips) % len(shared.data)}, str(path))
@@ -358,21 +369,24 @@ def _train_ode(shared: Shared, folder: Path, acc: Any, *, causal: bool) -> Path:
                   save_every=cfg.save_every)
     if stage.done:
         return out
-    pairs = _ode_pairs(shared, folder / "ode", causal=causal, teacher=shared.ar_teacher if causal else shared.bidirectional)
-    index = load_file(str(folder / "ode" / "ode_pairs.safetensors"))["index"]
+    pairs = _ode_pairs(shared, folder / "ode", acc, causal=causal,
+                       teacher=shared.ar_teacher if causal else shared.bidirectional)
+    index = torch.arange(pairs.states.shape[0]) % len(shared.data)
     model = stage.add("model", load_dit_weights(shared.ar_teacher, cfg.dit_config), OptimConfig(cfg.ode.lr, cfg.ode.betas))
     scheduler = FlowMatchScheduler()
     fpb = sampler_preset(cfg.sampler).frames_per_block
 
     def step(i: int) -> dict[str, float]:
         pick = torch.randint(0, pairs.states.shape[0], (cfg.ode.batch,), generator=stage.rng)
+        dev = acc.device
         loss = ode_regression_loss(
-            model, pairs.states[pick], pairs.timesteps, pairs.endpoints[pick], pairs.context[pick],
-            shared.data.embeds[index[pick]], frames_per_block=fpb, scheduler=scheduler, generator=stage.rng)
+            model, pairs.states[pick].to(dev), pairs.timesteps, pairs.endpoints[pick].to(dev),
+            pairs.context[pick].to(dev), shared.data.embeds[index[pick]].to(dev), frames_per_block=fpb,
+            scheduler=scheduler, generator=stage.rng)
         return {"loss": float(loss.detach()), "grad_norm": stage.optimise("model", loss)}
 
     stage.run(step)
-    _save_model(stage.unwrap("model"), out)
+    stage.on_main(lambda: _save_model(stage.unwrap("model"), out))
     stage.finish({"file": out.name, "teacher": "ar" if causal else "bidirectional"})
     return out
 
@@ -384,17 +398,17 @@ def _train_cd(shared: Shared, folder: Path, acc: Any) -> Path:
                   save_every=cfg.save_every)
     if stage.done:
         return out
-    teacher = load_dit_weights(shared.ar_teacher, cfg.dit_config).eval().requires_grad_(False)
+    teacher = load_dit_weights(shared.ar_teacher, cfg.dit_config).to(acc.device).eval().requires_grad_(False)
     student = stage.add("model", load_dit_weights(shared.ar_teacher, cfg.dit_config), OptimConfig(cfg.cd.lr, cfg.cd.betas),
                         ema_decay=cfg.cd.ema_decay)
-    ema_model = load_dit_weights(shared.ar_teacher, cfg.dit_config).eval().requires_grad_(False)
+    ema_model = load_dit_weights(shared.ar_teacher, cfg.dit_config).to(acc.device).eval().requires_grad_(False)
     scheduler = FlowMatchScheduler()
     fpb = sampler_preset(cfg.sampler).frames_per_block
 
     def step(i: int) -> dict[str, float]:
         stage.emas["model"].copy_to(ema_model)
-        x0, text = shared.data.batch(cfg.cd.batch, stage.rng)
-        loss = consistency_loss(student, ema_model, teacher, x0, text, shared.data.uncond_batch(x0.shape[0]),
+        x0, text = shared.data.batch(cfg.cd.batch, stage.rng, acc.device)
+        loss = consistency_loss(student, ema_model, teacher, x0, text, shared.data.uncond_batch(x0.shape[0], acc.device),
                                 frames_per_block=fpb, num_steps=cfg.cd.discretisation, guidance=cfg.cd.guidance,
                                 scheduler=scheduler, generator=stage.rng)
         norm = stage.optimise("model", loss)
@@ -402,7 +416,7 @@ def _train_cd(shared: Shared, folder: Path, acc: Any) -> Path:
         return {"loss": float(loss.detach()), "grad_norm": norm}
 
     stage.run(step)
-    _save_model(stage.unwrap("model"), out)
+    stage.on_main(lambda: _save_model(stage.unwrap("model"), out))
     stage.finish({"file": out.name})
     return out
 
@@ -420,7 +434,7 @@ def _train_dmd(shared: Shared, folder: Path, acc: Any, init: Path) -> Path:
     generator = stage.add("generator", load_dit_weights(init, cfg.dit_config), OptimConfig(d.generator_lr, d.betas),
                           ema_decay=d.ema_decay)
     critic = stage.add("critic", load_dit_weights(shared.bidirectional, cfg.dit_config), OptimConfig(d.critic_lr, d.betas))
-    real = load_dit_weights(shared.bidirectional, cfg.dit_config).eval().requires_grad_(False)
+    real = load_dit_weights(shared.bidirectional, cfg.dit_config).to(acc.device).eval().requires_grad_(False)
     settings = DMDSettings(real_guidance=d.real_guidance)
     scheduler = FlowMatchScheduler()
     frames = shared.data.latents.shape[1]
@@ -429,8 +443,8 @@ def _train_dmd(shared: Shared, folder: Path, acc: Any, init: Path) -> Path:
 
     def step(i: int) -> dict[str, float]:
         metrics: dict[str, float] = {}
-        _, text = shared.data.batch(d.batch, stage.rng)
-        uncond = shared.data.uncond_batch(d.batch)
+        _, text = shared.data.batch(d.batch, stage.rng, acc.device)
+        uncond = shared.data.uncond_batch(d.batch, acc.device)
         if i % d.critic_per_generator == 0:
             x = rollout(generator, text, sampler, num_frames=frames, latent_size=latent_size, scheduler=scheduler,
                         rng=stage.rng, grad=True)
@@ -438,7 +452,7 @@ def _train_dmd(shared: Shared, folder: Path, acc: Any, init: Path) -> Path:
             metrics.update(generator_loss=float(loss.detach()), generator_grad_norm=stage.optimise("generator", loss), **info)
             state["generator_steps"] += 1
             stage.update_ema("generator", d.ema_start * d.critic_per_generator)
-        _, text = shared.data.batch(d.batch, stage.rng)
+        _, text = shared.data.batch(d.batch, stage.rng, acc.device)
         with torch.no_grad():
             x = rollout(generator, text, sampler, num_frames=frames, latent_size=latent_size, scheduler=scheduler,
                         rng=stage.rng, grad=False)
@@ -449,9 +463,14 @@ def _train_dmd(shared: Shared, folder: Path, acc: Any, init: Path) -> Path:
     stage.run(step)
     ema = load_dit_weights(init, cfg.dit_config)
     stage.emas["generator"].copy_to(ema)
-    release = {"generator": stage.unwrap("generator").state_dict(), "generator_ema": ema.state_dict()}
-    torch.save(release, out)
-    convert_release_to_safetensors(out, student, variant=cfg.sampler, prefer_ema=True, config=cfg.dit_config)
+    release = {"generator": {k: v.cpu() for k, v in stage.unwrap("generator").state_dict().items()},
+               "generator_ema": ema.state_dict()}
+
+    def write() -> None:
+        torch.save(release, out)
+        convert_release_to_safetensors(out, student, variant=cfg.sampler, prefer_ema=True, config=cfg.dit_config)
+
+    stage.on_main(write)
     stage.finish({"release": out.name, "safetensors": student.name, "ema": "generator_ema"})
     return student
 
@@ -508,6 +527,8 @@ def train_toy(cfg: ToyRecipeConfig, root: Path, *, init: str = "ar_ode", evaluat
     acc = make_accelerator()
     shared = run_shared(cfg, root, acc)
     student = run_distillation(shared, init, acc=acc)
+    if not acc.is_main_process:
+        return {"student": str(student)}
     scores = evaluate_student(shared, student) if evaluate else {}
     bundle = export_bundle(shared, student, root / "bundle", scores)
     summary = {"student": str(student), "bundle": str(bundle), "scores": scores,
