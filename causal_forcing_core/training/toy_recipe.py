@@ -4,6 +4,7 @@ Shared part (``<out>/``):
   components   frozen tiny umT5 (seeded) + word-level tokenizer
   vae          tiny Wan VAE trained on toy clips, latent statistics folded in
   data         toy clips encoded to latents + caption embeddings
+  vae_decoder  the VAE's decoder fine-tuned on long clips (encoder frozen: the latents above stay valid)
   teacher_bidirectional   bidirectional diffusion (Wan's objective): the DMD real score and the critic's start,
                           and the base the AR teacher is fine-tuned from (as Wan2.1 is for the real model)
   teacher_ar   stage 1: teacher-forcing AR diffusion
@@ -40,6 +41,7 @@ from ..text_encoder import load_text_encoder
 from ..toy.bundle import write_bundle
 from ..toy.components import TOY_DIT, TOY_UMT5, tiny_umt5_weights, write_toy_tokenizer
 from ..toy.eval_suite import EvalSettings, evaluate_model, student_videos
+from ..toy.world import BACKGROUND
 from ..vae import VAEConfig, WanVAE, load_vae
 from .consistency import consistency_loss
 from .diffusion import bidirectional_loss, teacher_forcing_loss
@@ -74,6 +76,12 @@ class VAEStageConfig:
     lr: float = 1e-3
     object_weight: float = 20.0
     warmup_steps: int = 300
+    #: then the decoder alone (encoder frozen, so the latent space the DiT learns stays put) on longer clips: the
+    #: causal decoder's steady state, many latent frames in, is what long videos need
+    decoder_steps: int = 300
+    decoder_frames: int = 21
+    decoder_batch: int = 2
+    decoder_lr: float = 3e-4
 
 
 @dataclass(frozen=True)
@@ -180,7 +188,8 @@ def micro_config(seed: int = 0) -> ToyRecipeConfig:
     two = {"steps": 2, "batch": 2}
     return ToyRecipeConfig(
         seed=seed, num_frames=25, dataset_clips=4, dit=MICRO_DIT.to_dict(), vae_dim=4,
-        vae=VAEStageConfig(steps=2, batch=1, frames=5, image_batch=1, warmup_steps=1), bidirectional=DiffusionStageConfig(**two),
+        vae=VAEStageConfig(steps=2, batch=1, frames=5, image_batch=1, warmup_steps=1, decoder_steps=2, decoder_frames=9,
+                           decoder_batch=1), bidirectional=DiffusionStageConfig(**two),
         ar_teacher=DiffusionStageConfig(**two), ode=ODEStageConfig(clips=2, ode_steps=4, **two),
         cd=CDStageConfig(discretisation=4, **two), dmd=DMDStageConfig(steps=2, batch=1, critic_per_generator=1, ema_start=0),
         log_every=1, save_every=1,
@@ -269,6 +278,34 @@ def _train_vae(cfg: ToyRecipeConfig, root: Path, acc: Any) -> Path:
     return out
 
 
+def _finetune_decoder(cfg: ToyRecipeConfig, root: Path, acc: Any, vae_path: Path) -> Path:
+    """Train ``conv2`` + decoder of the VAE on long clips with the encoder frozen; returns the final VAE file."""
+    out = root / "vae_decoder" / "cf_toy_vae.safetensors"
+    stage = Stage("vae_decoder", root / "vae_decoder", acc, total_steps=cfg.vae.decoder_steps, seed=cfg.seed,
+                  log_every=cfg.log_every, save_every=cfg.save_every)
+    if stage.done:
+        return out
+    vae = load_vae(vae_path, device=acc.device)
+    decoder = torch.nn.ModuleDict({"conv2": vae.conv2, "decoder": vae.decoder})
+    stage.add("decoder", decoder, OptimConfig(cfg.vae.decoder_lr, weight_decay=0.0, grad_clip=1e9))
+
+    def step(i: int) -> dict[str, float]:
+        clips = [VAE_CLIP_SEEDS // 2 + i * 1000 + j for j in range(cfg.vae.decoder_batch)]
+        video = toy_video_batch(clips, cfg.vae.decoder_frames, cfg.size).to(acc.device)
+        with torch.no_grad():
+            mu, _ = vae.encode_posterior(video)
+        recon = vae.decode_raw(mu)
+        background = torch.tensor(BACKGROUND, dtype=video.dtype, device=video.device).view(1, 3, 1, 1, 1) / 127.5 - 1
+        on_object = ((video - background).abs().amax(dim=1, keepdim=True) > 0.1).float()
+        loss = ((recon - video).pow(2) * (1 + cfg.vae.object_weight * on_object)).mean()
+        return {"loss": float(loss.detach()), "grad_norm": stage.optimise("decoder", loss)}
+
+    stage.run(step)
+    stage.on_main(lambda: _save_model(vae.eval().cpu(), out))
+    stage.finish({"file": out.name, "encoder_from": str(vae_path)})
+    return out
+
+
 def _build_data(cfg: ToyRecipeConfig, root: Path, vae_path: Path, umt5: Path, tokenizer: Path) -> LatentDataset:
     path = root / "data" / "latents.safetensors"
     if path.is_file():
@@ -318,11 +355,12 @@ def run_shared(cfg: ToyRecipeConfig, root: Path, acc: Any | None = None) -> Shar
         _components(root)
     acc.wait_for_everyone()
     umt5, tokenizer = _components(root)
-    vae = _train_vae(cfg, root, acc)
+    encoder_vae = _train_vae(cfg, root, acc)
     if acc.is_main_process:
-        _build_data(cfg, root, vae, umt5, tokenizer)
+        _build_data(cfg, root, encoder_vae, umt5, tokenizer)
     acc.wait_for_everyone()
-    data = _build_data(cfg, root, vae, umt5, tokenizer)
+    data = _build_data(cfg, root, encoder_vae, umt5, tokenizer)
+    vae = _finetune_decoder(cfg, root, acc, encoder_vae)
     bidir = _train_diffusion(cfg, root, acc, data, name="teacher_bidirectional", causal=False,
                              stage_cfg=cfg.bidirectional, init=None)
     ar = _train_diffusion(cfg, root, acc, data, name="teacher_ar", causal=True, stage_cfg=cfg.ar_teacher, init=bidir)
