@@ -37,17 +37,26 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_io import emit_report  # noqa: E402
-from causal_forcing_core.config import sampler_preset  # noqa: E402
-from causal_forcing_core.scheduler import FlowMatchScheduler  # noqa: E402
-from causal_forcing_core.text_encoder import load_text_encoder  # noqa: E402
-from causal_forcing_core.toy.eval_suite import EvalSettings, evaluate_model, ground_truth_generator  # noqa: E402
-from causal_forcing_core.training.rollout import teacher_rollout  # noqa: E402
-from causal_forcing_core.training.toy_recipe import (  # noqa: E402
-    CDStageConfig, DMDStageConfig, ODEStageConfig, Shared, ToyRecipeConfig, load_dit_weights, evaluate_student,
-    run_distillation, run_shared,
+from bench_io import emit_report
+
+from causal_forcing_core.config import sampler_preset
+from causal_forcing_core.scheduler import FlowMatchScheduler
+from causal_forcing_core.text_encoder import load_text_encoder
+from causal_forcing_core.toy.eval_suite import EvalSettings, evaluate_model, ground_truth_generator
+from causal_forcing_core.training.rollout import teacher_rollout
+from causal_forcing_core.training.toy_recipe import (
+    CDStageConfig,
+    DMDStageConfig,
+    ODEStageConfig,
+    Shared,
+    ToyRecipeConfig,
+    evaluate_student,
+    load_dit_weights,
+    run_distillation,
+    run_stage_two,
+    run_shared,
 )
-from causal_forcing_core.vae import load_vae  # noqa: E402
+from causal_forcing_core.vae import load_vae
 
 logger = logging.getLogger("toy_ablation")
 ARMS = {
@@ -102,7 +111,7 @@ def _ground_truth_scores(shared: Shared, settings: EvalSettings) -> dict[str, fl
     return evaluate_model(ground_truth_generator(vae, settings, fpb), encoder, vae, fpb, settings)
 
 
-def _cached(path: Path, compute) -> dict[str, float]:  # noqa: ANN001 - a zero-argument callable
+def _cached(path: Path, compute) -> dict[str, float]:
     if path.is_file():
         return json.loads(path.read_text())
     started = time.monotonic()
@@ -130,12 +139,12 @@ def run_seed(shared: Shared, seed: int, arms: list[str], settings: EvalSettings,
             started = time.monotonic()
             student = run_distillation(seeded, INIT_OF[arm], folder=folder / INIT_OF[arm])
             train_s = time.monotonic() - started
-            out[arm] = _cached(folder / INIT_OF[arm] / "scores.json", lambda: evaluate_student(shared, student, settings))
+            out[arm] = _cached(folder / INIT_OF[arm] / "scores.json", lambda student=student: evaluate_student(shared, student, settings))
             out[arm].setdefault("train_seconds_this_call", round(train_s, 1))
         else:
             init, stage = STAGE2_FILE[arm]
-            model = folder / init / stage / "model.safetensors"
-            out[arm] = _cached(folder / init / stage / "scores.json", lambda: evaluate_student(shared, model, settings))
+            model = run_stage_two(seeded, init, folder=folder / init)  # already there when its full arm ran
+            out[arm] = _cached(folder / init / stage / "scores.json", lambda model=model: evaluate_student(shared, model, settings))
     return out
 
 

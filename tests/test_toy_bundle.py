@@ -29,7 +29,7 @@ SWITCH_THRESHOLD = 0.5
 
 
 @pytest.fixture(scope="module")
-def toy():  # noqa: ANN201 - ToyModel
+def toy():
     torch.set_num_threads(1)
     return load_toy_model(BUNDLE_DIR)
 
@@ -44,15 +44,15 @@ def test_the_bundle_is_complete_small_and_safetensors() -> None:
     assert manifest["sampler"] in SAMPLER_PRESETS and manifest["scores"]["instruction_following"] > 0
 
 
-def _generate(toy, settings: EvalSettings):  # noqa: ANN001, ANN202
-    def generate(embeds, chunks, switch):  # noqa: ANN001, ANN202
+def _generate(toy, settings: EvalSettings):
+    def generate(embeds, chunks, switch):
         return student_videos(toy.student.model, toy.student.sampler, embeds, chunks=chunks, size=settings.size,
                               seed=settings.noise_seed, switch=switch)
 
     return generate
 
 
-def test_the_shipped_model_follows_toy_prompts(toy) -> None:  # noqa: ANN001
+def test_the_shipped_model_follows_toy_prompts(toy) -> None:
     settings = EvalSettings(num_prompts=12, num_switches=0, seed=99, noise_seed=5)
     scores = evaluate_model(_generate(toy, settings), toy.text_encoder, toy.vae,
                             toy.student.sampler.frames_per_block, settings, switches=False)
@@ -60,7 +60,7 @@ def test_the_shipped_model_follows_toy_prompts(toy) -> None:  # noqa: ANN001
     assert not low, f"below threshold: {low} (all scores: {scores})"
 
 
-def test_the_shipped_model_follows_prompt_switches(toy) -> None:  # noqa: ANN001
+def test_the_shipped_model_follows_prompt_switches(toy) -> None:
     settings = EvalSettings(num_prompts=1, num_switches=6, seed=7, noise_seed=3)
     scores = evaluate_model(_generate(toy, settings), toy.text_encoder, toy.vae,
                             toy.student.sampler.frames_per_block, settings)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from causal_forcing_core.config import sampler_preset
-from causal_forcing_core.errors import CheckpointError, InvalidInputError
+from causal_forcing_core.errors import CheckpointError
 from causal_forcing_core.noise import SeededNoise
 from causal_forcing_core.scheduler import FlowMatchScheduler
 from causal_forcing_core.stream import start_stream
@@ -197,8 +197,29 @@ def test_two_processes_run_the_same_recipe(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "causal_forcing_core",
          "train-toy", "--micro", "--no-eval", "--out", str(out)],
-        capture_output=True, text=True, timeout=600, env=env, cwd=Path(__file__).resolve().parents[1],
+        check=False, capture_output=True, text=True, timeout=600, env=env, cwd=Path(__file__).resolve().parents[1],
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "accelerate: 2 process(es)" in proc.stderr
     assert (out / "bundle" / "manifest.json").is_file() and (out / "ar_ode" / "dmd" / "done.json").is_file()
+
+
+def test_the_ablation_bench_runs_end_to_end(micro_run: tuple[Path, dict], tmp_path: Path) -> None:
+    """`bench/toy_ablation.py --quick` on the micro run: arms train, evaluate, and the JSON + markdown come out."""
+    import subprocess
+    import sys
+
+    out, _ = micro_run
+    repo = Path(__file__).resolve().parents[1]
+    report, table = tmp_path / "ablation.json", tmp_path / "ablation.md"
+    proc = subprocess.run(
+        [sys.executable, str(repo / "bench" / "toy_ablation.py"), "--root", str(out), "--seeds", "0", "--quick",
+         "--arms", "gt", "a", "b", "c0", "--prompts", "2", "--switches", "1", "--threads", "1",
+         "--output", str(report), "--markdown", str(table)],
+        check=False, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(report.read_text())
+    assert set(data["summary"]) == {"gt", "a", "b", "c0"}
+    assert 0.0 <= data["summary"]["b"]["colour_accuracy"]["mean"] <= 1.0
+    assert "| b: Causal Forcing" in table.read_text()

@@ -54,7 +54,7 @@ class ToyBundlePaths:
     manifest: Path
 
     @classmethod
-    def of(cls, folder: str | Path | None = None) -> "ToyBundlePaths":
+    def of(cls, folder: str | Path | None = None) -> ToyBundlePaths:
         """Paths of the bundle in ``folder`` (default: ``$CAUSAL_FORCING_TOY_BUNDLE``, else the shipped one)."""
         root = Path(folder or os.environ.get(BUNDLE_ENV) or BUNDLE_DIR)
         return cls(root, root / DIT_FILE, root / TEXT_ENCODER_FILE, root / TOKENIZER_DIR, root / VAE_FILE,
@@ -66,7 +66,7 @@ class ToyBundlePaths:
             [] if (self.tokenizer / "tokenizer.json").is_file() else [self.tokenizer.name]
         )
 
-    def check(self) -> "ToyBundlePaths":
+    def check(self) -> ToyBundlePaths:
         missing = self.missing()
         if missing:
             raise CheckpointError(

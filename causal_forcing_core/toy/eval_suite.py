@@ -110,7 +110,7 @@ def evaluate_model(
     return metrics
 
 
-def ground_truth_generator(vae: WanVAE, settings: EvalSettings, frames_per_block: int):  # noqa: ANN201
+def ground_truth_generator(vae: WanVAE, settings: EvalSettings, frames_per_block: int):
     """A ``generate`` for :func:`evaluate_model` that renders the toy world itself for the captions it is asked
     for (the switch at the first frame of the switch chunk) and encodes it with ``vae``: scored like a model, it
     gives the ceiling the VAE's round trip leaves. Captions are recovered from the embeddings by the caller's

@@ -30,7 +30,7 @@ def add_train_toy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation of the trained student")
 
 
-def load_recipe_config(args: argparse.Namespace):  # noqa: ANN201 - ToyRecipeConfig, imported lazily
+def load_recipe_config(args: argparse.Namespace):
     from .toy_recipe import ToyRecipeConfig, micro_config
 
     base = micro_config() if args.micro else ToyRecipeConfig()
@@ -57,5 +57,5 @@ def run_train_toy(args: argparse.Namespace) -> dict:
     from .toy_recipe import train_toy
 
     summary = train_toy(load_recipe_config(args), args.out, init=args.init, evaluate=not args.no_eval)
-    print(json.dumps(summary))  # noqa: T201 - the command's result on stdout
+    print(json.dumps(summary))
     return summary

@@ -8,13 +8,13 @@ critic learns the generator's current distribution with the flow-matching loss.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from ..config import SamplerConfig
 from ..dit import CausalWanModel
-from ..noise import NoiseSource
 from ..scheduler import FlowMatchScheduler
 from .rollout import dit_flow, student_rollout
 
@@ -25,7 +25,10 @@ class GeneratorNoise:
     def __init__(self, generator: torch.Generator) -> None:
         self.generator = generator
 
-    def chunk_noise(self, chunk_index: int, shape, num_renoise: int):  # noqa: ANN001, ANN201 - protocol signature
+    def chunk_noise(
+        self, chunk_index: int, shape: Sequence[int], num_renoise: int
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Initial noise ``shape`` = [B, n, C, h, w] and ``num_renoise`` tensors [B*n, C, h, w]."""
         b, n, *rest = shape
         first = torch.randn(tuple(shape), generator=self.generator)
         return first, [torch.randn((b * n, *rest), generator=self.generator) for _ in range(num_renoise)]

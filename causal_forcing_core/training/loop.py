@@ -130,9 +130,9 @@ class Stage:
         while self.step < self.total_steps:
             metrics = step_fn(self.step)
             self.step += 1
-            if self.step % self.log_every == 0 or self.step == self.total_steps:
-                if self.acc.is_main_process:
-                    self.log.write(self.step, self.total_steps, **metrics)
+            due = self.step % self.log_every == 0 or self.step == self.total_steps
+            if due and self.acc.is_main_process:
+                self.log.write(self.step, self.total_steps, **metrics)
             if self.step % self.save_every == 0 and self.step < self.total_steps:
                 self._save()
         self._save()

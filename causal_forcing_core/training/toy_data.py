@@ -111,7 +111,7 @@ class LatentDataset:
                   str(path), metadata={"captions": "\n".join(self.captions)})
 
     @classmethod
-    def load(cls, path: Path) -> "LatentDataset":
+    def load(cls, path: Path) -> LatentDataset:
         from safetensors import safe_open
 
         with safe_open(str(path), "pt") as fh:

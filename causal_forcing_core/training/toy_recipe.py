@@ -22,11 +22,10 @@ in pre-training; the toy teachers must learn it here for CFG), and the step coun
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from ..dit import CausalWanModel
 from ..scheduler import FlowMatchScheduler
 from ..text_encoder import load_text_encoder
 from ..toy.bundle import write_bundle
-from ..toy.components import TOY_DIT, TOY_UMT5, tiny_umt5_weights, write_toy_tokenizer
+from ..toy.components import TOY_UMT5, tiny_umt5_weights, write_toy_tokenizer
 from ..toy.eval_suite import EvalSettings, evaluate_model, student_videos
 from ..toy.world import BACKGROUND
 from ..vae import VAEConfig, WanVAE, load_vae
@@ -49,8 +48,21 @@ from .dmd import DMDSettings, critic_loss, dmd_generator_loss, rollout
 from .loop import OptimConfig, Stage, make_accelerator
 from .ode import ODEPairs, integrate_teacher, ode_regression_loss
 from .state import guard_config
+from .toy_config import (  # noqa: F401 - the configs are part of this module's interface
+    CDStageConfig,
+    DiffusionStageConfig,
+    DMDStageConfig,
+    ODEStageConfig,
+    ToyRecipeConfig,
+    VAEStageConfig,
+    micro_config,
+)
 from .toy_data import (
-    LatentDataset, build_latent_dataset, fold_latent_statistics, toy_video_batch, vae_loss,
+    LatentDataset,
+    build_latent_dataset,
+    fold_latent_statistics,
+    toy_video_batch,
+    vae_loss,
 )
 
 logger = logging.getLogger(__name__)
@@ -58,142 +70,6 @@ INITS = ("ar_ode", "bidir_ode", "ar_cd", "ar_diffusion")
 #: toy clip seeds of the VAE's training stream and of its statistics batch (apart from the DiT's seeds 0..N-1)
 VAE_CLIP_SEEDS = 10**9
 VAE_STATS_SEEDS = 5 * 10**8
-
-
-@dataclass(frozen=True)
-class VAEStageConfig:
-    """Odd steps train on ``batch`` clips of ``frames`` frames (``long_frames`` from step ``long_from`` on, so the
-    causal memory is trained in its steady state, not only on the first two latent frames), even steps on
-    ``image_batch`` single frames (cheap, and what the spatial layers need most); the learning rate decays
-    linearly to a tenth."""
-
-    steps: int = 1800
-    batch: int = 2
-    frames: int = 5
-    long_frames: int = 13
-    long_from: int = 1000
-    image_batch: int = 8
-    lr: float = 1e-3
-    object_weight: float = 20.0
-    warmup_steps: int = 300
-    #: then the decoder alone (encoder frozen, so the latent space the DiT learns stays put) on longer clips: the
-    #: causal decoder's steady state, many latent frames in, is what long videos need
-    decoder_steps: int = 300
-    decoder_frames: int = 21
-    decoder_batch: int = 2
-    decoder_lr: float = 3e-4
-
-
-@dataclass(frozen=True)
-class DiffusionStageConfig:
-    steps: int = 1200
-    batch: int = 8
-    lr: float = 5e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-
-
-@dataclass(frozen=True)
-class ODEStageConfig:
-    clips: int = 192
-    ode_steps: int = 48
-    guidance: float = 6.0
-    steps: int = 600
-    batch: int = 8
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-
-
-@dataclass(frozen=True)
-class CDStageConfig:
-    steps: int = 600
-    batch: int = 8
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.0, 0.999)
-    ema_decay: float = 0.99
-    discretisation: int = 48
-    guidance: float = 3.0
-
-
-@dataclass(frozen=True)
-class DMDStageConfig:
-    steps: int = 300
-    batch: int = 4
-    generator_lr: float = 3e-5
-    critic_lr: float = 6e-5
-    betas: tuple[float, float] = (0.0, 0.999)
-    critic_per_generator: int = 5
-    real_guidance: float = 3.0
-    ema_decay: float = 0.95
-    ema_start: int = 100
-
-
-@dataclass(frozen=True)
-class ToyRecipeConfig:
-    """Everything that determines a toy training run (recorded in ``config.json``; resuming checks it)."""
-
-    seed: int = 0
-    size: int = 64
-    num_frames: int = 33
-    dataset_clips: int = 512
-    sampler: str = "chunkwise-4step"
-    dit: dict[str, Any] = field(default_factory=TOY_DIT.to_dict)
-    vae_dim: int = 8
-    text_dropout: float = 0.1
-    threads: int = 2
-    vae: VAEStageConfig = VAEStageConfig()
-    bidirectional: DiffusionStageConfig = DiffusionStageConfig()
-    ar_teacher: DiffusionStageConfig = DiffusionStageConfig(steps=500, lr=2e-4)
-    ode: ODEStageConfig = ODEStageConfig()
-    cd: CDStageConfig = CDStageConfig()
-    dmd: DMDStageConfig = DMDStageConfig()
-    log_every: int = 50
-    save_every: int = 200
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ToyRecipeConfig":
-        nested = {"vae": VAEStageConfig, "bidirectional": DiffusionStageConfig, "ar_teacher": DiffusionStageConfig,
-                  "ode": ODEStageConfig, "cd": CDStageConfig, "dmd": DMDStageConfig}
-        kwargs = dict(data)
-        for key, kind in nested.items():
-            if key in kwargs:
-                sub = dict(kwargs[key])
-                if "betas" in sub:
-                    sub["betas"] = tuple(sub["betas"])
-                kwargs[key] = kind(**sub)
-        return cls(**kwargs)
-
-    @property
-    def dit_config(self) -> DiTConfig:
-        return DiTConfig.from_dict(self.dit)
-
-    def shared_part(self) -> dict[str, Any]:
-        d = self.to_dict()
-        return {k: d[k] for k in ("seed", "size", "num_frames", "dataset_clips", "sampler", "dit", "vae_dim",
-                                  "text_dropout", "vae", "bidirectional", "ar_teacher")}
-
-    def distill_part(self, init: str) -> dict[str, Any]:
-        """What a distillation run depends on besides the shared run it starts from (guarded in its own folder)."""
-        d = self.to_dict()
-        return {"init": init, "seed": d["seed"], "sampler": d["sampler"], "ode": d["ode"], "cd": d["cd"],
-                "dmd": d["dmd"]}
-
-
-def micro_config(seed: int = 0) -> ToyRecipeConfig:
-    """Two steps of every stage on a 1-layer DiT and a handful of clips: for tests."""
-    from ..toy.components import MICRO_DIT
-
-    two = {"steps": 2, "batch": 2}
-    return ToyRecipeConfig(
-        seed=seed, num_frames=25, dataset_clips=4, dit=MICRO_DIT.to_dict(), vae_dim=4,
-        vae=VAEStageConfig(steps=2, batch=1, frames=5, image_batch=1, warmup_steps=1, decoder_steps=2, decoder_frames=9,
-                           decoder_batch=1), bidirectional=DiffusionStageConfig(**two),
-        ar_teacher=DiffusionStageConfig(**two), ode=ODEStageConfig(clips=2, ode_steps=4, **two),
-        cd=CDStageConfig(discretisation=4, **two), dmd=DMDStageConfig(steps=2, batch=1, critic_per_generator=1, ema_start=0),
-        log_every=1, save_every=1,
-    )
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -513,28 +389,36 @@ def _train_dmd(shared: Shared, folder: Path, acc: Any, init: Path) -> Path:
     return student
 
 
-def run_distillation(shared: Shared, init: str, folder: Path | None = None, acc: Any | None = None) -> Path:
-    """Stage 2 (by ``init``) then stage 3 into ``folder`` (default ``<root>/<init>``); returns the student file."""
+def run_stage_two(shared: Shared, init: str, folder: Path | None = None, acc: Any | None = None) -> Path:
+    """Stage 2 by ``init`` into ``folder`` (default ``<root>/<init>``); returns the model DMD starts from."""
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     acc = acc or make_accelerator()
     folder = folder or shared.root / init
     guard_config(folder, shared.config.distill_part(init))
     if init == "ar_ode":
-        start = _train_ode(shared, folder, acc, causal=True)
-    elif init == "bidir_ode":
-        start = _train_ode(shared, folder, acc, causal=False)
-    elif init == "ar_cd":
-        start = _train_cd(shared, folder, acc)
-    else:
-        start = shared.ar_teacher
+        return _train_ode(shared, folder, acc, causal=True)
+    if init == "bidir_ode":
+        return _train_ode(shared, folder, acc, causal=False)
+    if init == "ar_cd":
+        return _train_cd(shared, folder, acc)
+    return shared.ar_teacher
+
+
+def run_distillation(shared: Shared, init: str, folder: Path | None = None, acc: Any | None = None) -> Path:
+    """Stage 2 (by ``init``) then stage 3 into ``folder`` (default ``<root>/<init>``); returns the student file."""
+    acc = acc or make_accelerator()
+    folder = folder or shared.root / init
+    start = run_stage_two(shared, init, folder, acc)
     return _train_dmd(shared, folder, acc, start)
 
 
-def evaluate_student(shared: Shared, student: Path, settings: EvalSettings = EvalSettings()) -> dict[str, float]:
-    """Scores of a student safetensors file on the fixed evaluation (see :mod:`..toy.eval_suite`)."""
+def evaluate_student(shared: Shared, student: Path, settings: EvalSettings | None = None) -> dict[str, float]:
+    """Scores of a student safetensors file on the fixed evaluation (see :mod:`..toy.eval_suite`; default settings
+    when None)."""
     from ..checkpoints import load_dit
 
+    settings = settings or EvalSettings()
     loaded = load_dit(student, weight_dtype="fp32")
     encoder = load_text_encoder(shared.umt5, shared.tokenizer, dtype=torch.float32, text_len=loaded.config.text_len)
     sampler = loaded.sampler or sampler_preset(shared.config.sampler)
