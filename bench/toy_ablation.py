@@ -53,8 +53,8 @@ from causal_forcing_core.training.toy_recipe import (
     evaluate_student,
     load_dit_weights,
     run_distillation,
-    run_stage_two,
     run_shared,
+    run_stage_two,
 )
 from causal_forcing_core.vae import load_vae
 
