@@ -16,12 +16,26 @@ import torch
 from safetensors.torch import save_file
 
 from .checkpoints import cast_state_dict, check_keys, config_for, read_checkpoint, resolve_weight_dtype
-from .config import DiTConfig, sampler_preset
+from .config import DiTConfig, SamplerConfig, sampler_preset
 from .errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "causal-forcing-dit"
+
+
+def dit_metadata(config: DiTConfig, sampler: SamplerConfig | None = None, **extra: str) -> dict[str, str]:
+    """Safetensors metadata of a DiT file: the architecture, and the sampler it was trained for when known, plus
+    ``extra`` entries (``source``, ``source_key`` ...). :func:`.checkpoints.load_dit` reads all of it back."""
+    metadata = {"format": FORMAT, "dit_config": json.dumps(config.to_dict())}
+    if sampler is not None:
+        metadata.update({
+            "variant": sampler.name,
+            "frames_per_block": str(sampler.frames_per_block),
+            "denoising_steps": json.dumps(list(sampler.denoising_steps)),
+            "first_chunk_steps": json.dumps(list(sampler.first_chunk_steps) if sampler.first_chunk_steps else None),
+        })
+    return {**metadata, **extra}
 
 
 def convert_release_to_safetensors(
@@ -56,16 +70,7 @@ def convert_release_to_safetensors(
     if storage is not None:
         cast_state_dict(raw.state_dict, storage)
     tensors = {k: v.contiguous() for k, v in raw.state_dict.items()}
-    metadata = {
-        "format": FORMAT,
-        "dit_config": json.dumps(config.to_dict()),
-        "variant": sampler.name,
-        "frames_per_block": str(sampler.frames_per_block),
-        "denoising_steps": json.dumps(list(sampler.denoising_steps)),
-        "first_chunk_steps": json.dumps(list(sampler.first_chunk_steps) if sampler.first_chunk_steps else None),
-        "source": src.name,
-        "source_key": str(raw.metadata.get("release_key", "")),
-    }
+    metadata = dit_metadata(config, sampler, source=src.name, source_key=str(raw.metadata.get("release_key", "")))
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.partial")
     try:

@@ -139,6 +139,23 @@ function el(tag, style = {}, props = {}) {
   return e;
 }
 
+/** A DOM widget that is never serialised: not sent in the API prompt (the `serialize` option) and not written to
+ *  the workflow's widgets_values (LGraphNode.serialize checks `widget.serialize`). `sizes`: getMinHeight and
+ *  optionally getMaxHeight. */
+function addUnsavedDomWidget(node, name, root, sizes) {
+  const widget = node.addDOMWidget(name, name, root, {
+    serialize: false,
+    hideOnZoom: true,
+    getValue() {
+      return "";
+    },
+    setValue() {},
+    ...sizes,
+  });
+  widget.serialize = false;
+  return widget;
+}
+
 /** The column that holds a widget's DOM; the CSS variables are read by the frontend's DOM widget layout when
  *  getMinHeight / getMaxHeight are not supported. */
 function panelRoot(className, minHeight, maxHeight = null) {
@@ -192,17 +209,7 @@ class CausalForcingPlayer {
     this.shownAny = false;
     this.live = null; // the LivePanel of a CausalForcingLive node
     this._buildDom();
-    this.widget = node.addDOMWidget(WIDGET_NAME, WIDGET_NAME, this.root, {
-      serialize: false, // not sent in the API prompt
-      hideOnZoom: true,
-      getValue() {
-        return "";
-      },
-      setValue() {},
-      getMinHeight: () => MIN_HEIGHT,
-    });
-    // not written to the workflow's widgets_values either (LGraphNode.serialize checks widget.serialize)
-    this.widget.serialize = false;
+    this.widget = addUnsavedDomWidget(node, WIDGET_NAME, this.root, { getMinHeight: () => MIN_HEIGHT });
     subscribe(this);
     this._render();
   }
@@ -521,17 +528,10 @@ class LivePanel {
     this.limiter = new RateLimiter(RATE_LIMIT);
     this.autoText = null; // the prompt text last put in the box by the panel itself (not typed)
     this._buildDom();
-    this.widget = node.addDOMWidget(LIVE_WIDGET_NAME, LIVE_WIDGET_NAME, this.root, {
-      serialize: false, // not sent in the API prompt
-      hideOnZoom: true,
-      getValue() {
-        return "";
-      },
-      setValue() {},
+    this.widget = addUnsavedDomWidget(node, LIVE_WIDGET_NAME, this.root, {
       getMinHeight: () => LIVE_PANEL_HEIGHT,
       getMaxHeight: () => LIVE_PANEL_HEIGHT,
     });
-    this.widget.serialize = false; // not in the workflow's widgets_values
     this._render();
   }
 

@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createRequire } from 'node:module';
+import { loadPlaywright } from './playwright_loader.mjs';
 import { parseArgs } from 'node:util';
 
 const { values: args } = parseArgs({ options: { url: { type: 'string' }, 'prompt-file': { type: 'string' },
@@ -31,14 +31,6 @@ const liveId = Object.keys(prompt).find((k) => prompt[k].class_type === 'CausalF
 const schedId = Object.keys(prompt).find((k) => prompt[k].class_type === 'PreviewAny'
   && JSON.stringify(prompt[k].inputs?.source) === JSON.stringify([liveId, 2]));
 
-async function loadPlaywright() {
-  const dir = process.env.PLAYWRIGHT_CORE_DIR;
-  if (dir) {
-    const pkg = fs.existsSync(path.join(dir, 'package.json')) ? dir : path.join(dir, 'playwright-core');
-    return createRequire(import.meta.url)(path.resolve(pkg));
-  }
-  return import('playwright-core');
-}
 
 const report = { ok: false, url: args.url, typed: TYPED, live_node: liveId, schedule_node: schedId ?? null, checks: [],
   screenshots: {}, steps: [], console_errors: [], pack_messages: [] };

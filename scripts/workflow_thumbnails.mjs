@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createRequire } from 'node:module';
+import { loadPlaywright } from './playwright_loader.mjs';
 import { parseArgs } from 'node:util';
 
 const { values: args, positionals: files } = parseArgs({
@@ -21,14 +21,6 @@ if (!args.url || !args.out || files.length === 0) {
 const VIEWPORT = { width: 2400, height: 1200 };
 const MARGIN = 20; // screen pixels kept around the graph
 
-async function loadPlaywright() {
-  const dir = process.env.PLAYWRIGHT_CORE_DIR;
-  if (dir) {
-    const pkg = fs.existsSync(path.join(dir, 'package.json')) ? dir : path.join(dir, 'playwright-core');
-    return createRequire(import.meta.url)(path.resolve(pkg));
-  }
-  return import('playwright-core');
-}
 
 const { chromium } = await loadPlaywright();
 const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'cf-thumbnails-'));

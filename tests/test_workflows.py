@@ -785,15 +785,19 @@ def _break_node_type(wf: dict) -> None:
     _node(wf, "CausalForcingDecode")["type"] = "CausalForcingDecoder"
 
 
-def _break_required(wf: dict) -> None:
-    start = _node(wf, "CausalForcingStart")
-    entry = next(i for i in start["inputs"] if i["name"] == "positive")
+def _unlink_input(wf: dict, node_type: str, name: str) -> None:
+    """Remove the link feeding input ``name`` of the ``node_type`` node, everywhere the UI format records it."""
+    entry = next(i for i in _node(wf, node_type)["inputs"] if i["name"] == name)
     wf["links"] = [link for link in wf["links"] if link[0] != entry["link"]]
     for n in wf["nodes"]:
         for out in n["outputs"]:
             if entry["link"] in (out.get("links") or []):
                 out["links"].remove(entry["link"])
     entry["link"] = None
+
+
+def _break_required(wf: dict) -> None:
+    _unlink_input(wf, "CausalForcingStart", "positive")
 
 
 def _break_count(wf: dict) -> None:
@@ -818,14 +822,7 @@ def _break_last_ids(wf: dict) -> None:
 
 
 def _break_one_of(wf: dict) -> None:
-    decode = _node(wf, "CausalForcingDecode")
-    entry = next(i for i in decode["inputs"] if i["name"] == "vae")
-    wf["links"] = [link for link in wf["links"] if link[0] != entry["link"]]
-    for n in wf["nodes"]:
-        for out in n["outputs"]:
-            if entry["link"] in (out.get("links") or []):
-                out["links"].remove(entry["link"])
-    entry["link"] = None
+    _unlink_input(wf, "CausalForcingDecode", "vae")
 
 
 def _break_bool(wf: dict) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
+
+from causal_forcing_core.toy.components import write_word_level_tokenizer
 
 WORDS = ("a cat dog walks runs jumps red blue square circle moves left right up down at night the in snow "
          "surfing skiing , .").split()
@@ -13,22 +14,7 @@ WORDS = ("a cat dog walks runs jumps red blue square circle moves left right up 
 
 def write_tiny_tokenizer(folder: Path) -> Path:
     """A word-level tokenizer (pad 0, eos 1, unk 2) that AutoTokenizer loads from ``folder``."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(dict.fromkeys(WORDS))}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-    folder.mkdir(parents=True, exist_ok=True)
-    fast.save_pretrained(str(folder))
-    # transformers 5 writes its own class name, which transformers 4 (ComfyUI's pin) cannot load; both read this one
-    config_path = folder / "tokenizer_config.json"
-    config = json.loads(config_path.read_text())
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    config_path.write_text(json.dumps(config, indent=2))
-    return folder
+    return write_word_level_tokenizer(folder, list(WORDS), normalise=False)
 
 
 def tiny_reference_t5(seed: int = 0, vocab: int = 384, dim: int = 32, heads: int = 4, layers: int = 2,

@@ -13,7 +13,6 @@ Fixtures (imported by ``conftest.py``):
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from causal_forcing_core.checkpoint_convert import FORMAT
+from causal_forcing_core.checkpoint_convert import dit_metadata
 from causal_forcing_core.config import sampler_preset
 from causal_forcing_core.dit import CausalWanModel
 from causal_forcing_core.toy.bundle import BUNDLE_DIR, BUNDLE_ENV, ToyBundlePaths, bundle_available, write_bundle
@@ -31,21 +30,6 @@ from causal_forcing_core.vae import WanVAE
 
 #: the sampler the toy student is distilled for (chunk-wise, like the shipped one)
 TOY_VARIANT = "chunkwise-4step"
-
-
-def _dit_metadata(variant: str) -> dict[str, str]:
-    """Safetensors metadata as ``checkpoint_convert`` writes it (architecture + sampler)."""
-    sampler = sampler_preset(variant)
-    return {
-        "format": FORMAT,
-        "dit_config": json.dumps(TOY_DIT.to_dict()),
-        "variant": sampler.name,
-        "frames_per_block": str(sampler.frames_per_block),
-        "denoising_steps": json.dumps(list(sampler.denoising_steps)),
-        "first_chunk_steps": json.dumps(list(sampler.first_chunk_steps) if sampler.first_chunk_steps else None),
-        "source": "random toy bundle (tests/toy_bundle.py)",
-        "source_key": "",
-    }
 
 
 def _random_dit(seed: int) -> dict[str, torch.Tensor]:
@@ -67,7 +51,8 @@ def write_random_toy_bundle(folder: Path, seed: int = 0) -> Path:
     folder = Path(folder)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        save_file(_random_dit(seed), str(work / "dit.safetensors"), metadata=_dit_metadata(TOY_VARIANT))
+        save_file(_random_dit(seed), str(work / "dit.safetensors"), metadata=dit_metadata(
+            TOY_DIT, sampler_preset(TOY_VARIANT), source="random toy bundle (tests/toy_bundle.py)", source_key=""))
         save_file({k: v.contiguous() for k, v in tiny_umt5_weights().items()}, str(work / "umt5.safetensors"))
         torch.manual_seed(seed)
         save_file({k: v.contiguous() for k, v in WanVAE(TOY_VAE).state_dict().items()}, str(work / "vae.safetensors"))

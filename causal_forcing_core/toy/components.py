@@ -44,23 +44,31 @@ TOY_DIT = DiTConfig(dim=128, ffn_dim=384, num_heads=4, num_layers=4, text_dim=TO
 MICRO_DIT = DiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=1, text_dim=TOY_UMT5.dim, text_len=TOY_TEXT_LEN)
 
 
+#: the tokenizer's special tokens, ids 0, 1, 2
+SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
+
+
 def toy_vocabulary() -> list[str]:
     """Special tokens, then every word of a toy caption, in a fixed order (ids are stable across releases)."""
     from .world import VOCABULARY
 
-    return ["<pad>", "</s>", "<unk>", *dict.fromkeys(VOCABULARY)]
+    return [*SPECIAL_TOKENS, *dict.fromkeys(VOCABULARY)]
 
 
-def write_toy_tokenizer(folder: str | Path) -> Path:
-    """A word-level tokenizer (pad 0, EOS 1, unknown 2, lower-cased, punctuation split off) over the toy
-    vocabulary that ``transformers.AutoTokenizer`` loads from ``folder``; returns the folder."""
+def write_word_level_tokenizer(folder: str | Path, words: list[str], *, normalise: bool = True) -> Path:
+    """A word-level tokenizer over ``words`` (pad 0, EOS 1, unknown 2, then the words in order) that
+    ``transformers.AutoTokenizer`` loads from ``folder``; with ``normalise`` text is lower-cased and punctuation
+    split off. Returns the folder."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {word: i for i, word in enumerate(toy_vocabulary())}
+    vocab = {word: i for i, word in enumerate([*SPECIAL_TOKENS, *dict.fromkeys(words)])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    if normalise:
+        tok.normalizer = normalizers.Lowercase()
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    else:
+        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
     folder = Path(folder)
@@ -72,6 +80,13 @@ def write_toy_tokenizer(folder: str | Path) -> Path:
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
     config_path.write_text(json.dumps(config, indent=2))
     return folder
+
+
+def write_toy_tokenizer(folder: str | Path) -> Path:
+    """The toy model's tokenizer (:func:`write_word_level_tokenizer` over :func:`toy_vocabulary`, normalised)."""
+    from .world import VOCABULARY
+
+    return write_word_level_tokenizer(folder, list(VOCABULARY))
 
 
 def tiny_umt5_weights(config: TinyUMT5Config = TOY_UMT5, vocab_size: int | None = None) -> dict[str, torch.Tensor]:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..checkpoint_convert import convert_release_to_safetensors
+from ..checkpoint_convert import convert_release_to_safetensors, dit_metadata
 from ..config import DiTConfig, sampler_preset
 from ..dit import CausalWanModel
 from ..scheduler import FlowMatchScheduler
@@ -76,7 +76,7 @@ VAE_STATS_SEEDS = 5 * 10**8
 def _save_model(model: torch.nn.Module, path: Path, **metadata: str) -> None:
     """Safetensors of ``model``; a DiT records its architecture (its head count is not visible in the shapes)."""
     if isinstance(model, CausalWanModel):
-        metadata = {"format": "causal-forcing-dit", "dit_config": json.dumps(model.config.to_dict()), **metadata}
+        metadata = dit_metadata(model.config, **metadata)
     tmp = path.with_name(f".{path.name}.partial")
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp), metadata=metadata)
     tmp.replace(path)
