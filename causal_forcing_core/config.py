@@ -7,7 +7,6 @@ one inferred from a state dict's tensor shapes (:meth:`DiTConfig.from_state_dict
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -67,10 +66,6 @@ class DiTConfig:
         if "patch_size" in kwargs:
             kwargs["patch_size"] = tuple(kwargs["patch_size"])
         return cls(**kwargs)
-
-    @classmethod
-    def from_json(cls, text: str) -> "DiTConfig":
-        return cls.from_dict(json.loads(text))
 
     @classmethod
     def from_state_dict(
