@@ -1,0 +1,258 @@
+"""The one safe reader of weight files: safetensors (with metadata) and weights-only torch pickles.
+
+Every loader of the core (DiT, VAE, umT5 text encoder, preview decoder, training state) reads files through this
+module, so what is accepted, how it is refused and what the messages say is written once:
+
+- ``.safetensors`` / ``.sft``: tensors and the header's ``__metadata__`` (a ``dict[str, str]``), read with
+  :mod:`safetensors` (no code can run);
+- ``.pt`` / ``.pth`` / ``.bin`` / ``.ckpt``: ``torch.load(..., weights_only=True)``, memory-mapped when the file is
+  in torch's zip format (old, non-zip files are read whole). A pickle that wants to rebuild any object other than
+  tensors and plain containers (a class, ``os.system``...) raises :class:`UnsafeCheckpointError` naming the global
+  it asked for and saying how to convert the file; nothing in it runs;
+- any other name: the first bytes decide (safetensors header, zip or pickle), else the file is unsupported.
+
+A *state dict* here is a flat ``dict[str, Tensor]``; a torch file holding ``{"state_dict": {...}}`` (the Lightning /
+``.ckpt`` convention) is unwrapped. Shapes and dtypes are whatever the file stores; nothing is cast.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors import safe_open
+
+from .errors import CheckpointError, UnsafeCheckpointError
+
+logger = logging.getLogger(__name__)
+
+WeightFormat = Literal["safetensors", "torch"]
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+#: the key under which Lightning-style ``.ckpt`` / some ``.pth`` files nest their state dict
+NESTED_STATE_DICT_KEY = "state_dict"
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = 0x80  # first byte of a pickle of protocol >= 2 (torch's legacy, non-zip format)
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """What a weight file holds: its tensors (keys as stored, or with a prefix removed) and its metadata.
+
+    ``metadata`` is the safetensors header's ``__metadata__`` (strings; JSON values are left encoded), empty for
+    torch files, which have none.
+    """
+
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str] = field(default_factory=dict)
+    format: WeightFormat = "safetensors"
+    path: Path | None = None
+
+
+# ---------------------------------------------------------------------------------------------------- format
+def weight_format(path: str | Path) -> WeightFormat | None:
+    """``"safetensors"`` or ``"torch"`` by the file's suffix, else by its first bytes; None when neither says."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in SAFETENSORS_SUFFIXES:
+        return "safetensors"
+    if suffix in TORCH_SUFFIXES:
+        return "torch"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return None
+    if len(head) == 9 and head[8:9] == b"{":  # 8-byte little-endian header length, then the JSON header
+        return "safetensors"
+    if head.startswith(_ZIP_MAGIC) or head[:1] == bytes([_PICKLE_PROTO]):
+        return "torch"
+    return None
+
+
+def _expected(expected: str | None) -> str:
+    return f" Expected {expected}." if expected else ""
+
+
+def _check_file(path: Path, what: str, expected: str | None) -> None:
+    if not path.is_file():
+        why = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"The {what} {path} {why}.{_expected(expected)}")
+
+
+def _format_or_raise(path: Path, what: str, expected: str | None) -> WeightFormat:
+    fmt = weight_format(path)
+    if fmt is None:
+        raise CheckpointError(
+            f"Unsupported {what} {path.name}: expected a .safetensors file or a .pt/.pth/.bin/.ckpt torch file."
+            f"{_expected(expected)}"
+        )
+    return fmt
+
+
+# ---------------------------------------------------------------------------------------------- safetensors
+def read_metadata(path: str | Path, *, what: str = "weight file") -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file (only the header is read); ``{}`` for a torch file.
+
+    Raises CheckpointError when the file is missing or unreadable.
+    """
+    path = Path(path)
+    _check_file(path, what, None)
+    if _format_or_raise(path, what, None) == "torch":
+        return {}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return dict(f.metadata() or {})
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for bad headers
+        raise CheckpointError(f"Cannot read {path} as safetensors ({type(err).__name__}: {err}).") from None
+
+
+def _read_safetensors(path: Path, device: str, what: str, expected: str | None) -> WeightFile:
+    try:
+        with safe_open(str(path), framework="pt", device=device) as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            metadata = dict(f.metadata() or {})
+    except Exception as err:  # noqa: BLE001 - corrupt header, truncated data, not safetensors at all
+        raise CheckpointError(
+            f"Cannot read {what} {path} as safetensors ({type(err).__name__}: {err}). The file is truncated, corrupt "
+            f"or not a safetensors file; download it again.{_expected(expected)}"
+        ) from None
+    return WeightFile(tensors, metadata, "safetensors", path)
+
+
+# ---------------------------------------------------------------------------------------------------- torch
+def _refusal(path: Path, err: Exception, expected: str | None) -> CheckpointError:
+    """Our error for a file torch's weights-only unpickler rejected, without relaying its "retry unsafely" advice."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    reason = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported global" in ln), None)
+    if reason is None:  # no global lookup: bytes the safe unpickler cannot parse (corrupt, not a torch file)
+        detail = next((ln for ln in lines if ln.startswith("Unsupported")), "rejected by the safe unpickler")
+        return CheckpointError(
+            f"Cannot read {path.name} as a torch checkpoint ({detail}). The file is truncated, corrupt, not a torch "
+            "file, or uses pickle instructions the safe loader does not allow; download it again or use a "
+            f".safetensors version.{_expected(expected)}"
+        )
+    return UnsafeCheckpointError(
+        f"{path.name} is a pickle that wants to run code while loading ({reason}). We refuse such files and only "
+        "load plain tensors (torch.load weights_only=True). If you trust its source, convert it to safetensors "
+        "on a machine you trust (load it there, then "
+        f"safetensors.torch.save_file(state_dict, '{path.stem}.safetensors')) and load the .safetensors file instead."
+    )
+
+
+def load_torch_file(
+    path: str | Path,
+    *,
+    device: torch.device | str = "cpu",
+    mmap: bool = True,
+    what: str = "weight file",
+    expected: str | None = None,
+) -> Any:
+    """The object stored in a torch file, read with ``torch.load(weights_only=True)`` only.
+
+    The result may be nested (a release file's ``{"generator_ema": {...}}``, a training checkpoint with optimiser
+    state and step counters); use :func:`read_state_dict` for a flat dict of tensors. ``mmap`` memory-maps zip-format
+    files (old non-zip files are read whole); tensors land on ``device``. ``what`` names the file's role and
+    ``expected`` what should be there, in error messages.
+
+    Raises :class:`UnsafeCheckpointError` for a pickle that wants to run code (nothing runs), CheckpointError for a
+    missing, truncated or foreign file.
+    """
+    path = Path(path)
+    _check_file(path, what, expected)
+    try:
+        try:
+            return torch.load(path, map_location=device, weights_only=True, mmap=mmap)
+        except RuntimeError as err:
+            if not mmap or "mmap" not in str(err):  # only old (non-zip) torch files cannot be memory-mapped
+                raise
+            return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise _refusal(path, err, expected) from None
+    except Exception as err:  # noqa: BLE001 - truncated zip, not a torch file at all
+        if "Weights only load failed" in str(err):
+            raise _refusal(path, err, expected) from None
+        raise CheckpointError(
+            f"Cannot read {what} {path} as a torch checkpoint ({type(err).__name__}: {str(err)[:300]}). The file is "
+            f"truncated, corrupt or not a torch file; download it again.{_expected(expected)}"
+        ) from None
+
+
+def _as_state_dict(obj: Any, path: Path, what: str, expected: str | None) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping) and isinstance(obj.get(NESTED_STATE_DICT_KEY), Mapping):
+        obj = obj[NESTED_STATE_DICT_KEY]
+    if isinstance(obj, Mapping) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        return dict(obj)
+    if isinstance(obj, Mapping):
+        odd = [f"{k} ({type(v).__name__})" for k, v in obj.items() if not isinstance(v, torch.Tensor)][:5]
+        found = f"entries that are not tensors: {', '.join(map(str, odd))}"
+    else:
+        found = f"a {type(obj).__name__}"
+    raise CheckpointError(
+        f"The {what} {path.name} is not a flat dict of named tensors; it holds {found}.{_expected(expected)}"
+    )
+
+
+# ------------------------------------------------------------------------------------------------ public API
+def strip_prefix(
+    state_dict: Mapping[str, torch.Tensor], prefix: str | Iterable[str]
+) -> dict[str, torch.Tensor]:
+    """Remove from each key the first of ``prefix`` (one string or several, tried in order) it starts with.
+
+    Keys that start with none are kept as they are. Two keys that become the same name (a file holding both
+    ``model.x`` and ``x``) raise CheckpointError instead of one silently replacing the other.
+    """
+    prefixes = (prefix,) if isinstance(prefix, str) else tuple(prefix)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        new = next((key[len(p):] for p in prefixes if key.startswith(p)), key)
+        if new in out:
+            raise CheckpointError(
+                f"Key {new!r} appears twice after removing the prefix(es) {', '.join(map(repr, prefixes))}."
+            )
+        out[new] = value
+    return out
+
+
+def read_weights(
+    path: str | Path,
+    *,
+    prefix: str | Iterable[str] | None = None,
+    device: torch.device | str = "cpu",
+    what: str = "weight file",
+    expected: str | None = None,
+) -> WeightFile:
+    """Tensors and metadata of one weight file (safetensors, or a weights-only torch state dict).
+
+    ``prefix``: see :func:`strip_prefix`. ``device``: where the tensors land. ``what`` names the file's role in
+    messages ("VAE file"); ``expected`` (e.g. "taew2_1.safetensors") is added to the messages of unreadable files.
+    Raises CheckpointError (UnsafeCheckpointError for a pickle that wants to run code).
+    """
+    path = Path(path)
+    _check_file(path, what, expected)
+    if _format_or_raise(path, what, expected) == "safetensors":
+        loaded = _read_safetensors(path, str(device), what, expected)
+    else:
+        obj = load_torch_file(path, device=device, what=what, expected=expected)
+        loaded = WeightFile(_as_state_dict(obj, path, what, expected), {}, "torch", path)
+    if prefix is not None:
+        loaded = WeightFile(strip_prefix(loaded.tensors, prefix), loaded.metadata, loaded.format, path)
+    logger.debug("Read %d tensors from %s (%s)", len(loaded.tensors), path.name, loaded.format)
+    return loaded
+
+
+def read_state_dict(
+    path: str | Path,
+    *,
+    prefix: str | Iterable[str] | None = None,
+    device: torch.device | str = "cpu",
+    what: str = "weight file",
+    expected: str | None = None,
+) -> dict[str, torch.Tensor]:
+    """The flat ``{name: tensor}`` of a weight file (:func:`read_weights` without the metadata)."""
+    return read_weights(path, prefix=prefix, device=device, what=what, expected=expected).tensors
