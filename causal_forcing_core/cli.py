@@ -20,13 +20,11 @@ from .checkpoints import load_dit
 from .config import SAMPLER_PRESETS, sampler_preset
 from .errors import InvalidInputError
 from .schedule import parse_schedule, schedule_prompts
-from .stream import VAE_SPATIAL_STRIDE, Prompt, Stream, start_stream
+from .geometry import WAN21
+from .prompt import Prompt, trim_padding
+from .stream import Stream, start_stream
 
 logger = logging.getLogger("causal_forcing_core.cli")
-
-#: Wan 2.1 VAE: latent frame 0 gives 1 pixel frame, every later latent frame 4.
-VAE_TEMPORAL_STRIDE = 4
-
 
 @dataclass
 class Timing:
@@ -48,7 +46,8 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--prompt", help="one prompt for the whole video")
     what.add_argument("--schedule", help="'0: a cat walks\\n5: the cat jumps' (chunk indices) or 'a | b | c'")
     what.add_argument("--schedule-file", type=Path, help="a file holding a schedule")
-    what.add_argument("--frames", type=int, default=81, help="pixel frames (1 + 4k; 81 = 5 s at 16 fps)")
+    what.add_argument("--frames", type=int, default=WAN21.pixel_frames(WAN21.trained_latent_frames),
+                      help="pixel frames (1 + 4k; 81 = 5 s at 16 fps)")
     what.add_argument("--height", type=int, default=480)
     what.add_argument("--width", type=int, default=832)
     what.add_argument("--seed", type=int, default=0)
@@ -58,7 +57,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--sink", type=int, default=0, help="sink frames kept at the start of the window")
     what.add_argument("--recache", action="store_true", help="re-encode the cached frames on prompt switches")
     what.add_argument("--output", type=Path, default=Path("output.mp4"), help=".mp4, .webp, .gif or a folder (PNGs)")
-    what.add_argument("--fps", type=int, default=16)
+    what.add_argument("--fps", type=int, default=WAN21.fps)
     models = parser.add_argument_group("models")
     models.add_argument("--model", default="chunkwise",
                         help=f"a student file/folder, or a release name: {', '.join(mf.STUDENTS)}")
@@ -87,19 +86,6 @@ def _dtype(name: str, device: torch.device) -> torch.dtype:
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
 
 
-def latent_frames_for(pixel_frames: int) -> int:
-    if pixel_frames < 1 or (pixel_frames - 1) % VAE_TEMPORAL_STRIDE:
-        low = max(1, (pixel_frames - 1) // VAE_TEMPORAL_STRIDE * VAE_TEMPORAL_STRIDE + 1)
-        raise InvalidInputError(
-            f"--frames {pixel_frames}: the Wan VAE makes 1 + 4k frames; use {low} or {low + VAE_TEMPORAL_STRIDE}."
-        )
-    return 1 + (pixel_frames - 1) // VAE_TEMPORAL_STRIDE
-
-
-def pixel_frames_for(latent_frames: int) -> int:
-    return 1 + (latent_frames - 1) * VAE_TEMPORAL_STRIDE
-
-
 def _schedule_text(args: argparse.Namespace) -> str:
     given = [x for x in (args.prompt, args.schedule, args.schedule_file) if x]
     if len(given) != 1:
@@ -107,15 +93,6 @@ def _schedule_text(args: argparse.Namespace) -> str:
     if args.schedule_file:
         return args.schedule_file.read_text()
     return args.schedule or args.prompt
-
-
-def fit_text_length(embeds: torch.Tensor, text_len: int) -> torch.Tensor:
-    """Trim encoder output [B, L, D] to the DiT's ``text_len`` when the rows beyond it are padding (zero)."""
-    if embeds.shape[1] <= text_len:
-        return embeds
-    if embeds[:, text_len:].abs().amax() > 0:
-        raise InvalidInputError(f"A prompt has more tokens than the model reads ({text_len}); shorten it.")
-    return embeds[:, :text_len]
 
 
 def _check_output(path: Path) -> None:
@@ -142,12 +119,8 @@ def run_generate(args: argparse.Namespace) -> Timing:
     dtype = _dtype(args.dtype, device)
     models_dir = args.models_dir or mf.default_models_dir()
     _check_output(args.output)
-    if args.height % (2 * VAE_SPATIAL_STRIDE) or args.width % (2 * VAE_SPATIAL_STRIDE):
-        raise InvalidInputError(
-            f"--height/--width must be multiples of 16 (got {args.height}x{args.width}; nearest "
-            f"{args.height // 16 * 16 or 16}x{args.width // 16 * 16 or 16})."
-        )
-    latent_frames = latent_frames_for(args.frames)
+    WAN21.check_size(args.height, args.width, WAN21.size_multiple(), what="--height and --width")
+    latent_frames = WAN21.latent_frames(args.frames, what="--frames")
     text = _schedule_text(args)
 
     # ---- resolve every file first, so a missing one fails before minutes of work
@@ -183,7 +156,7 @@ def run_generate(args: argparse.Namespace) -> Timing:
     vae = load_vae(vae_path, device=device, dtype=dtype)
     timing.model_load_s = time.perf_counter() - t0
     text_len = loaded.config.text_len
-    prompts = {p: Prompt(fit_text_length(e, text_len), p) for p, e in embeddings.items()}
+    prompts = {p: Prompt(trim_padding(e, text_len), p) for p, e in embeddings.items()}
 
     context = None
     if args.image is not None:
@@ -197,8 +170,8 @@ def run_generate(args: argparse.Namespace) -> Timing:
         chunks = max(generated // n, 1)
         raise InvalidInputError(
             f"--frames {args.frames} leaves {generated} latent frames to generate, not a whole number of {n}-frame "
-            f"chunks for {sampler.name}; try --frames {pixel_frames_for(chunks * n + given)} or "
-            f"{pixel_frames_for((chunks + 1) * n + given)}."
+            f"chunks for {sampler.name}; try --frames {WAN21.pixel_frames(chunks * n + given)} or "
+            f"{WAN21.pixel_frames((chunks + 1) * n + given)}."
         )
     num_chunks = generated // n
     schedule = parse_schedule(text, num_chunks)
@@ -227,7 +200,7 @@ def run_generate(args: argparse.Namespace) -> Timing:
     timing.latent_frames = stream.num_frames
     timing.pixel_frames = int(video.shape[0])
     timing.pixel_fps_without_decode = (
-        generated * VAE_TEMPORAL_STRIDE / timing.generation_s if timing.generation_s else 0.0
+        WAN21.added_pixel_frames(generated) / timing.generation_s if timing.generation_s else 0.0
     )
     timing.total_s = time.perf_counter() - t_start
     logger.info("Wrote %s: %s", args.output, info)
@@ -257,7 +230,7 @@ def _generate_with_progress(
             if chunk == 0:
                 first_chunk = time.perf_counter() - t_chunk
             elapsed = time.perf_counter() - t0
-            frames = (chunk + 1) * stream.settings.sampler.frames_per_block * VAE_TEMPORAL_STRIDE
+            frames = (chunk + 1) * WAN21.added_pixel_frames(stream.settings.sampler.frames_per_block)
             bar.set_postfix(fps=f"{frames / elapsed:.1f}")
             bar.update(1)
     return stream, first_chunk, time.perf_counter() - t0

@@ -34,25 +34,15 @@ import torch
 from .config import SamplerConfig
 from .dit import CausalWanModel
 from .errors import InvalidInputError, StreamStateError
+from .geometry import WAN21
 from .kv_cache import KVCache, TextKV, validate_window
 from .noise import NoiseSource, SeededNoise
+from .prompt import Prompt, check_prompt_embeds
 from .scheduler import FlowMatchScheduler
 
 logger = logging.getLogger(__name__)
 
-#: Spatial downsampling of the Wan 2.1 VAE (pixels per latent row/column).
-VAE_SPATIAL_STRIDE = 8
-#: Latent frames a global-attention cache is first sized for (the reference's 21); it grows when needed.
-DEFAULT_GLOBAL_CAPACITY = 21
 _TEXT_CACHE_SIZE = 8
-
-
-@dataclass(frozen=True, eq=False)
-class Prompt:
-    """One prompt's embeddings [B or 1, L <= text_len, text_dim]; identity, not value, tells prompts apart."""
-
-    embeds: torch.Tensor
-    label: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,15 +111,7 @@ class StreamSettings:
 
 def latent_size_for(height: int, width: int, model: CausalWanModel) -> tuple[int, int]:
     """Pixel size -> latent size, rejecting sizes the VAE and the DiT patching cannot produce."""
-    multiple = VAE_SPATIAL_STRIDE * max(model.config.patch_size[1], model.config.patch_size[2])
-    bad = [(name, v) for name, v in (("height", height), ("width", width)) if v <= 0 or v % multiple]
-    if bad:
-        hints = "; ".join(
-            f"{name} {v}: nearest valid {max(multiple, v // multiple * multiple)} or {(v // multiple + 1) * multiple}"
-            for name, v in bad
-        )
-        raise InvalidInputError(f"Height and width must be positive multiples of {multiple} pixels ({hints}).")
-    return height // VAE_SPATIAL_STRIDE, width // VAE_SPATIAL_STRIDE
+    return WAN21.latent_size(height, width, model.config.patch_size[1:])
 
 
 class StreamStorage:
@@ -153,7 +135,7 @@ class StreamStorage:
             num_heads=cfg.num_heads,
             head_dim=cfg.head_dim,
             frame_tokens=cfg.tokens_per_frame(settings.latent_height, settings.latent_width),
-            capacity_frames=capacity_frames or DEFAULT_GLOBAL_CAPACITY,
+            capacity_frames=capacity_frames or WAN21.trained_latent_frames,
             window_frames=settings.window_frames,
             sink_frames=settings.sink_frames,
             dtype=model.compute_dtype,
@@ -421,19 +403,7 @@ class Stream:
 
 
 def _check_prompt(prompt: Prompt, model: CausalWanModel, batch: int) -> None:
-    cfg = model.config
-    e = prompt.embeds
-    if e.dim() != 3:
-        raise InvalidInputError(f"Prompt embeddings must be [B, L, {cfg.text_dim}], got shape {list(e.shape)}.")
-    if e.shape[-1] != cfg.text_dim:
-        raise InvalidInputError(
-            f"Prompt embeddings are {e.shape[-1]} wide but this model expects {cfg.text_dim} "
-            f"(umT5-XXL gives 4096 for Wan 2.1). Use the Wan umT5 text encoder."
-        )
-    if e.shape[1] > cfg.text_len:
-        raise InvalidInputError(f"Prompt has {e.shape[1]} tokens; this model attends to at most {cfg.text_len}.")
-    if e.shape[0] not in (1, batch):
-        raise InvalidInputError(f"Prompt batch {e.shape[0]} does not match the stream batch {batch} (or 1).")
+    check_prompt_embeds(prompt.embeds, model.config.text_dim, model.config.text_len, batch)
 
 
 def start_stream(

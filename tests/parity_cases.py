@@ -20,7 +20,8 @@ from causal_forcing_core.dit import CausalWanModel, block_causal_mask
 from causal_forcing_core.kv_cache import KVCache
 from causal_forcing_core.noise import RecordedNoise
 from causal_forcing_core.scheduler import FlowMatchScheduler
-from causal_forcing_core.stream import VAE_SPATIAL_STRIDE, Prompt, Stream, start_stream
+from causal_forcing_core.geometry import WAN21
+from causal_forcing_core.stream import Prompt, Stream, start_stream
 
 ATOL = 1e-4
 RTOL = 1e-4
@@ -128,7 +129,7 @@ def run_sample_case(case: Case, model: CausalWanModel) -> None:
     prompt_b = Prompt(t["prompt_embeds_b"], "B") if "prompt_embeds_b" in t else None
     recache = "recache" in meta
     stream = start_stream(
-        model, sampler, height=h * VAE_SPATIAL_STRIDE, width=w * VAE_SPATIAL_STRIDE, prompt=prompt_a,
+        model, sampler, height=h * WAN21.spatial_stride, width=w * WAN21.spatial_stride, prompt=prompt_a,
         window_frames=window, sink_frames=meta["sink_size"], context=t.get("initial_latent"),
         capacity_frames=meta["kv_cache_buffer_tokens"] // fsl,
     )

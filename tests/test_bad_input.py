@@ -22,7 +22,7 @@ def model():
 
 
 def test_size_not_multiple_of_16_names_nearest_sizes(model) -> None:
-    with pytest.raises(InvalidInputError, match=r"height 70: nearest valid 64 or 80") as err:
+    with pytest.raises(InvalidInputError, match=r"height 70 is not a multiple of 16 \(try 64 or 80\)") as err:
         tiny_stream(model, size=70)
     assert "multiples of 16" in str(err.value)
 
@@ -50,10 +50,10 @@ def test_context_of_wrong_size(model) -> None:
 
 
 def test_prompt_of_wrong_width(model) -> None:
-    with pytest.raises(InvalidInputError, match="4096 wide but this model expects 32"):
+    with pytest.raises(InvalidInputError, match="4096 wide but this model reads 32-wide"):
         tiny_stream(model, prompt=Prompt(torch.zeros(1, 5, 4096)))
     stream = tiny_stream(model).generate(1)
-    with pytest.raises(InvalidInputError, match="wide but this model expects"):
+    with pytest.raises(InvalidInputError, match="wide but this model reads"):
         stream.generate(1, prompt=Prompt(torch.zeros(1, 5, 31)))
     assert stream.num_chunks == 1
 
