@@ -54,8 +54,6 @@ The weight-free fallback with the same interface is in :mod:`.preview_fallback`.
 from __future__ import annotations
 
 import logging
-import pickle
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,9 +61,9 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors import safe_open
 
-from .errors import CheckpointError, InvalidInputError, UnsafeCheckpointError
+from .errors import CheckpointError, InvalidInputError
+from .weights import read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -306,71 +304,10 @@ class PreviewDecoder(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------- loading
-def _refuse_pickle(path: Path, err: Exception) -> CheckpointError:
-    found = re.search(r"Unsupported global: GLOBAL [^\s]+", str(err))
-    reason = found.group(0) if found else None
-    if reason is None:
-        return CheckpointError(
-            f"Cannot read {path.name} as a torch weight file (rejected by the safe unpickler). It is corrupt, "
-            f"truncated or not a torch file; download {TAEW21_FILE_HINT} again."
-        )
-    return UnsafeCheckpointError(
-        f"{path.name} is a pickle that wants to run code while loading ({reason}). We only load plain tensors "
-        "(torch.load weights_only=True). Use the .safetensors version of the preview decoder, or convert the file "
-        "on a machine you trust."
-    )
-
-
-def _read_torch(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise _refuse_pickle(path, err) from None
-    except Exception as err:  # not a zip, truncated, legacy format garbage
-        if "Weights only load failed" in str(err):
-            raise _refuse_pickle(path, err) from None
-        raise CheckpointError(
-            f"Cannot read {path} as a torch weight file: it is corrupt, truncated or not a torch file "
-            f"({type(err).__name__}: {err}). Expected {TAEW21_FILE_HINT}."
-        ) from None
-
-
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as err:
-        raise CheckpointError(
-            f"Cannot read {path} as safetensors ({type(err).__name__}: {err}). Expected {TAEW21_FILE_HINT}."
-        ) from None
-
-
-def _looks_like_safetensors(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(9)
-    return len(head) == 9 and head[8:9] == b"{"
-
-
 def read_preview_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a ``.pth``/``.pt`` (weights-only torch pickle) or ``.safetensors`` file, keys as stored."""
-    path = Path(path)
-    if not path.is_file():
-        why = "is a directory" if path.is_dir() else "does not exist"
-        raise CheckpointError(f"Preview decoder file {path} {why}. Expected {TAEW21_FILE_HINT}.")
-    suffix = path.suffix.lower()
-    torch_suffixes = (".pth", ".pt", ".ckpt", ".bin")
-    if suffix in (".safetensors", ".sft") or (suffix not in torch_suffixes and _looks_like_safetensors(path)):
-        return read_safetensors(path)
-    obj = _read_torch(path)
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
-    ):
-        raise CheckpointError(
-            f"{path.name} holds a {type(obj).__name__}, not a flat dict of named tensors. Expected {TAEW21_FILE_HINT}."
-        )
-    return dict(obj)
+    """All tensors of a ``.pth``/``.pt`` (weights-only torch pickle, a nested ``state_dict`` unwrapped) or
+    ``.safetensors`` file, keys as stored (see :mod:`.weights`)."""
+    return read_state_dict(path, what="preview decoder file", expected=TAEW21_FILE_HINT)
 
 
 def _layout_hint(keys: list[str]) -> str:

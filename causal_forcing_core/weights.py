@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,10 +128,12 @@ def _read_safetensors(path: Path, device: str, what: str, expected: str | None) 
 
 # ---------------------------------------------------------------------------------------------------- torch
 def _refusal(path: Path, err: Exception, expected: str | None) -> CheckpointError:
-    """Our error for a file torch's weights-only unpickler rejected, without relaying its "retry unsafely" advice."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    reason = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported global" in ln), None)
-    if reason is None:  # no global lookup: bytes the safe unpickler cannot parse (corrupt, not a torch file)
+    """Our error for a file torch's weights-only unpickler rejected, without relaying its "retry unsafely" or
+    "allowlist this global" advice."""
+    text = str(err)
+    asked = re.search(r"GLOBAL ([\w.<>]+)", text)
+    if asked is None:  # no global lookup: bytes the safe unpickler cannot parse (corrupt, not a torch file)
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         detail = next((ln for ln in lines if ln.startswith("Unsupported")), "rejected by the safe unpickler")
         return CheckpointError(
             f"Cannot read {path.name} as a torch checkpoint ({detail}). The file is truncated, corrupt, not a torch "
@@ -138,9 +141,9 @@ def _refusal(path: Path, err: Exception, expected: str | None) -> CheckpointErro
             f".safetensors version.{_expected(expected)}"
         )
     return UnsafeCheckpointError(
-        f"{path.name} is a pickle that wants to run code while loading ({reason}). We refuse such files and only "
-        "load plain tensors (torch.load weights_only=True). If you trust its source, convert it to safetensors "
-        "on a machine you trust (load it there, then "
+        f"{path.name} is a pickle that wants to run code while loading (it asks for the Python global "
+        f"{asked.group(1)}). We refuse such files and only load plain tensors (torch.load weights_only=True). If you "
+        "trust its source, convert it to safetensors on a machine you trust (load it there, then "
         f"safetensors.torch.save_file(state_dict, '{path.stem}.safetensors')) and load the .safetensors file instead."
     )
 
