@@ -25,12 +25,14 @@ from typing import Any
 
 import torch
 
-from .checkpoints import read_safetensors, load_torch_weights
 from .errors import CheckpointError
+from .weights import read_state_dict
 
 logger = logging.getLogger(__name__)
 
 TOKENIZER_HUB_ID = "google/umt5-xxl"
+#: key prefixes of umT5 weights inside other files (ComfyUI's text-encoder layout, wrapped state dicts)
+_FILE_PREFIXES = ("text_encoders.umt5xxl.transformer.", "model.")
 _REFERENCE_RENAMES = (
     (r"^token_embedding\.weight$", "shared.weight"),
     (r"^norm\.weight$", "encoder.final_layer_norm.weight"),
@@ -85,15 +87,7 @@ def _dequantize_scaled_fp8(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 def read_text_encoder_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """Any supported umT5 file -> transformers-layout encoder state dict (``shared.weight``, ``encoder.*``)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"The umT5 text encoder file {path} does not exist.")
-    if path.suffix == ".safetensors":
-        sd, _ = read_safetensors(path)
-    else:
-        sd = load_torch_weights(path)  # weights_only=True; refuses code-running pickles
-    if not isinstance(sd, Mapping):
-        raise CheckpointError(f"{path.name} holds a {type(sd).__name__}, expected a dict of umT5 weights.")
-    sd = {k.removeprefix("text_encoders.umt5xxl.transformer.").removeprefix("model."): v for k, v in sd.items()}
+    sd = read_state_dict(path, prefix=_FILE_PREFIXES, what="umT5 text encoder file")  # refuses code-running pickles
     if "token_embedding.weight" in sd:
         sd = _convert_reference(sd)
     sd = _dequantize_scaled_fp8(dict(sd))

@@ -12,7 +12,6 @@ Loads the reference ``Wan2.1_VAE.pth`` (``torch.load(weights_only=True)`` only),
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +19,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoints import read_safetensors, load_torch_weights
 from .errors import CheckpointError, InvalidInputError
 from .vae_blocks import CausalConv3d, Decoder3d, Encoder3d, TimeCache
+from .weights import read_state_dict
 
 logger = logging.getLogger(__name__)
 
+#: key prefixes of the VAE inside ComfyUI all-in-one checkpoints and wrapped state dicts
+_FILE_PREFIXES = ("first_stage_model.", "vae.")
 SPATIAL_STRIDE = 8
 TEMPORAL_STRIDE = 4
 #: per-channel statistics of Wan 2.1 latents (reference §4.2)
@@ -216,18 +217,9 @@ def check_pixel_size(height: int, width: int) -> None:
 
 # --------------------------------------------------------------------------------------------------- loading
 def read_vae_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"The VAE file {path} does not exist.")
-    if path.suffix == ".safetensors":
-        sd, _ = read_safetensors(path)
-    else:
-        sd = load_torch_weights(path)  # weights_only=True; refuses code-running pickles
-        if isinstance(sd, Mapping) and "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
-            sd = sd["state_dict"]
-    if not isinstance(sd, Mapping):
-        raise CheckpointError(f"{path.name} holds a {type(sd).__name__}, expected a dict of VAE weights.")
-    return {re.sub(r"^(first_stage_model|vae)\.", "", k): v for k, v in sd.items()}
+    """The reference-named tensors of a VAE file (``first_stage_model.`` / ``vae.`` prefixes removed); only safetensors
+    and weights-only torch files are read (see :mod:`.weights`)."""
+    return read_state_dict(path, prefix=_FILE_PREFIXES, what="VAE file")
 
 
 def load_vae(path: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> WanVAE:
