@@ -10,14 +10,14 @@ Layouts:
   carrying our metadata (``dit_config``, ``variant``...; see :mod:`.checkpoint_convert`).
 
 Weights may be fp32/bf16/fp16 or float8_e4m3fn; float8 stays float8 in memory and each layer upcasts at compute.
-Keys are checked strictly: missing, unexpected and mis-shaped keys are reported by name.
+Keys are checked strictly: missing, unexpected and mis-shaped keys are reported by name. Files are read by
+:mod:`.weights` (the one safe reader).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import pickle
 from collections import Counter
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
 from .config import DiTConfig, SamplerConfig, sampler_preset
 from .dit import CausalWanModel
-from .errors import CheckpointError, UnsafeCheckpointError
+from .errors import CheckpointError
+from .weights import load_torch_file, read_weights, strip_prefix, weight_format
 
 logger = logging.getLogger(__name__)
 
@@ -80,52 +80,7 @@ def strip_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
             parts = sorted({k.split(".", 1)[0] for k in bundled})
             logger.info("All-in-one checkpoint: using its DiT, leaving %d tensors of %s", len(bundled), ", ".join(parts))
             state_dict = {k: v for k, v in state_dict.items() if not k.startswith(_BUNDLED_PREFIXES)}
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        for prefix in _PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
-                break
-        if key in out:
-            raise CheckpointError(f"Key {key!r} appears twice after removing prefixes (with and without 'model.').")
-        out[key] = value
-    return out
-
-
-def _refuse_pickle(path: Path, err: Exception) -> CheckpointError:
-    """Turn torch's weights-only failure into our error, without repeating torch's "retry unsafely" advice."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    reason = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported global" in ln), None)
-    if reason is None:  # no global lookup: bytes torch's safe unpickler cannot parse (corrupt, not a torch file)
-        detail = next((ln for ln in lines if ln.startswith("Unsupported")), "rejected by the safe unpickler")
-        return CheckpointError(
-            f"Cannot read {path.name} as a torch checkpoint ({detail}). The file is truncated, corrupt, not a torch "
-            "file, or uses pickle instructions the safe loader does not allow; download it again or use a "
-            ".safetensors version."
-        )
-    return UnsafeCheckpointError(
-        f"{path.name} is a pickle that wants to run code while loading ({reason}). We refuse such files and only "
-        "load plain tensors (torch.load weights_only=True). If you trust its source, convert it to safetensors "
-        "on a machine you trust (load it there, then safetensors.torch.save_file(state_dict, 'student.safetensors')) "
-        "and load the .safetensors file instead."
-    )
-
-
-def load_torch_weights(path: Path) -> Any:
-    """``torch.load(weights_only=True)`` (memory-mapped when possible); code-running pickles are refused."""
-    try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:
-            if "mmap" not in str(err):  # only old (non-zip) torch files cannot be memory-mapped
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise _refuse_pickle(path, err) from None
-    except Exception as err:  # truncated zip, not a torch file at all
-        if "Weights only load failed" in str(err):
-            raise _refuse_pickle(path, err) from None
-        raise CheckpointError(f"Cannot read {path} as a torch checkpoint: {err}") from None
+    return strip_prefix(state_dict, _PREFIXES)
 
 
 def read_release_pt(path: Path, prefer_ema: bool | None = None) -> RawCheckpoint:
@@ -135,7 +90,7 @@ def read_release_pt(path: Path, prefer_ema: bool | None = None) -> RawCheckpoint
     warning) to the other when the file holds only one (release files hold exactly one, reference §3.2).
     """
     path = Path(path)
-    obj = load_torch_weights(path)
+    obj = load_torch_file(path, what="checkpoint")
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path.name} holds a {type(obj).__name__}, expected a dict of weights.")
     present = [k for k in ("generator_ema", "generator") if k in obj]
@@ -156,16 +111,8 @@ def read_release_pt(path: Path, prefer_ema: bool | None = None) -> RawCheckpoint
     return RawCheckpoint(strip_prefixes(sd), meta)
 
 
-def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """All tensors and the metadata of a safetensors file."""
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
-    except Exception as err:
-        raise CheckpointError(f"Cannot read {path} as safetensors: {err}") from None
-
-
 def _decode_metadata(raw: Mapping[str, str]) -> dict[str, Any]:
+    """Safetensors metadata with JSON values (``dit_config``, step lists...) decoded; other strings kept."""
     out: dict[str, Any] = {}
     for key, value in raw.items():
         try:
@@ -177,8 +124,8 @@ def _decode_metadata(raw: Mapping[str, str]) -> dict[str, Any]:
 
 def read_safetensors_file(path: Path) -> RawCheckpoint:
     """One ``.safetensors`` file: prefixes stripped, JSON metadata values decoded."""
-    sd, meta = read_safetensors(Path(path))
-    return RawCheckpoint(strip_prefixes(sd), _decode_metadata(meta))
+    loaded = read_weights(path, what="checkpoint")
+    return RawCheckpoint(strip_prefixes(loaded.tensors), _decode_metadata(loaded.metadata))
 
 
 def _read_json(path: Path) -> Any:
@@ -211,9 +158,9 @@ def read_diffusers_folder(folder: Path) -> RawCheckpoint:
     sd: dict[str, torch.Tensor] = {}
     meta: dict[str, Any] = {}
     for shard in shards:
-        part, part_meta = read_safetensors(folder / shard)
-        sd.update(part)
-        meta.update(_decode_metadata(part_meta))
+        part = read_weights(folder / shard, what="checkpoint shard")
+        sd.update(part.tensors)
+        meta.update(_decode_metadata(part.metadata))
     return RawCheckpoint(strip_prefixes(sd), meta, config)
 
 
@@ -224,9 +171,10 @@ def read_checkpoint(path: str | Path, prefer_ema: bool | None = None) -> RawChec
         raise CheckpointError(f"No checkpoint at {path}.")
     if path.is_dir():
         return read_diffusers_folder(path)
-    if path.suffix == ".safetensors":
+    fmt = weight_format(path)
+    if fmt == "safetensors":
         return read_safetensors_file(path)
-    if path.suffix in (".pt", ".pth", ".ckpt", ".bin"):
+    if fmt == "torch":
         return read_release_pt(path, prefer_ema)
     raise CheckpointError(f"Unsupported checkpoint {path.name}: expected .safetensors, .pt/.pth or a folder.")
 
