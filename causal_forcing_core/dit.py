@@ -2,8 +2,9 @@
 
 Parameter names equal Wan's, so bidirectional Wan2.1 weights and every released student load unchanged.
 Differences from the bidirectional model: timesteps are per latent frame ([B, F]), every frame's tokens use their
-own frame's modulation, and self-attention either runs against a :class:`KVCache` (inference) or under a
-block-causal / teacher-forcing mask (training).
+own frame's modulation, and self-attention either runs against an :class:`.kv_cache.AttentionCache` (the
+inference KV cache, or the training rollouts' prefix cache) or under a block-causal / teacher-forcing mask
+(training).
 
 Shapes: x [B, C_in, F, H, W] latents (channels first, as the DiT works); tokens [B, F*T, dim] with
 T = (H/ph)*(W/pw) tokens per latent frame in row-major (f, h, w) order.
@@ -19,7 +20,7 @@ from torch import nn
 
 from .attention import attention
 from .config import DiTConfig
-from .kv_cache import KVCache, TextKV, WritePlan
+from .kv_cache import AttentionCache, TextKV
 from .rope import apply_rope, rope_frequencies
 
 
@@ -90,25 +91,29 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(cfg.dim, cfg.eps) if cfg.qk_norm else nn.Identity()
         self.norm_k = RMSNorm(cfg.dim, cfg.eps) if cfg.qk_norm else nn.Identity()
 
+    def keys_values(self, x: torch.Tensor, freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, L, dim] -> rotated K and V [B, L, H, D]."""
+        b, length, _ = x.shape
+        k = self.norm_k(self.k(x)).view(b, length, self.num_heads, self.head_dim)
+        v = self.v(x).view(b, length, self.num_heads, self.head_dim)
+        return apply_rope(k, freqs), v
+
     def forward(
         self,
         x: torch.Tensor,
         freqs: torch.Tensor,
         *,
-        cache: KVCache | None = None,
-        plan: WritePlan | None = None,
+        cache: AttentionCache | None = None,
         layer: int = 0,
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x [B, L, dim] -> [B, L, dim]. With a cache, new K/V go into ``plan``'s slots before attending."""
+        """x [B, L, dim] -> [B, L, dim]. With a cache, the new K/V are written to it before attending to it."""
         b, length, _ = x.shape
-        q = self.norm_q(self.q(x)).view(b, length, self.num_heads, self.head_dim)
-        k = self.norm_k(self.k(x)).view(b, length, self.num_heads, self.head_dim)
-        v = self.v(x).view(b, length, self.num_heads, self.head_dim)
-        q, k = apply_rope(q, freqs), apply_rope(k, freqs)
+        q = apply_rope(self.norm_q(self.q(x)).view(b, length, self.num_heads, self.head_dim), freqs)
+        k, v = self.keys_values(x, freqs)
         if cache is not None:
-            cache.write(layer, plan, k, v)
-            k, v = cache.keys_values(layer, plan)
+            cache.write(layer, k, v)
+            k, v = cache.keys_values(layer)
         return self.o(attention(q, k, v, mask))
 
 
@@ -144,6 +149,19 @@ class CausalWanBlock(nn.Module):
         self.ffn = nn.Sequential(Linear(cfg.dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), Linear(cfg.ffn_dim, cfg.dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, cfg.dim) / cfg.dim**0.5)
 
+    def _modulation(self, e0: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """e0 [B, F, 6, dim] -> shift/scale/gate of self-attention, then of the FFN: 6 x [B, F, 1, dim] float32."""
+        return (self.modulation.float().unsqueeze(1) + e0).chunk(6, dim=2)
+
+    def write_keys_values(
+        self, x: torch.Tensor, e0: torch.Tensor, freqs: torch.Tensor, cache: AttentionCache, layer: int
+    ) -> None:
+        """Only what the cache needs of this block: its self-attention K/V of x [B, F*T, dim], written to
+        ``cache`` (the rest of the block would be computed and thrown away)."""
+        shift_sa, scale_sa = self._modulation(e0)[:2]
+        k, v = self.self_attn.keys_values(modulate(self.norm1(x), shift_sa, scale_sa, e0.shape[1]), freqs)
+        cache.write(layer, k, v)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -155,8 +173,7 @@ class CausalWanBlock(nn.Module):
     ) -> torch.Tensor:
         """x [B, F*T, dim]; e0 [B, F, 6, dim] float32 per-frame modulation."""
         frames = e0.shape[1]
-        mod = (self.modulation.float().unsqueeze(1) + e0).chunk(6, dim=2)  # 6 x [B, F, 1, dim]
-        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = mod
+        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = self._modulation(e0)
         y = self.self_attn(modulate(self.norm1(x), shift_sa, scale_sa, frames), freqs, **attn_kwargs)
         x = gated_residual(x, y, gate_sa, frames)
         x = x + self.cross_attn(self.norm3(x), text_k, text_v)
@@ -246,14 +263,13 @@ class CausalWanModel(nn.Module):
         timestep: torch.Tensor,
         text: TextKV | torch.Tensor,
         *,
-        cache: KVCache | None = None,
-        plan: WritePlan | None = None,
+        cache: AttentionCache | None = None,
         start_frame: int = 0,
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Flow prediction [B, C_out, F, H, W] for latents x [B, C_in, F, H, W] at per-frame timestep [B, F].
 
-        With ``cache`` and ``plan`` (see :meth:`KVCache.plan_block`) the new K/V are written to the cache and
+        With a ``cache`` (its block opened, see :class:`.kv_cache.BlockCache`) the new K/V are written to it and
         queries attend to every cached frame plus this block (bidirectional inside the block). Without a cache,
         attention is full unless ``mask`` (bool [L, L], True = may attend) restricts it. ``start_frame`` is the
         absolute latent-frame index of x's first frame (RoPE position).
@@ -263,8 +279,29 @@ class CausalWanModel(nn.Module):
         freqs = rope_frequencies(self.config.head_dim, start_frame, grid, device=self.device)
         text = self._text(text)
         for i, block in enumerate(self.blocks):
-            tokens = block(tokens, e0, freqs, text.k[i], text.v[i], cache=cache, plan=plan, layer=i, mask=mask)
+            tokens = block(tokens, e0, freqs, text.k[i], text.v[i], cache=cache, layer=i, mask=mask)
         return self._unpatchify(self.head(tokens, e), grid)
+
+    def write_cache(
+        self,
+        x: torch.Tensor,
+        timestep: torch.Tensor,
+        text: TextKV | torch.Tensor,
+        cache: AttentionCache,
+        *,
+        start_frame: int = 0,
+    ) -> None:
+        """Write the self-attention K/V of latents x [B, C_in, F, H, W] at timestep [B, F] into ``cache`` (the
+        cache-refresh pass): the same K/V as :meth:`forward` writes, without the last block's attention,
+        cross-attention, FFN and the head, whose output nobody reads."""
+        tokens, grid = self._patchify(x)
+        _, e0 = self._time(timestep.to(self.device))
+        freqs = rope_frequencies(self.config.head_dim, start_frame, grid, device=self.device)
+        text = self._text(text)
+        *body, last = self.blocks
+        for i, block in enumerate(body):
+            tokens = block(tokens, e0, freqs, text.k[i], text.v[i], cache=cache, layer=i)
+        last.write_keys_values(tokens, e0, freqs, cache, len(body))
 
     def forward_teacher_forcing(
         self,

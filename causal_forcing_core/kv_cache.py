@@ -8,32 +8,85 @@ The self-attention cache is one preallocated buffer per K and V for all layers,
 - ``local_end``: frames of valid data in the buffer (``<= capacity``); differs from ``global_end`` once frames
   have been evicted.
 
-Global attention (``window_frames=None``) never evicts; the buffer grows when a write needs more room. A local
-window of ``W`` frames with ``S`` sink frames keeps the first ``S`` frames ever written pinned and, on the first
-write of a new block that does not fit, shifts the oldest non-sink frames out (reference §1.7). Repeated writes of
-the same block (later denoising steps, the clean cache-refresh pass) overwrite the same slots.
+Global attention (``window_frames=None``) never evicts; the buffer grows when a block needs more room. A local
+window of ``W`` frames with ``S`` sink frames keeps the first ``S`` frames ever written pinned and, when a new block
+does not fit, shifts the oldest non-sink frames out (reference §1.7).
+
+A block's life: :meth:`KVCache.open_block` reserves its slots (rolling or growing the buffer when needed), every
+forward pass of the block (the denoising steps, then the clean cache-refresh pass) overwrites those slots through
+:meth:`KVCache.write` and attends through :meth:`KVCache.keys_values`, and :meth:`KVCache.commit_block` makes it
+part of the cache. The pointers move only at the commit, so a forward that raises leaves them where they were;
+a roll or a re-cache overwrites data the pointers cannot bring back and counts in ``destructive_writes``, which
+:meth:`KVCache.restore` reports.
+
+:class:`AttentionCache` is what the DiT's self-attention needs from any cache, and :class:`BlockCache` what the
+few-step sampler (:mod:`.sampling`) needs; the inference cache here and the training prefix cache
+(:class:`.training.rollout.DetachedPrefixCache`) both implement them.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 
 from .errors import CacheBudgetError, InvalidInputError, StreamStateError
 
+if TYPE_CHECKING:
+    from .prompt import Prompt
+
 logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class AttentionCache(Protocol):
+    """Keys and values of earlier frames for the DiT's self-attention, per layer, around the open block."""
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store the open block's K (already rotated) and V [B, block_tokens, H, D] of ``layer``."""
+        ...
+
+    def keys_values(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """K and V [B, attend_tokens, H, D] the open block's queries attend to (earlier frames + the block)."""
+        ...
+
+
+@runtime_checkable
+class BlockCache(AttentionCache, Protocol):
+    """An :class:`AttentionCache` that the sampler fills block by block."""
+
+    def open_block(self, start_frame: int, num_frames: int) -> None:
+        """Begin the block of ``num_frames`` frames at absolute ``start_frame`` (the frame after the cache's end)."""
+        ...
+
+    def commit_block(self) -> None:
+        """End the open block: its last written K/V become part of the cache."""
+        ...
 
 
 @dataclass(frozen=True)
 class WritePlan:
-    """Where one forward writes its new K/V and which slots its queries attend to (all in frames)."""
+    """Where the open block writes its K/V and which slots its queries attend to (all in frames)."""
 
     slot_start: int
     slot_end: int
     attend_end: int
+    #: absolute frame index right after the block (``global_end`` once committed)
+    global_end: int
+
+
+@dataclass(frozen=True)
+class CacheMark:
+    """The cache's bookkeeping at one moment (:meth:`KVCache.mark`), to go back to with :meth:`KVCache.restore`."""
+
+    global_end: int
+    local_end: int
+    destructive_writes: int
 
 
 @dataclass
@@ -46,6 +99,36 @@ class TextKV:
     @property
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes
+
+
+class TextKVCache:
+    """The cross-attention K/V of the last few prompts used, computed once per prompt (least recently used out).
+
+    ``embed`` turns prompt embeddings [batch, L, text_dim] into a :class:`TextKV` (the DiT's ``embed_text``).
+    """
+
+    def __init__(self, embed: Callable[[torch.Tensor], TextKV], batch: int, size: int = 8) -> None:
+        self.embed, self.batch, self.size = embed, batch, size
+        self._entries: OrderedDict[Prompt, TextKV] = OrderedDict()
+
+    def get(self, prompt: Prompt) -> TextKV:
+        """The K/V of ``prompt`` (its embeddings broadcast to the batch), from the cache when present."""
+        if prompt in self._entries:
+            self._entries.move_to_end(prompt)
+            return self._entries[prompt]
+        embeds = prompt.embeds
+        if embeds.shape[0] != self.batch:
+            embeds = embeds.expand(self.batch, -1, -1)
+        kv = self._entries[prompt] = self.embed(embeds)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return kv
+
+    def copy(self) -> "TextKVCache":
+        """A cache of its own holding the same entries (the K/V tensors are shared; they are never written)."""
+        other = TextKVCache(self.embed, self.batch, self.size)
+        other._entries = OrderedDict(self._entries)
+        return other
 
 
 def validate_window(window_frames: int | None, sink_frames: int, frames_per_block: int) -> None:
@@ -101,12 +184,15 @@ class KVCache:
         self.memory_budget_bytes = memory_budget_bytes
         self._check_budget(capacity_frames, dtype)
         shape = (num_layers, batch, capacity_frames * frame_tokens, num_heads, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        # Not zero-filled: a slot is always written before any query attends to it.
+        self.k = torch.empty(shape, dtype=dtype, device=device)
+        self.v = torch.empty(shape, dtype=dtype, device=device)
         self.global_end = 0
         self.local_end = 0
         #: incremented whenever data the pointers cannot restore is overwritten (eviction, re-cache)
         self.destructive_writes = 0
+        #: the block being written (between open_block/open_recache and commit_block), None otherwise
+        self.open_plan: WritePlan | None = None
 
     # ----------------------------------------------------------------------------------------------- sizes
     @staticmethod
@@ -151,44 +237,50 @@ class KVCache:
         return self.k.device
 
     # ----------------------------------------------------------------------------------------------- writes
-    def plan_block(self, start_frame: int, num_frames: int) -> WritePlan:
-        """Reserve slots for a block of ``num_frames`` frames starting at absolute ``start_frame``.
+    def open_block(self, start_frame: int, num_frames: int) -> None:
+        """Reserve slots for a new block of ``num_frames`` frames at absolute ``start_frame`` (= ``global_end``).
 
-        ``start_frame`` must be ``global_end`` (a new block) or the start of the last written block of the same
-        size (a rewrite: next denoising step or the cache-refresh pass). Rolls or grows the buffer when needed.
+        Mutates the buffer when the block does not fit: a global cache grows (the pointers stay valid), a window
+        rolls its oldest non-sink frames out (destructive). The pointers themselves move at :meth:`commit_block`.
         """
-        end = start_frame + num_frames
-        new_block = end > self.global_end
-        if new_block and start_frame != self.global_end:
+        if start_frame != self.global_end:
             raise StreamStateError(
                 f"KV cache holds frames up to {self.global_end}; cannot write a block starting at frame "
                 f"{start_frame}. Rewind the cache first."
             )
-        if not new_block and end != self.global_end:
-            raise StreamStateError(
-                f"Only the last written block can be rewritten (cache ends at frame {self.global_end}, "
-                f"block [{start_frame}, {end}) does not)."
-            )
-        added = end - self.global_end
-        if new_block and self.local_end + added > self.capacity_frames:
+        if num_frames < 1:
+            raise StreamStateError(f"A cache block needs at least one frame, got {num_frames}.")
+        if self.local_end + num_frames > self.capacity_frames:
             if self.window_frames is None:
-                self._grow(self.local_end + added)
+                self._grow(self.local_end + num_frames)
             else:
-                self._roll(self.local_end + added - self.capacity_frames)
-        self.local_end += added
-        self.global_end = end
-        return WritePlan(self.local_end - num_frames, self.local_end, self.local_end)
+                self._roll(self.local_end + num_frames - self.capacity_frames)
+        end = self.local_end + num_frames
+        self.open_plan = WritePlan(self.local_end, end, end, start_frame + num_frames)
 
-    def plan_recache(self) -> tuple[WritePlan, int]:
-        """Plan a re-encode of every cached frame that is not a sink frame (LongLive re-cache).
-
-        Returns the plan (slots ``[sink, local_end)``, attending to ``[0, local_end)``) and the absolute frame
-        index of the first re-encoded frame. Pointers do not move.
-        """
+    def open_recache(self) -> tuple[int, int] | None:
+        """Open a re-encode of every cached frame that is not a sink frame (LongLive re-cache): slots
+        ``[sink, local_end)``, attending to ``[0, local_end)``. Destructive (the old K/V of those frames are
+        overwritten); the pointers do not move. Returns (absolute index of the first re-encoded frame, number of
+        frames), or None (nothing opened) when no frame is to be re-encoded."""
         sink = min(self.sink_frames, self.local_end)
-        first_frame = self.global_end - (self.local_end - sink)
+        if self.local_end <= sink:
+            return None
         self.destructive_writes += 1
-        return WritePlan(sink, self.local_end, self.local_end), first_frame
+        self.open_plan = WritePlan(sink, self.local_end, self.local_end, self.global_end)
+        count = self.local_end - sink
+        return self.global_end - count, count
+
+    def commit_block(self) -> None:
+        """Make the open block part of the cache (its last written K/V) and close it."""
+        plan = self._plan()
+        self.local_end, self.global_end = plan.attend_end, plan.global_end
+        self.open_plan = None
+
+    def _plan(self) -> WritePlan:
+        if self.open_plan is None:
+            raise StreamStateError("No cache block is open; call open_block() (or open_recache()) first.")
+        return self.open_plan
 
     def _roll(self, evicted: int) -> None:
         sink = self.sink_frames
@@ -215,22 +307,35 @@ class KVCache:
         used = self.local_end * self.frame_tokens
         for name in ("k", "v"):
             old = getattr(self, name)
-            new = torch.zeros(shape, dtype=old.dtype, device=old.device)
+            new = torch.empty(shape, dtype=old.dtype, device=old.device)
             new[:, :, :used] = old[:, :, :used]
             setattr(self, name, new)
 
-    def write(self, layer: int, plan: WritePlan, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store one layer's new K (already rotated) and V [B, n_tokens, H, D] into the planned slots."""
-        t = self.frame_tokens
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store one layer's new K (already rotated) and V [B, block_tokens, H, D] into the open block's slots."""
+        plan, t = self._plan(), self.frame_tokens
         self.k[layer, :, plan.slot_start * t : plan.slot_end * t] = k
         self.v[layer, :, plan.slot_start * t : plan.slot_end * t] = v
 
-    def keys_values(self, layer: int, plan: WritePlan) -> tuple[torch.Tensor, torch.Tensor]:
-        """K and V [B, attend_tokens, H, D] the planned block's queries attend to."""
-        end = plan.attend_end * self.frame_tokens
+    def keys_values(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """K and V [B, attend_tokens, H, D] the open block's queries attend to."""
+        end = self._plan().attend_end * self.frame_tokens
         return self.k[layer, :, :end], self.v[layer, :, :end]
 
     # ----------------------------------------------------------------------------------------------- state
+    def mark(self) -> CacheMark:
+        """The bookkeeping now, for :meth:`restore`."""
+        return CacheMark(self.global_end, self.local_end, self.destructive_writes)
+
+    def restore(self, mark: CacheMark) -> bool:
+        """Close any open block and go back to ``mark``. Returns False (and changes nothing else) when a
+        destructive write happened since: the buffer no longer holds the marked state and must be replayed."""
+        self.open_plan = None
+        if self.destructive_writes != mark.destructive_writes:
+            return False
+        self.global_end, self.local_end = mark.global_end, mark.local_end
+        return True
+
     def rewind(self, num_frames: int) -> None:
         """Forget frames >= ``num_frames`` (only valid while no destructive write happened after them)."""
         if not 0 <= num_frames <= self.global_end:
@@ -240,11 +345,13 @@ class KVCache:
             raise StreamStateError(f"Frames before {num_frames} were evicted; the stream must be replayed.")
         self.local_end -= drop
         self.global_end = num_frames
+        self.open_plan = None
 
     def reset(self) -> None:
         """Empty the cache (buffers are reused, not zeroed)."""
         self.global_end = self.local_end = 0
         self.destructive_writes += 1
+        self.open_plan = None
 
     def clone(self) -> "KVCache":
         other = object.__new__(KVCache)
@@ -257,13 +364,3 @@ class KVCache:
         """The valid prefix [B, local_end * frame_tokens, H, D] of one layer's K and V."""
         end = self.local_end * self.frame_tokens
         return self.k[layer, :, :end], self.v[layer, :, :end]
-
-    def describe(self) -> dict[str, object]:
-        return {
-            "global_end": self.global_end,
-            "local_end": self.local_end,
-            "capacity_frames": self.capacity_frames,
-            "window_frames": self.window_frames,
-            "sink_frames": self.sink_frames,
-            "nbytes": self.nbytes,
-        }

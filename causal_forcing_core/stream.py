@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -35,14 +34,13 @@ from .config import SamplerConfig
 from .dit import CausalWanModel
 from .errors import InvalidInputError, StreamStateError
 from .geometry import WAN21
-from .kv_cache import KVCache, TextKV, validate_window
+from .kv_cache import KVCache, TextKVCache, validate_window
 from .noise import NoiseSource, SeededNoise
 from .prompt import Prompt, check_prompt_embeds
+from .sampling import StepCallback, cache_block, sample_block
 from .scheduler import FlowMatchScheduler
 
 logger = logging.getLogger(__name__)
-
-_TEXT_CACHE_SIZE = 8
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,8 +68,6 @@ class RecacheEvent:
 
 
 Event = ContextEvent | ChunkEvent | RecacheEvent
-#: on_step(step, steps, x0): after each denoising step, with that step's x0 prediction [B, n, C, h, w]
-StepCallback = Callable[[int, int, torch.Tensor], None]
 
 
 def _frames(event: Event) -> int:
@@ -115,7 +111,12 @@ def latent_size_for(height: int, width: int, model: CausalWanModel) -> tuple[int
 
 
 class StreamStorage:
-    """Mutable state shared by the snapshots of one lineage: the KV cache, which history it reflects, text K/V."""
+    """Mutable state shared by the snapshots of one lineage: the KV cache and the history it reflects.
+
+    It keeps the cache in line with a history: :meth:`sync` extends, rewinds or replays it, and
+    :meth:`append_chunk` generates the next chunk into it (with :func:`.sampling.sample_block`). Whatever raises
+    in between, ``history`` stays a true description of the cache, or ``None`` (unknown: the next sync replays).
+    """
 
     def __init__(
         self,
@@ -142,65 +143,60 @@ class StreamStorage:
             device=model.device,
             memory_budget_bytes=memory_budget_bytes,
         )
+        self.text = TextKVCache(model.embed_text, settings.batch)
         #: the history the cache currently reflects; None = unknown (a failed destructive write)
         self.history: tuple[Event, ...] | None = ()
         #: the cache can be rewound to event boundaries >= floor only (evictions and re-caches lose older state)
         self.floor = 0
         self.lock = threading.RLock()
-        self._text: OrderedDict[Prompt, TextKV] = OrderedDict()
 
-    # ------------------------------------------------------------------------------------------- text
-    def text_kv(self, prompt: Prompt) -> TextKV:
-        if prompt in self._text:
-            self._text.move_to_end(prompt)
-            return self._text[prompt]
-        embeds = prompt.embeds
-        if embeds.shape[0] != self.settings.batch:
-            embeds = embeds.expand(self.settings.batch, -1, -1)
-        kv = self.model.embed_text(embeds)
-        self._text[prompt] = kv
-        while len(self._text) > _TEXT_CACHE_SIZE:
-            self._text.popitem(last=False)
-        return kv
-
-    # ------------------------------------------------------------------------------------------- model calls
-    def _forward(self, x: torch.Tensor, t: float, prompt: Prompt, plan, start_frame: int) -> torch.Tensor:
-        """x [B, n, C, h, w] at timestep t for every frame -> flow [B, n, C, h, w]."""
-        b, n = x.shape[:2]
-        timestep = torch.full((b, n), float(t), dtype=torch.float32)
-        flow = self.model(
-            x.permute(0, 2, 1, 3, 4), timestep, self.text_kv(prompt), cache=self.cache, plan=plan,
-            start_frame=start_frame,
-        )
-        return flow.permute(0, 2, 1, 3, 4)
-
+    # ------------------------------------------------------------------------------------------- cache writes
     def _cache_clean(self, latents: torch.Tensor, t: float, prompt: Prompt) -> None:
         """Write clean K/V of ``latents`` [B, n, C, h, w] as the next block(s) of frames_per_block frames."""
         step = self.settings.sampler.frames_per_block
         for s in range(0, latents.shape[1], step):
-            block = latents[:, s : s + step]
-            start = self.cache.global_end
-            self._forward(block, t, prompt, self.cache.plan_block(start, block.shape[1]), start)
+            cache_block(self.model, self.cache, latents[:, s : s + step], t, self.text.get(prompt),
+                        self.cache.global_end)
 
     def _recache(self, prompt: Prompt, history: tuple[Event, ...]) -> None:
-        plan, first = self.cache.plan_recache()
-        if plan.slot_end <= plan.slot_start:
+        opened = self.cache.open_recache()
+        if opened is None:
             return
-        frames = committed_frames(history, first, first + plan.slot_end - plan.slot_start)
-        self._forward(frames, self.settings.sampler.context_noise, prompt, plan, first)
+        first, count = opened
+        frames = committed_frames(history, first, first + count)
+        cache_block(self.model, self.cache, frames, self.settings.sampler.context_noise, self.text.get(prompt),
+                    first, opened=True)
+
+    def _extend(self, history: tuple[Event, ...], write: Callable[[], Event]) -> tuple[Event, ...]:
+        """Run ``write``, which brings the cache from ``history`` (the one it reflects) one event further and
+        returns that event; record and return the extended history. If ``write`` raises, the cache goes back
+        to ``history``, or is marked unknown (replayed by the next sync) when a destructive write cannot be
+        undone."""
+        mark = self.cache.mark()
+        try:
+            event = write()
+        except BaseException:
+            if not self.cache.restore(mark):
+                self.history = None
+            raise
+        self.history = history + (event,)
+        if self.cache.destructive_writes != mark.destructive_writes:
+            self.floor = len(self.history)
+        return self.history
 
     def _apply(self, event: Event, history_before: tuple[Event, ...]) -> None:
         """Bring the cache from ``history_before`` to ``history_before + (event,)`` without generating."""
-        before = self.cache.destructive_writes
-        if isinstance(event, ContextEvent):
-            self._cache_clean(event.latents, 0.0, event.prompt)
-        elif isinstance(event, ChunkEvent):
-            self._cache_clean(event.latents, self.settings.sampler.context_noise, event.prompt)
-        else:
-            self._recache(event.prompt, history_before)
-        self.history = history_before + (event,)
-        if self.cache.destructive_writes != before:
-            self.floor = len(self.history)
+
+        def write() -> Event:
+            if isinstance(event, ContextEvent):
+                self._cache_clean(event.latents, 0.0, event.prompt)
+            elif isinstance(event, ChunkEvent):
+                self._cache_clean(event.latents, self.settings.sampler.context_noise, event.prompt)
+            else:
+                self._recache(event.prompt, history_before)
+            return event
+
+        self._extend(history_before, write)
 
     # ------------------------------------------------------------------------------------------- sync
     @torch.no_grad()
@@ -229,32 +225,24 @@ class StreamStorage:
             self._apply(event, self.history)
 
     @torch.no_grad()
-    def generate_chunk(
+    def append_chunk(
         self, history: tuple[Event, ...], prompt: Prompt, noise: NoiseSource, on_step: StepCallback | None
-    ) -> ChunkEvent:
-        """Denoise the next chunk after ``history`` (already synced), refresh its cache slots with clean K/V."""
-        sampler = self.settings.sampler
+    ) -> tuple[Event, ...]:
+        """Generate the chunk after ``history`` under ``prompt`` and return ``history`` + that chunk."""
+        self.sync(history)
+        settings, cfg = self.settings, self.model.config
         index = sum(isinstance(e, ChunkEvent) for e in history)
-        n = sampler.frames_per_block
-        start = self.cache.global_end
-        timesteps = self.scheduler.warp(sampler.steps_for_chunk(index)) if sampler.warp else torch.tensor(
-            [float(s) for s in sampler.steps_for_chunk(index)]
-        )
-        cfg = self.model.config
-        shape = (self.settings.batch, n, cfg.in_dim, self.settings.latent_height, self.settings.latent_width)
-        x, renoise = noise.chunk_noise(index, shape, len(timesteps) - 1)
-        x = x.to(self.model.device, self.model.compute_dtype)
-        for i, t in enumerate(timesteps.tolist()):
-            flow = self._forward(x, t, prompt, self.cache.plan_block(start, n), start)
-            x0 = self.scheduler.flow_to_x0(x.flatten(0, 1), flow.flatten(0, 1), torch.full((x.shape[0] * n,), t))
-            if i + 1 < len(timesteps):
-                next_t = torch.full((x0.shape[0],), float(timesteps[i + 1]))
-                x = self.scheduler.add_noise(x0, renoise[i].to(x0.device, x0.dtype), next_t).view_as(x)
-            if on_step is not None:
-                on_step(i + 1, len(timesteps), x0.view_as(x))
-        x0 = x0.view_as(x)
-        self._forward(x0, sampler.context_noise, prompt, self.cache.plan_block(start, n), start)
-        return ChunkEvent(index, x0, prompt)
+        shape = (settings.batch, settings.sampler.frames_per_block, cfg.in_dim, settings.latent_height,
+                 settings.latent_width)
+
+        def write() -> Event:
+            x0 = sample_block(
+                self.model, self.cache, self.text.get(prompt), settings.sampler, self.scheduler, noise,
+                chunk_index=index, start_frame=self.cache.global_end, shape=shape, on_step=on_step,
+            )
+            return ChunkEvent(index, x0, prompt)
+
+        return self._extend(history, write)
 
 
 @dataclass(frozen=True)
@@ -328,21 +316,7 @@ class Stream:
         storage = stream.storage
         with storage.lock:
             for _ in range(num_chunks):
-                storage.sync(stream.history)
-                cache = storage.cache
-                saved = (cache.global_end, cache.local_end, cache.destructive_writes)
-                try:
-                    event = storage.generate_chunk(stream.history, stream.prompt, noise, on_step)
-                except BaseException:
-                    if cache.destructive_writes != saved[2]:
-                        storage.history = None
-                    else:
-                        cache.global_end, cache.local_end = saved[0], saved[1]
-                    raise
-                stream = replace(stream, history=stream.history + (event,))
-                storage.history = stream.history
-                if cache.destructive_writes != saved[2]:
-                    storage.floor = len(stream.history)
+                stream = replace(stream, history=storage.append_chunk(stream.history, stream.prompt, noise, on_step))
                 if on_chunk is not None:
                     on_chunk(stream)
         return stream
@@ -387,7 +361,7 @@ class Stream:
             other = object.__new__(StreamStorage)
             other.__dict__.update(src.__dict__)
             other.lock = threading.RLock()
-            other._text = OrderedDict(src._text)
+            other.text = src.text.copy()
             other.cache = src.cache.clone()
         return replace(self, storage=other)
 

@@ -197,16 +197,17 @@ def run_fwd_kv_case(case: Case, model: CausalWanModel) -> None:
     scheduler = FlowMatchScheduler(5.0)
     with torch.no_grad():
         ctx = t["context_frames"]
-        model(ctx.permute(0, 2, 1, 3, 4), t["context_timestep"], text, cache=cache, plan=cache.plan_block(0, ctx.shape[1]))
+        cache.open_block(0, ctx.shape[1])
+        model(ctx.permute(0, 2, 1, 3, 4), t["context_timestep"], text, cache=cache)
+        cache.commit_block()
         for layer in range(cfg.num_layers):
             assert_close(cache.valid(layer)[0], t[f"cache_in.layer{layer}.k"], f"cache_in.layer{layer}.k")
             assert_close(cache.valid(layer)[1], t[f"cache_in.layer{layer}.v"], f"cache_in.layer{layer}.v")
         start = meta["current_start_frame"]
         x = t["x"]
-        flow = model(
-            x.permute(0, 2, 1, 3, 4), t["timestep"], text, cache=cache, plan=cache.plan_block(start, x.shape[1]),
-            start_frame=start,
-        ).permute(0, 2, 1, 3, 4)
+        cache.open_block(start, x.shape[1])
+        flow = model(x.permute(0, 2, 1, 3, 4), t["timestep"], text, cache=cache, start_frame=start).permute(0, 2, 1, 3, 4)
+        cache.commit_block()
     assert_close(flow, t["flow_pred"], "fwd_kv.flow_pred")
     x0 = scheduler.flow_to_x0(x.flatten(0, 1), flow.flatten(0, 1), t["timestep"].flatten()).view_as(flow)
     assert_close(x0, t["x0_pred"], "fwd_kv.x0_pred")

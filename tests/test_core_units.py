@@ -64,10 +64,11 @@ def _filled_cache(window: int | None, sink: int, blocks: int, block: int = 1) ->
     )
     for b in range(blocks):
         start = b * block
-        for _ in range(2):  # a denoising step and the refresh pass rewrite the same slots
-            plan = cache.plan_block(start, block)
+        cache.open_block(start, block)
+        for step in range(2):  # a denoising step and the refresh pass rewrite the same slots
             frames = torch.arange(start, start + block, dtype=torch.float32).view(1, block, 1, 1).expand(1, block, 1, 2)
-            cache.write(0, plan, frames, frames)
+            cache.write(0, frames + (1 - step) * 100, frames)
+        cache.commit_block()
     return cache
 
 

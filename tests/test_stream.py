@@ -15,25 +15,30 @@ def model():
 
 
 class ForwardCounter:
-    """Counts DiT forwards and the frames they covered."""
+    """Counts DiT passes (denoising forwards and cache-refresh writes) and the frames they covered."""
+
+    METHODS = ("forward", "write_cache")
 
     def __init__(self, model) -> None:
         self.calls = 0
         self.frames = 0
-        self._orig = model.forward
         self._model = model
 
     def __enter__(self) -> "ForwardCounter":
-        def counted(x, *args, **kwargs):
-            self.calls += 1
-            self.frames += x.shape[2]
-            return self._orig(x, *args, **kwargs)
+        for name in self.METHODS:
+            orig = getattr(self._model, name)
 
-        self._model.forward = counted
+            def counted(x, *args, _orig=orig, **kwargs):
+                self.calls += 1
+                self.frames += x.shape[2]
+                return _orig(x, *args, **kwargs)
+
+            setattr(self._model, name, counted)
         return self
 
     def __exit__(self, *exc) -> None:
-        del self._model.forward
+        for name in self.METHODS:
+            delattr(self._model, name)
 
 
 def assert_same_cache(a: KVCache, b: KVCache) -> None:

@@ -40,7 +40,8 @@ def test_training_rollout_is_the_stream_sampler(preset: str) -> None:
 
 def test_self_rollout_gradients_flow_through_exit_steps_only() -> None:
     """The rollout's output carries a graph to the weights, while the cached K/V of finished blocks are detached."""
-    from causal_forcing_core.training.rollout import DetachedPrefixCache, dit_flow
+    from causal_forcing_core.sampling import dit_flow
+    from causal_forcing_core.training.rollout import DetachedPrefixCache
 
     model = tiny_model().train().requires_grad_(True)
     text = tiny_prompt(1).embeds
@@ -50,12 +51,14 @@ def test_self_rollout_gradients_flow_through_exit_steps_only() -> None:
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
     cache = DetachedPrefixCache(model.config.num_layers)
     block = torch.randn(1, 3, 16, 8, 8)
+    cache.open_block(0, 3)
     dit_flow(model, block, torch.zeros(1, 3), text, cache=cache, start_frame=0)
     assert cache.current[0][0].requires_grad
-    cache.commit()
+    cache.commit_block()
     assert not any(k.requires_grad or v.requires_grad for k, v in cache.past)
+    cache.open_block(3, 3)
     dit_flow(model, block, torch.full((1, 3), 500.0), text, cache=cache, start_frame=3)
-    k, _ = cache.keys_values(0, None)
+    k, _ = cache.keys_values(0)
     assert k.shape[1] == 2 * cache.past[0][0].shape[1] and k.requires_grad
 
 

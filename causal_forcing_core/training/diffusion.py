@@ -10,7 +10,8 @@ import torch
 from ..dit import CausalWanModel
 from ..kv_cache import TextKV
 from ..scheduler import FlowMatchScheduler
-from .rollout import dit_flow, dit_flow_teacher_forcing
+from ..sampling import dit_flow
+from .rollout import dit_flow_teacher_forcing
 
 
 def sample_table_timesteps(

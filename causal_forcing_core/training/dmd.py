@@ -16,7 +16,8 @@ import torch
 from ..config import SamplerConfig
 from ..dit import CausalWanModel
 from ..scheduler import FlowMatchScheduler
-from .rollout import dit_flow, student_rollout
+from ..sampling import dit_flow
+from .rollout import student_rollout
 
 
 class GeneratorNoise:

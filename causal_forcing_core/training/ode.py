@@ -16,7 +16,8 @@ import torch
 
 from ..dit import CausalWanModel
 from ..scheduler import FlowMatchScheduler
-from .rollout import cfg_flow, dit_flow, dit_flow_teacher_forcing, euler_timesteps, sigma_from_timestep
+from ..sampling import dit_flow
+from .rollout import cfg_flow, dit_flow_teacher_forcing, euler_timesteps, sigma_from_timestep
 
 #: trajectory indices kept from a 48-step integration: t = 1000, 937.5, 833.3, 625 (the warped 4-step list)
 KEEP_INDICES = (0, 12, 24, 36)

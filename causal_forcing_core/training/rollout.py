@@ -1,10 +1,11 @@
-"""Autoregressive rollouts for training: the student's few-step sampler with gradients where DMD wants them, and
-the AR diffusion teacher's many-step Euler sampler with CFG.
+"""Autoregressive rollouts for training: the student's few-step sampler (the stream's own,
+:func:`..sampling.sample_block`) with gradients where DMD wants them, and the AR diffusion teacher's many-step
+Euler sampler with CFG.
 
-Both run block by block like inference (:mod:`..stream`): each block attends to the K/V of every earlier block's
-clean latents plus its own tokens. The earlier K/V live in a :class:`DetachedPrefixCache`, which never writes in
-place, so a forward pass that needs gradients keeps them for its own block while the past stays detached
-(reference §8.4: gradients flow only through each block's exit step, never through the cache).
+Both run block by block like inference: each block attends to the K/V of every earlier block's clean latents plus
+its own tokens. The earlier K/V live in a :class:`DetachedPrefixCache`, which never writes in place, so a forward
+pass that needs gradients keeps them for its own block while the past stays detached (reference §8.4: gradients
+flow only through each block's exit step, never through the cache).
 
 Latents here are [B, F, C, h, w] (frames before channels), as in the stream; :func:`dit_flow` permutes for the DiT.
 """
@@ -17,20 +18,14 @@ import torch
 
 from ..config import SamplerConfig
 from ..dit import CausalWanModel
+from ..errors import StreamStateError
 from ..kv_cache import TextKV
 from ..noise import NoiseSource
+from ..sampling import cache_block, dit_flow, sample_block
 from ..scheduler import FlowMatchScheduler
 
 #: sigma of the nearest table entry to t = 0 at shift 5 (~0.005): the reference's "clean" training context
 TRAIN_CONTEXT_TIMESTEP = 0.0
-
-
-def dit_flow(
-    model: CausalWanModel, x: torch.Tensor, timestep: torch.Tensor, text: TextKV | torch.Tensor, **kwargs: object
-) -> torch.Tensor:
-    """Flow [B, F, C, h, w] of latents x [B, F, C, h, w] at per-frame timestep [B, F]."""
-    flow = model(x.permute(0, 2, 1, 3, 4), timestep, text, **kwargs)  # type: ignore[arg-type]
-    return flow.permute(0, 2, 1, 3, 4)
 
 
 def dit_flow_teacher_forcing(
@@ -45,35 +40,48 @@ def dit_flow_teacher_forcing(
 
 
 class DetachedPrefixCache:
-    """A KV cache for training rollouts, duck-typed to what :class:`..dit.SelfAttention` calls.
+    """The training rollouts' :class:`..kv_cache.BlockCache`: the open block's K/V stay in the autograd graph
+    when computed with grad, earlier blocks are kept detached, and nothing is written in place.
 
-    ``write`` keeps the current block's K/V (in the autograd graph when computed with grad); ``keys_values``
-    returns [detached past | current]; :meth:`commit` appends the current block (detached) to the past, which is
-    what the cache-refresh pass does in inference. Nothing is written in place.
+    ``write`` keeps the open block's K/V; ``keys_values`` returns [detached past | open block];
+    :meth:`commit_block` appends the open block (detached) to the past, which is what the cache-refresh pass does
+    in inference.
     """
 
     def __init__(self, num_layers: int) -> None:
         self.past: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
         self.current: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
+        self.frames = 0
+        self._open: tuple[int, int] | None = None
 
-    def write(self, layer: int, plan: object, k: torch.Tensor, v: torch.Tensor) -> None:
+    def open_block(self, start_frame: int, num_frames: int) -> None:
+        if start_frame != self.frames:
+            raise StreamStateError(
+                f"The prefix cache holds frames up to {self.frames}; a block cannot start at frame {start_frame}."
+            )
+        self._open = (start_frame, num_frames)
+        self.current = [None] * len(self.past)
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
         self.current[layer] = (k, v)
 
-    def keys_values(self, layer: int, plan: object) -> tuple[torch.Tensor, torch.Tensor]:
+    def keys_values(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         k, v = self.current[layer]  # type: ignore[misc]
         past = self.past[layer]
         if past is None:
             return k, v
         return torch.cat([past[0], k], dim=1), torch.cat([past[1], v], dim=1)
 
-    def commit(self) -> None:
+    def commit_block(self) -> None:
+        if self._open is None or any(cur is None for cur in self.current):
+            raise StreamStateError("commit_block() before every layer of the open block was written")
         for i, cur in enumerate(self.current):
-            if cur is None:
-                raise RuntimeError("commit() before any forward pass wrote this block")
-            k, v = cur[0].detach(), cur[1].detach()
+            k, v = cur[0].detach(), cur[1].detach()  # type: ignore[index]
             past = self.past[i]
             self.past[i] = (k, v) if past is None else (torch.cat([past[0], k], 1), torch.cat([past[1], v], 1))
             self.current[i] = None
+        self.frames += self._open[1]
+        self._open = None
 
 
 def _blocks(num_frames: int, frames_per_block: int) -> list[tuple[int, int]]:
@@ -94,43 +102,23 @@ def student_rollout(
     grad: bool = False,
     context_noise: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Generate [B, num_frames, C, h, w] with the few-step sampler, block by block.
+    """Generate [B, num_frames, C, h, w] with the stream's few-step sampler, block by block.
 
     ``exit_steps[b]``: index of the step at which block b stops (its x0 there is the block's output); None = run
     every step, as inference does. With ``grad``, only each block's exit step is computed with gradients.
     ``context_noise``: when given, the clean latents are re-noised to t = 0 (sigma ~0.005) with this generator
     before they are cached, as the reference does in training; None caches them exactly, as inference does.
-    With ``exit_steps=None``, ``grad=False`` and no context noise this is the stream's sampler exactly (same
-    noise from ``noise``, same result).
+    With ``exit_steps=None``, ``grad=False`` and no context noise this is the stream's result exactly (same
+    noise from ``noise``, same sampler).
     """
-    n = sampler.frames_per_block
-    c = model.config.in_dim
     cache = DetachedPrefixCache(model.config.num_layers)
     outputs = []
-    for b, (s, e) in enumerate(_blocks(num_frames, n)):
-        steps = scheduler.warp(sampler.steps_for_chunk(b)) if sampler.warp else torch.tensor(
-            [float(v) for v in sampler.steps_for_chunk(b)])
-        last = len(steps) - 1 if exit_steps is None else min(int(exit_steps[b]), len(steps) - 1)
-        x, renoise = noise.chunk_noise(b, (batch, e - s, c, *latent_size), len(steps) - 1)
-        x = x.to(model.device)
-        for i in range(last + 1):
-            t = float(steps[i])
-            with torch.set_grad_enabled(grad and i == last):
-                timestep = torch.full((batch, e - s), t)
-                flow = dit_flow(model, x, timestep, text, cache=cache, start_frame=s)
-                x0 = scheduler.flow_to_x0(x.flatten(0, 1), flow.flatten(0, 1), timestep.flatten()).view_as(x)
-            if i < last:
-                nxt = torch.full((batch * (e - s),), float(steps[i + 1]))
-                x = scheduler.add_noise(x0.detach().flatten(0, 1), renoise[i].to(x0), nxt).view_as(x)
-        outputs.append(x0)
-        clean = x0.detach()
-        if context_noise is not None:
-            eps = torch.randn(clean.shape, generator=context_noise).to(clean)
-            clean = scheduler.add_noise(clean.flatten(0, 1), eps.flatten(0, 1),
-                                        torch.zeros(clean.shape[0] * clean.shape[1])).view_as(clean)
-        with torch.no_grad():
-            dit_flow(model, clean, torch.full((batch, e - s), sampler.context_noise), text, cache=cache, start_frame=s)
-        cache.commit()
+    for b, (s, e) in enumerate(_blocks(num_frames, sampler.frames_per_block)):
+        outputs.append(sample_block(
+            model, cache, text, sampler, scheduler, noise, chunk_index=b, start_frame=s,
+            shape=(batch, e - s, model.config.in_dim, *latent_size),
+            exit_step=None if exit_steps is None else exit_steps[b], grad=grad, context_noise=context_noise,
+        ))
     return torch.cat(outputs, dim=1)
 
 
@@ -191,17 +179,15 @@ def teacher_rollout(
             both = paired(switch[0])
             if switch[2]:
                 cache = DetachedPrefixCache(model.config.num_layers)
-                for (ps, pe), clean in zip(blocks, outputs):
-                    dit_flow(model, torch.cat([clean, clean]), torch.zeros(2 * b, pe - ps), both, cache=cache,
-                             start_frame=ps)
-                    cache.commit()
+                for (ps, _), clean in zip(blocks, outputs):
+                    cache_block(model, cache, torch.cat([clean, clean]), 0.0, both, ps)
         x = noise[:, s:e].to(model.device)
+        cache.open_block(s, e - s)
         for i in range(num_steps):
             timestep = torch.full((2 * b, e - s), float(times[i]))
             flow = dit_flow(model, torch.cat([x, x]), timestep, both, cache=cache, start_frame=s)
             v = cfg_flow(flow[:b], flow[b:], guidance)
             x = x + v * (sigma_from_timestep(times[i + 1]) - sigma_from_timestep(times[i]))
         outputs.append(x)
-        dit_flow(model, torch.cat([x, x]), torch.zeros(2 * b, e - s), both, cache=cache, start_frame=s)
-        cache.commit()
+        cache_block(model, cache, torch.cat([x, x]), 0.0, both, s, opened=True)
     return torch.cat(outputs, dim=1)
