@@ -11,7 +11,7 @@ Layouts:
 
 Weights may be fp32/bf16/fp16 or float8_e4m3fn; float8 stays float8 in memory and each layer upcasts at compute.
 Keys are checked strictly: missing, unexpected and mis-shaped keys are reported by name. Files are read by
-:mod:`.weights` (the one safe reader).
+:mod:`.weights` (the one safe reader); downloads live with the model-file resolution in :mod:`.model_files`.
 """
 
 from __future__ import annotations
@@ -357,31 +357,3 @@ def load_dit(
         stored, compute_dtype,
     )
     return LoadedDiT(model, config, _sampler_for(variant, raw.metadata), raw.metadata, Path(path))
-
-
-def download_from_hub(repo_id: str, filename: str, local_dir: str | Path) -> Path:
-    """Fetch ``filename`` (or, for a pattern ending in ``/*``, that folder) from the Hugging Face hub into
-    ``local_dir`` (plain layout: ``local_dir/filename``); only ever called when the user asked for a download.
-
-    Raises CheckpointError naming the repo, the file and where to put it by hand when huggingface_hub is missing,
-    the hub is offline (HF_HUB_OFFLINE=1) or the download fails.
-    """
-    target = Path(local_dir) / filename.removesuffix("/*")
-    by_hand = f"Download it by hand from https://huggingface.co/{repo_id} and put it at {target}."
-    try:
-        from huggingface_hub import hf_hub_download, snapshot_download
-    except ImportError:
-        raise CheckpointError(
-            f"huggingface-hub is not installed, so {filename} from {repo_id} cannot be downloaded. "
-            f"Install it (pip install huggingface-hub) or: {by_hand}"
-        ) from None
-    try:
-        if filename.endswith("/*"):
-            snapshot_download(repo_id=repo_id, allow_patterns=[filename], local_dir=str(local_dir))
-            return target
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_dir=str(local_dir)))
-    except Exception as err:
-        raise CheckpointError(
-            f"Could not download {filename} from {repo_id} ({type(err).__name__}: {str(err)[:300]}). "
-            f"Check the network (and HF_HUB_OFFLINE). {by_hand}"
-        ) from None

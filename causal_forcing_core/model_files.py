@@ -16,7 +16,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoints import download_from_hub
 from .errors import CheckpointError
 
 WAN_BASE_REPO = "Wan-AI/Wan2.1-T2V-1.3B"
@@ -71,3 +70,32 @@ def resolve(
         f"No {what} found: expected {local}. Put the file there (from huggingface.co/{repo_id}, file {name}), "
         f"give its path, or pass --download to fetch it."
     )
+
+
+def download_from_hub(repo_id: str, filename: str, local_dir: str | Path) -> Path:
+    """Fetch ``filename`` (or, for a pattern ending in ``/*``, that folder) from the Hugging Face hub into
+    ``local_dir`` (plain layout: ``local_dir/filename``); only ever called when the user asked for a download.
+
+    ``huggingface_hub`` is imported only here, so everything else works without it. Raises CheckpointError naming
+    the repo, the file and where to put it by hand when huggingface_hub is missing, the hub is offline
+    (HF_HUB_OFFLINE=1) or the download fails.
+    """
+    target = Path(local_dir) / filename.removesuffix("/*")
+    by_hand = f"Download it by hand from https://huggingface.co/{repo_id} and put it at {target}."
+    try:
+        from huggingface_hub import hf_hub_download, snapshot_download
+    except ImportError:
+        raise CheckpointError(
+            f"huggingface-hub is not installed, so {filename} from {repo_id} cannot be downloaded. "
+            f"Install it (pip install huggingface-hub) or: {by_hand}"
+        ) from None
+    try:
+        if filename.endswith("/*"):
+            snapshot_download(repo_id=repo_id, allow_patterns=[filename], local_dir=str(local_dir))
+            return target
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_dir=str(local_dir)))
+    except Exception as err:  # noqa: BLE001 - any hub failure ends in the same advice
+        raise CheckpointError(
+            f"Could not download {filename} from {repo_id} ({type(err).__name__}: {str(err)[:300]}). "
+            f"Check the network (and HF_HUB_OFFLINE). {by_hand}"
+        ) from None

@@ -14,15 +14,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from causal_forcing_core.checkpoint_convert import convert_release_to_safetensors
-from causal_forcing_core.checkpoints import (
-    count_parameters,
-    download_from_hub,
-    estimate_dit_bytes,
-    load_dit,
-    read_checkpoint,
-)
+from causal_forcing_core.checkpoints import count_parameters, estimate_dit_bytes, load_dit, read_checkpoint
 from causal_forcing_core.config import TINY, WAN_1_3B
 from causal_forcing_core.errors import CheckpointError, InvalidInputError, UnsafeCheckpointError
+from causal_forcing_core.model_files import download_from_hub
 from parity_cases import fixture_dir
 from tiny import tiny_model, tiny_prompt, tiny_stream
 
