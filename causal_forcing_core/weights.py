@@ -13,6 +13,9 @@ module, so what is accepted, how it is refused and what the messages say is writ
 
 A *state dict* here is a flat ``dict[str, Tensor]``; a torch file holding ``{"state_dict": {...}}`` (the Lightning /
 ``.ckpt`` convention) is unwrapped. Shapes and dtypes are whatever the file stores; nothing is cast.
+
+Every reader takes ``what`` (the file's role in messages: "VAE file"), ``expected`` (what should be there, added to
+the messages of unreadable files: "taew2_1.safetensors") and ``advice`` (what to do about an unreadable file).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 #: the key under which Lightning-style ``.ckpt`` / some ``.pth`` files nest their state dict
 NESTED_STATE_DICT_KEY = "state_dict"
+DEFAULT_ADVICE = "download it again"
+_AS = {"safetensors": "safetensors", "torch": "a torch file"}
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO = 0x80  # first byte of a pickle of protocol >= 2 (torch's legacy, non-zip format)
 
@@ -55,7 +60,6 @@ class WeightFile:
     path: Path | None = None
 
 
-# ---------------------------------------------------------------------------------------------------- format
 def weight_format(path: str | Path) -> WeightFormat | None:
     """``"safetensors"`` or ``"torch"`` by the file's suffix, else by its first bytes; None when neither says."""
     path = Path(path)
@@ -76,135 +80,111 @@ def weight_format(path: str | Path) -> WeightFormat | None:
     return None
 
 
-def _expected(expected: str | None) -> str:
-    return f" Expected {expected}." if expected else ""
+# ------------------------------------------------------------------------------------------------- messages
+@dataclass(frozen=True)
+class _File:
+    """One file being read and how to talk about it: every message of this module is built here."""
 
+    path: Path
+    what: str = "weight file"
+    expected: str | None = None
+    advice: str = DEFAULT_ADVICE
 
-def _check_file(path: Path, what: str, expected: str | None) -> None:
-    if not path.is_file():
-        why = "is a directory, not a file" if path.is_dir() else "does not exist"
-        raise CheckpointError(f"The {what} {path} {why}.{_expected(expected)}")
+    def _tail(self) -> str:
+        return f" Expected {self.expected}." if self.expected else ""
 
+    def require(self) -> None:
+        """CheckpointError when the file is missing or a folder."""
+        if not self.path.is_file():
+            why = "is a directory, not a file" if self.path.is_dir() else "does not exist"
+            raise CheckpointError(f"The {self.what} {self.path} {why}.{self._tail()}")
 
-def _format_or_raise(path: Path, what: str, expected: str | None) -> WeightFormat:
-    fmt = weight_format(path)
-    if fmt is None:
-        raise CheckpointError(
-            f"Unsupported {what} {path.name}: expected a .safetensors file or a .pt/.pth/.bin/.ckpt torch file."
-            f"{_expected(expected)}"
+    def check(self) -> WeightFormat:
+        """The file's format; CheckpointError when it is missing, a folder, or of no format we read."""
+        self.require()
+        fmt = weight_format(self.path)
+        if fmt is None:
+            raise CheckpointError(
+                f"Unsupported {self.what} {self.path.name}: expected a .safetensors file or a .pt/.pth/.bin/.ckpt "
+                f"torch file.{self._tail()}"
+            )
+        return fmt
+
+    def unreadable(self, kind: WeightFormat, err: Exception | str) -> CheckpointError:
+        """The file is not a readable ``kind`` file; ``err``'s first sentence says why."""
+        first = (str(err).strip().splitlines() or [""])[0]
+        detail = err if isinstance(err, str) else f"{type(err).__name__}: {first}"
+        detail = detail.split(". ")[0].rstrip(".")
+        return CheckpointError(
+            f"Cannot read the {self.what} {self.path} as {_AS[kind]} ({detail}). The file is truncated, corrupt or "
+            f"not a {kind} file; {self.advice}.{self._tail()}"
         )
-    return fmt
+
+    def refused(self, err: Exception) -> CheckpointError:
+        """Our error for a file torch's weights-only unpickler rejected, without relaying its "retry unsafely" or
+        "allowlist this global" advice."""
+        text = str(err)
+        asked = re.search(r"GLOBAL ([\w.<>]+)", text)
+        if asked is None:  # no global lookup: bytes the safe unpickler cannot parse (corrupt, not a torch file)
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            detail = next((ln for ln in lines if ln.startswith("Unsupported")), "rejected by the safe unpickler")
+            return self.unreadable("torch", detail)
+        return UnsafeCheckpointError(
+            f"{self.path.name} is a pickle that wants to run code while loading (it asks for the Python global "
+            f"{asked.group(1)}). We refuse such files and only load plain tensors (torch.load weights_only=True). If "
+            "you trust its source, convert it to safetensors on a machine you trust (load it there, then "
+            f"safetensors.torch.save_file(state_dict, '{self.path.stem}.safetensors')) and load the .safetensors "
+            "file instead."
+        )
+
+    def not_flat(self, obj: Any) -> CheckpointError:
+        if isinstance(obj, Mapping):
+            odd = [f"{k} ({type(v).__name__})" for k, v in obj.items() if not isinstance(v, torch.Tensor)][:5]
+            found = f"entries that are not tensors: {', '.join(map(str, odd))}"
+        else:
+            found = f"a {type(obj).__name__}"
+        return CheckpointError(
+            f"The {self.what} {self.path.name} is not a flat dict of named tensors; it holds {found}.{self._tail()}"
+        )
 
 
-# ---------------------------------------------------------------------------------------------- safetensors
-def read_metadata(path: str | Path, *, what: str = "weight file") -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors file (only the header is read); ``{}`` for a torch file.
-
-    Raises CheckpointError when the file is missing or unreadable.
-    """
-    path = Path(path)
-    _check_file(path, what, None)
-    if _format_or_raise(path, what, None) == "torch":
-        return {}
+# ---------------------------------------------------------------------------------------------------- reading
+def _read_safetensors(file: _File, device: str) -> WeightFile:
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            return dict(f.metadata() or {})
-    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for bad headers
-        raise CheckpointError(f"Cannot read {path} as safetensors ({type(err).__name__}: {err}).") from None
-
-
-def _read_safetensors(path: Path, device: str, what: str, expected: str | None) -> WeightFile:
-    try:
-        with safe_open(str(path), framework="pt", device=device) as f:
+        with safe_open(str(file.path), framework="pt", device=device) as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
             metadata = dict(f.metadata() or {})
     except Exception as err:  # noqa: BLE001 - corrupt header, truncated data, not safetensors at all
-        raise CheckpointError(
-            f"Cannot read {what} {path} as safetensors ({type(err).__name__}: {err}). The file is truncated, corrupt "
-            f"or not a safetensors file; download it again.{_expected(expected)}"
-        ) from None
-    return WeightFile(tensors, metadata, "safetensors", path)
+        raise file.unreadable("safetensors", err) from None
+    return WeightFile(tensors, metadata, "safetensors", file.path)
 
 
-# ---------------------------------------------------------------------------------------------------- torch
-def _refusal(path: Path, err: Exception, expected: str | None) -> CheckpointError:
-    """Our error for a file torch's weights-only unpickler rejected, without relaying its "retry unsafely" or
-    "allowlist this global" advice."""
-    text = str(err)
-    asked = re.search(r"GLOBAL ([\w.<>]+)", text)
-    if asked is None:  # no global lookup: bytes the safe unpickler cannot parse (corrupt, not a torch file)
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        detail = next((ln for ln in lines if ln.startswith("Unsupported")), "rejected by the safe unpickler")
-        return CheckpointError(
-            f"Cannot read {path.name} as a torch checkpoint ({detail}). The file is truncated, corrupt, not a torch "
-            "file, or uses pickle instructions the safe loader does not allow; download it again or use a "
-            f".safetensors version.{_expected(expected)}"
-        )
-    return UnsafeCheckpointError(
-        f"{path.name} is a pickle that wants to run code while loading (it asks for the Python global "
-        f"{asked.group(1)}). We refuse such files and only load plain tensors (torch.load weights_only=True). If you "
-        "trust its source, convert it to safetensors on a machine you trust (load it there, then "
-        f"safetensors.torch.save_file(state_dict, '{path.stem}.safetensors')) and load the .safetensors file instead."
-    )
-
-
-def load_torch_file(
-    path: str | Path,
-    *,
-    device: torch.device | str = "cpu",
-    mmap: bool = True,
-    what: str = "weight file",
-    expected: str | None = None,
-) -> Any:
-    """The object stored in a torch file, read with ``torch.load(weights_only=True)`` only.
-
-    The result may be nested (a release file's ``{"generator_ema": {...}}``, a training checkpoint with optimiser
-    state and step counters); use :func:`read_state_dict` for a flat dict of tensors. ``mmap`` memory-maps zip-format
-    files (old non-zip files are read whole); tensors land on ``device``. ``what`` names the file's role and
-    ``expected`` what should be there, in error messages.
-
-    Raises :class:`UnsafeCheckpointError` for a pickle that wants to run code (nothing runs), CheckpointError for a
-    missing, truncated or foreign file.
-    """
-    path = Path(path)
-    _check_file(path, what, expected)
+def _load_torch(file: _File, device: torch.device | str, mmap: bool) -> Any:
     try:
         try:
-            return torch.load(path, map_location=device, weights_only=True, mmap=mmap)
+            return torch.load(file.path, map_location=device, weights_only=True, mmap=mmap)
         except RuntimeError as err:
             if not mmap or "mmap" not in str(err):  # only old (non-zip) torch files cannot be memory-mapped
                 raise
-            return torch.load(path, map_location=device, weights_only=True)
+            return torch.load(file.path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise _refusal(path, err, expected) from None
+        raise file.refused(err) from None
     except Exception as err:  # noqa: BLE001 - truncated zip, not a torch file at all
         if "Weights only load failed" in str(err):
-            raise _refusal(path, err, expected) from None
-        raise CheckpointError(
-            f"Cannot read {what} {path} as a torch checkpoint ({type(err).__name__}: {str(err)[:300]}). The file is "
-            f"truncated, corrupt or not a torch file; download it again.{_expected(expected)}"
-        ) from None
+            raise file.refused(err) from None
+        raise file.unreadable("torch", err) from None
 
 
-def _as_state_dict(obj: Any, path: Path, what: str, expected: str | None) -> dict[str, torch.Tensor]:
+def _flat(obj: Any, file: _File) -> dict[str, torch.Tensor]:
     if isinstance(obj, Mapping) and isinstance(obj.get(NESTED_STATE_DICT_KEY), Mapping):
         obj = obj[NESTED_STATE_DICT_KEY]
     if isinstance(obj, Mapping) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         return dict(obj)
-    if isinstance(obj, Mapping):
-        odd = [f"{k} ({type(v).__name__})" for k, v in obj.items() if not isinstance(v, torch.Tensor)][:5]
-        found = f"entries that are not tensors: {', '.join(map(str, odd))}"
-    else:
-        found = f"a {type(obj).__name__}"
-    raise CheckpointError(
-        f"The {what} {path.name} is not a flat dict of named tensors; it holds {found}.{_expected(expected)}"
-    )
+    raise file.not_flat(obj)
 
 
 # ------------------------------------------------------------------------------------------------ public API
-def strip_prefix(
-    state_dict: Mapping[str, torch.Tensor], prefix: str | Iterable[str]
-) -> dict[str, torch.Tensor]:
+def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str | Iterable[str]) -> dict[str, torch.Tensor]:
     """Remove from each key the first of ``prefix`` (one string or several, tried in order) it starts with.
 
     Keys that start with none are kept as they are. Two keys that become the same name (a file holding both
@@ -222,6 +202,27 @@ def strip_prefix(
     return out
 
 
+def load_torch_file(
+    path: str | Path,
+    *,
+    device: torch.device | str = "cpu",
+    mmap: bool = True,
+    what: str = "weight file",
+    expected: str | None = None,
+    advice: str = DEFAULT_ADVICE,
+) -> Any:
+    """The object stored in a torch file, read with ``torch.load(weights_only=True)`` only.
+
+    The result may be nested (a release file's ``{"generator_ema": {...}}``, a training checkpoint with optimiser
+    state and step counters); use :func:`read_state_dict` for a flat dict of tensors. ``mmap`` memory-maps zip-format
+    files (old non-zip files are read whole); tensors land on ``device``. Raises :class:`UnsafeCheckpointError` for a
+    pickle that wants to run code (nothing runs), CheckpointError for a missing, truncated or foreign file.
+    """
+    file = _File(Path(path), what, expected, advice)
+    file.require()
+    return _load_torch(file, device, mmap)
+
+
 def read_weights(
     path: str | Path,
     *,
@@ -229,23 +230,21 @@ def read_weights(
     device: torch.device | str = "cpu",
     what: str = "weight file",
     expected: str | None = None,
+    advice: str = DEFAULT_ADVICE,
 ) -> WeightFile:
     """Tensors and metadata of one weight file (safetensors, or a weights-only torch state dict).
 
-    ``prefix``: see :func:`strip_prefix`. ``device``: where the tensors land. ``what`` names the file's role in
-    messages ("VAE file"); ``expected`` (e.g. "taew2_1.safetensors") is added to the messages of unreadable files.
+    ``prefix``: see :func:`strip_prefix` (None keeps the keys as stored). ``device``: where the tensors land.
     Raises CheckpointError (UnsafeCheckpointError for a pickle that wants to run code).
     """
-    path = Path(path)
-    _check_file(path, what, expected)
-    if _format_or_raise(path, what, expected) == "safetensors":
-        loaded = _read_safetensors(path, str(device), what, expected)
+    file = _File(Path(path), what, expected, advice)
+    if file.check() == "safetensors":
+        loaded = _read_safetensors(file, str(device))
     else:
-        obj = load_torch_file(path, device=device, what=what, expected=expected)
-        loaded = WeightFile(_as_state_dict(obj, path, what, expected), {}, "torch", path)
+        loaded = WeightFile(_flat(_load_torch(file, device, mmap=True), file), {}, "torch", file.path)
     if prefix is not None:
-        loaded = WeightFile(strip_prefix(loaded.tensors, prefix), loaded.metadata, loaded.format, path)
-    logger.debug("Read %d tensors from %s (%s)", len(loaded.tensors), path.name, loaded.format)
+        loaded = WeightFile(strip_prefix(loaded.tensors, prefix), loaded.metadata, loaded.format, loaded.path)
+    logger.debug("Read %d tensors from %s (%s)", len(loaded.tensors), file.path.name, loaded.format)
     return loaded
 
 
@@ -256,6 +255,22 @@ def read_state_dict(
     device: torch.device | str = "cpu",
     what: str = "weight file",
     expected: str | None = None,
+    advice: str = DEFAULT_ADVICE,
 ) -> dict[str, torch.Tensor]:
     """The flat ``{name: tensor}`` of a weight file (:func:`read_weights` without the metadata)."""
-    return read_weights(path, prefix=prefix, device=device, what=what, expected=expected).tensors
+    return read_weights(path, prefix=prefix, device=device, what=what, expected=expected, advice=advice).tensors
+
+
+def read_metadata(path: str | Path, *, what: str = "weight file") -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file (only the header is read); ``{}`` for a torch file.
+
+    Raises CheckpointError when the file is missing or unreadable.
+    """
+    file = _File(Path(path), what)
+    if file.check() == "torch":
+        return {}
+    try:
+        with safe_open(str(file.path), framework="pt", device="cpu") as f:
+            return dict(f.metadata() or {})
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for bad headers
+        raise file.unreadable("safetensors", err) from None

@@ -109,15 +109,17 @@ def test_missing_unreadable_and_unsupported_files(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="is a directory"):
         read_weights(tmp_path)
     (tmp_path / "junk.safetensors").write_bytes(b"not really")
-    with pytest.raises(CheckpointError, match="Cannot read .* as safetensors"):
+    with pytest.raises(CheckpointError, match="Cannot read the weight file .*junk.safetensors as safetensors"):
         read_weights(tmp_path / "junk.safetensors")
     with pytest.raises(CheckpointError, match="as safetensors"):
         read_metadata(tmp_path / "junk.safetensors")
     torch.save(_tensors(), tmp_path / "ok.pt")
     (tmp_path / "cut.pt").write_bytes((tmp_path / "ok.pt").read_bytes()[:300])
-    with pytest.raises(CheckpointError, match="cut.pt") as err:
+    with pytest.raises(CheckpointError, match=r"cut\.pt as a torch file .*; download it again\.$") as err:
         read_weights(tmp_path / "cut.pt")
     assert not isinstance(err.value, UnsafeCheckpointError)
+    with pytest.raises(CheckpointError, match=r"training state .*cut\.pt .*; delete it\.$"):
+        load_torch_file(tmp_path / "cut.pt", what="training state", advice="delete it")
     (tmp_path / "model.gguf").write_bytes(b"GGUF\x03\x00\x00\x00")
     with pytest.raises(CheckpointError, match="Unsupported weight file model.gguf"):
         read_weights(tmp_path / "model.gguf")
