@@ -18,8 +18,11 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, InvalidInputError
+from ..weights import load_torch_file
 
 logger = logging.getLogger(__name__)
+
+_RESTART_ADVICE = "delete it to restart this stage from its last finished input"
 
 
 class EMA:
@@ -53,13 +56,8 @@ def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a training checkpoint; a truncated or foreign file raises CheckpointError naming it (nothing loaded)."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling/zip error means the file is unusable
-        raise CheckpointError(
-            f"The training checkpoint {path} is corrupt or not a checkpoint of this trainer ({type(err).__name__}: "
-            f"{err}). Delete it to restart this stage from its last finished input."
-        ) from None
+    # read whole, not memory-mapped: the next save replaces this file, which an open mapping would block on Windows
+    payload = load_torch_file(path, mmap=False, what="training checkpoint", advice=_RESTART_ADVICE)
     if not isinstance(payload, dict) or "step" not in payload or "models" not in payload:
         raise CheckpointError(f"The training checkpoint {path} lacks 'step'/'models'; it was not written by this trainer.")
     return payload
