@@ -1,10 +1,18 @@
-"""Layer 4 (optional): the Live node in a real ComfyUI page, driven by headless Chromium.
+"""Layer 4 (optional): the example workflows and the Live node in a real ComfyUI page, driven by headless Chromium.
 
-A real ComfyUI (``COMFYUI_PATH``, run by ``COMFYUI_PYTHON``) runs the tiny API variant of the live example workflow
-(long enough to steer: 120 s in real time); ``scripts/browser_live_check.mjs`` opens the page, waits for frames on the
-Live node's player, sends a new prompt from the node's panel with Ctrl+Enter, presses Stop and checks the recorded
-schedule in ``/history``. Needs ``node``, playwright-core (``PLAYWRIGHT_CORE_DIR``, or resolvable by Node from
-``scripts/``) and Chromium (``CHROMIUM``, default ``/usr/bin/chromium``); skipped when any is missing.
+A real ComfyUI (``COMFYUI_PATH``, run by ``COMFYUI_PYTHON``; ``COMFYUI_FRONTEND_ROOT``: another frontend to serve,
+e.g. the newest ``comfyui-frontend-package``'s ``static`` folder) with this pack:
+
+- every file of ``example_workflows/`` is opened in the page and exported again by the frontend's own Export and
+  Export (API) commands (``scripts/workflow_thumbnails.mjs --export``): the frontend that authored a file exports it
+  byte for byte, any other reads the same graph, and the ``/prompt`` form the tests and smoke runs derive
+  (``comfyui_smoke.api_prompt``) is what the frontend's Export (API) writes;
+- the tiny-model variant of the live example workflow runs long enough to steer (120 s in real time);
+  ``scripts/browser_live_check.mjs`` opens the page, waits for frames on the Live node's player, sends a new prompt
+  from the node's panel with Ctrl+Enter, presses Stop and checks the recorded schedule in ``/history``.
+
+Needs ``node``, playwright-core (``PLAYWRIGHT_CORE_DIR``, or resolvable by Node from ``scripts/``) and Chromium
+(``CHROMIUM``, default ``/usr/bin/chromium``); skipped when any is missing.
 """
 
 from __future__ import annotations
@@ -14,14 +22,17 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "browser_live_check.mjs"
-LIVE_API = ROOT / "tests" / "workflows_api" / "causal_forcing_live.json"
+EXPORT_SCRIPT = ROOT / "scripts" / "workflow_thumbnails.mjs"
 SCREENSHOTS = ("running", "after_prompt", "finished")
+sys.path.insert(0, str(ROOT / "scripts"))
+import comfyui_smoke  # noqa: E402 - the server, the UI -> /prompt derivation and the tiny-model mapping
 
 
 def _playwright_core(node: str) -> str | None:
@@ -56,29 +67,65 @@ def _requirements() -> tuple[Path, str, str]:
     return Path(comfyui), os.environ.get("COMFYUI_PYTHON", sys.executable), node
 
 
-def tiny_live_prompt(max_seconds: int = 120) -> dict:
-    """The tiny API variant of the live example workflow, running ``max_seconds`` in real time."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from build_workflows import tiny_variant
+def object_info(server: comfyui_smoke.Server) -> dict:
+    with urllib.request.urlopen(server.url + "/object_info", timeout=120) as response:
+        return json.loads(response.read())
 
-    prompt = tiny_variant(json.loads(LIVE_API.read_text()))
+
+def tiny_live_prompt(schemas: dict, max_seconds: int = 120) -> dict:
+    """The tiny-model variant of the live example workflow (``schemas``: the server's ``/object_info``), running
+    ``max_seconds`` in real time."""
+    prompt = comfyui_smoke.smoke_prompt("causal_forcing_live", schemas)
     live = [node for node in prompt.values() if node["class_type"] == "CausalForcingLive"]
     assert len(live) == 1, prompt
     live[0]["inputs"].update(max_seconds=max_seconds, realtime=True)
     return prompt
 
 
+def _schema_inputs_only(prompt: dict, schemas: dict) -> dict:
+    """``prompt`` without the inputs its nodes' schemas do not declare (the frontend also sends the values of its
+    own display widgets, e.g. Preview Any's ``preview``; ComfyUI ignores them)."""
+    return {nid: {**node, "inputs": {k: v for k, v in node["inputs"].items() if k in {
+        name for name, *_ in comfyui_smoke.schema_inputs(schemas[node["class_type"]])}}}
+        for nid, node in prompt.items()}
+
+
+@pytest.mark.comfyui
+def test_example_workflows_are_what_the_frontend_exports(tmp_path: Path) -> None:
+    comfyui, python, node = _requirements()
+    names = comfyui_smoke.workflow_names()
+    out = tmp_path / "exported"
+    server = comfyui_smoke.start_tiny_server(comfyui, python, tmp_path / "comfyui")
+    try:
+        schemas = object_info(server)
+        done = subprocess.run([node, str(EXPORT_SCRIPT), "--url", server.url, "--out", str(out), "--export",
+                               *(str(comfyui_smoke.UI_DIR / f"{name}.json") for name in names)],
+                              capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
+    finally:
+        server.stop()
+    report = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else {}
+    assert report.get("ok") and done.returncode == 0, f"{report.get('error')}\n{done.stderr[-3000:]}"
+    for name in names:
+        committed = comfyui_smoke.load_workflow(name)
+        exported = json.loads((out / f"{name}.json").read_text())
+        if report["frontend_version"] == committed["extra"]["frontendVersion"]:  # the frontend that authored it
+            assert (out / f"{name}.json").read_text() == (comfyui_smoke.UI_DIR / f"{name}.json").read_text(), name
+        ours = comfyui_smoke.api_prompt(committed, schemas)
+        assert comfyui_smoke.api_prompt(exported, schemas) == ours, f"{name}: {report['frontend_version']} reads " \
+            "another graph"
+        frontend = json.loads((out / f"{name}.api.json").read_text())
+        assert _schema_inputs_only(frontend, schemas) == ours, f"{name}: Export (API) differs from api_prompt"
+    print(f"frontend {report['frontend_version']}: {len(names)} workflows exported as committed")
+
+
 @pytest.mark.comfyui
 def test_live_node_steered_from_the_browser(tmp_path: Path) -> None:
     comfyui, python, node = _requirements()
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import comfyui_smoke
-
-    prompt_file = tmp_path / "tiny_live_api.json"
-    prompt_file.write_text(json.dumps(tiny_live_prompt(), indent=2))
     out = tmp_path / "browser"
     server = comfyui_smoke.start_tiny_server(comfyui, python, tmp_path / "comfyui")
     try:
+        prompt_file = tmp_path / "tiny_live_api.json"
+        prompt_file.write_text(json.dumps(tiny_live_prompt(object_info(server)), indent=2))
         done = subprocess.run([node, str(SCRIPT), "--url", server.url, "--prompt-file", str(prompt_file),
                                "--out", str(out)], capture_output=True, text=True, timeout=420, cwd=ROOT, check=False)
     finally:
