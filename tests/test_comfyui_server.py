@@ -1,5 +1,6 @@
-"""Layer 4 (optional): a real ComfyUI (``COMFYUI_PATH``, run by ``COMFYUI_PYTHON``) imports the pack and runs every
-example workflow's API twin on tiny random models, through ``scripts/comfyui_smoke.py``."""
+"""Layer 4 (optional): a real ComfyUI (``COMFYUI_PATH``, run by ``COMFYUI_PYTHON``; ``COMFYUI_FRONTEND_ROOT``: another
+frontend to serve) imports the pack and runs every example workflow on tiny random models, through
+``scripts/comfyui_smoke.py``; the core-node table of ``tests/test_workflows.py`` matches that server's ``/object_info``."""
 
 from __future__ import annotations
 
@@ -10,8 +11,38 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_workflows import CORE_NODES, FILES, combo_options
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import comfyui_smoke  # noqa: E402
+
+
+def core_table_problems(object_info: dict) -> list[str]:
+    """Where :data:`CORE_NODES` disagrees with a server's ``/object_info``: input names, order and types, outputs,
+    widget ranges, and combo options (ComfyUI's list must hold the table's; ``FILES`` stands for any file)."""
+    problems = []
+    for kind, ours in CORE_NODES.items():
+        real = object_info.get(kind)
+        if real is None:
+            problems.append(f"{kind}: not in /object_info")
+            continue
+        mine, theirs = comfyui_smoke.schema_inputs(ours), comfyui_smoke.schema_inputs(real)
+        if [(n, o) for n, _, _, o in mine] != [(n, o) for n, _, _, o in theirs]:
+            problems.append(f"{kind}: inputs {[(n, o) for n, _, _, o in theirs]}, table {[(n, o) for n, _, _, o in mine]}")
+            continue
+        for (name, kind_a, opts_a, _), (_, kind_b, opts_b, _) in zip(mine, theirs):
+            a, b = combo_options(kind_a, opts_a), combo_options(kind_b, opts_b)
+            if (a is None) != (b is None) or a is None and kind_a != kind_b:
+                problems.append(f"{kind}.{name}: type {kind_b}, table {kind_a}")
+            elif a is not None and not set(a) - {FILES} <= set(b):
+                problems.append(f"{kind}.{name}: options {b} lack {sorted(set(a) - {FILES} - set(b))}")
+            for key in ("min", "max", "image_upload"):
+                if opts_a.get(key) is not None and opts_a.get(key) != opts_b.get(key):
+                    problems.append(f"{kind}.{name}: {key} {opts_b.get(key)}, table {opts_a.get(key)}")
+        if (real["output"], real["output_name"]) != (ours["output"], ours["output_name"]):
+            problems.append(f"{kind}: outputs {real['output']} {real['output_name']}, table {ours['output']}")
+    return problems
 
 
 @pytest.mark.comfyui
@@ -27,7 +58,21 @@ def test_every_workflow_runs_in_a_real_comfyui(tmp_path: Path) -> None:
     report = json.loads(report_path.read_text())
     assert not report["import"]["import_problems"], report["import"]
     assert not report["import"]["missing_nodes"], report["import"]
+    assert core_table_problems(report["core_schemas"]) == []
     failed = {name: w for name, w in report["workflows"].items() if not w["ok"]}
     assert not failed, failed
     assert all(w["preview_frames"] > 0 for w in report["workflows"].values()), report["workflows"]
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_the_core_table_check_catches_a_difference() -> None:
+    real = {kind: json.loads(json.dumps(info)) for kind, info in CORE_NODES.items()}
+    assert core_table_problems(real) == []
+    real["CreateVideo"]["input"]["required"]["fps"][1]["max"] = 60.0
+    real["SaveVideo"]["input"]["required"]["codec"][1]["options"] = ["auto"]
+    real["VAELoader"]["output"] = ["LATENT"]
+    del real["PreviewAny"]
+    problems = core_table_problems(real)
+    for message in ("CreateVideo.fps: max 60.0", "SaveVideo.codec: options ['auto'] lack ['h264']",
+                    "VAELoader: outputs", "PreviewAny: not in /object_info"):
+        assert any(message in p for p in problems), (message, problems)
