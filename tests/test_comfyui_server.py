@@ -1,6 +1,7 @@
 """Layer 4 (optional): a real ComfyUI (``COMFYUI_PATH``, run by ``COMFYUI_PYTHON``; ``COMFYUI_FRONTEND_ROOT``: another
 frontend to serve) imports the pack and runs every example workflow on tiny random models, through
-``scripts/comfyui_smoke.py``; the core-node table of ``tests/test_workflows.py`` matches that server's ``/object_info``."""
+``scripts/comfyui_smoke.py``; the core-node table of ``tests/test_workflows.py`` matches that server's
+``/object_info``."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def core_table_problems(object_info: dict) -> list[str]:
             continue
         mine, theirs = comfyui_smoke.schema_inputs(ours), comfyui_smoke.schema_inputs(real)
         if [(n, o) for n, _, _, o in mine] != [(n, o) for n, _, _, o in theirs]:
-            problems.append(f"{kind}: inputs {[(n, o) for n, _, _, o in theirs]}, table {[(n, o) for n, _, _, o in mine]}")
+            problems.append(f"{kind}: inputs (name, optional) {[(n, o) for n, _, _, o in theirs]}, table "
+                            f"{[(n, o) for n, _, _, o in mine]}")
             continue
         for (name, kind_a, opts_a, _), (_, kind_b, opts_b, _) in zip(mine, theirs):
             a, b = combo_options(kind_a, opts_a), combo_options(kind_b, opts_b)

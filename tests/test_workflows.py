@@ -18,13 +18,11 @@ import importlib.util
 import inspect
 import json
 import math
-import os
 import re
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 
@@ -84,25 +82,12 @@ CORE_NODES: Schemas = {
 
 
 # =============================================================================================== schemas
-@contextmanager
-def models_dir(path: Path | None) -> Iterator[None]:
-    """Our loaders list the files of ``path`` (``$CF_MODELS_DIR``) while inside."""
-    old = os.environ.get(MODELS_ENV)
-    if path is not None:
-        os.environ[MODELS_ENV] = str(path)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(MODELS_ENV, None)
-        else:
-            os.environ[MODELS_ENV] = old
-
-
 def pack_schemas(pack: ModuleType, folder: Path | None = None) -> Schemas:
     """Our nodes in ``/object_info`` shape, their combos listing the files of the model folder ``folder``."""
     found = {}
-    with models_dir(folder):
+    with pytest.MonkeyPatch.context() as env:
+        if folder is not None:
+            env.setenv(MODELS_ENV, str(folder))  # where our loaders look without ComfyUI
         for name, cls in pack.NODE_CLASS_MAPPINGS.items():
             outputs = list(cls.RETURN_TYPES)
             found[name] = {"display_name": pack.NODE_DISPLAY_NAME_MAPPINGS.get(name, name), "input": cls.INPUT_TYPES(),
@@ -207,8 +192,9 @@ def node_problems(node: dict, info: dict) -> list[str]:
     for group in ONE_OF.get(node["type"], []):
         if not linked & set(group):
             problems.append(f"link one of {group}")
-    if [(o.get("name"), o.get("type")) for o in node.get("outputs", [])] != outputs_of(info):
-        problems.append(f"outputs {[(o.get('name'), o.get('type')) for o in node['outputs']]}, schema {outputs_of(info)}")
+    found = [(o.get("name"), o.get("type")) for o in node.get("outputs", [])]
+    if found != outputs_of(info):
+        problems.append(f"outputs {found}, schema {outputs_of(info)}")
     values = list(node.get("widgets_values") or [])
     widgets = [(n, k, o, smoke.widget_slots(n, k, o)) for n, k, o, _ in smoke.schema_inputs(info)]
     widgets = [w for w in widgets if w[3]]
@@ -265,7 +251,7 @@ def validate(wf: dict, schemas: Schemas) -> list[str]:
             problems.append(f"link {lid}: {outs[src_slot].get('type')} from node {src} into {dst_type} input "
                             f"{ins[dst_slot]['name']!r} of node {dst} (link says {typ})")
     for nid, node in nodes.items():
-        ends = [(e.get("link"), 3, 4, slot) for slot, e in enumerate(node.get("inputs", [])) if e.get("link") is not None]
+        ends = [(e["link"], 3, 4, slot) for slot, e in enumerate(node.get("inputs", [])) if e.get("link") is not None]
         ends += [(lid, 1, 2, slot) for slot, o in enumerate(node.get("outputs", [])) for lid in o.get("links") or []]
         for lid, node_at, slot_at, slot in ends:
             if lid not in links or links[lid][node_at] != nid or links[lid][slot_at] != slot:
@@ -604,12 +590,13 @@ STREAM_BREAKS = {
                         lambda p: _by_class(p, "CausalForcingGenerate").update(length=8), "without a window"),
     "image to video chunk-wise": ("causal_forcing_i2v", lambda p: _by_class(p, "CausalForcingModelLoader").update(
         model_name="causal_forcing_chunkwise.safetensors"), "needs a frame-wise model"),
-    "schedule past its node": ("causal_forcing_prompt_schedule",
-                               lambda p: _by_class(p, "CausalForcingGenerateSchedule").update(length=4), "does not fit"),
+    "schedule past its node": ("causal_forcing_prompt_schedule",  # the schedule switches at chunk 5
+                               lambda p: _by_class(p, "CausalForcingGenerateSchedule").update(length=4),
+                               "does not fit"),
     "live past 21 frames without a window": ("causal_forcing_live", lambda p: _by_class(p, "CausalForcingStart").update(
         window_frames=0, sink_frames=0), "without a window"),
     "live vae decoder without a vae": ("causal_forcing_live", lambda p: _live_vae_decoder_without_vae(p),
-                                       "decoder vae needs"),
+                                       "decoder vae needs"),  # defined below
 }
 
 
