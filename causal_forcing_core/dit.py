@@ -21,7 +21,7 @@ from torch import nn
 from .attention import attention
 from .config import DiTConfig
 from .kv_cache import AttentionCache, TextKV
-from .rope import apply_rope, rope_frequencies
+from .rope import RopeTable, RotaryTables, apply_rope
 
 
 # --------------------------------------------------------------------------------------------------- layers
@@ -63,10 +63,10 @@ class LayerNorm(nn.LayerNorm):
 
 
 def sinusoidal_embedding(dim: int, positions: torch.Tensor) -> torch.Tensor:
-    """[N] -> [N, dim] float64 embedding, cosines first (Wan convention)."""
+    """[N] -> [N, dim] float64 embedding on the CPU (exact on every device), cosines first (Wan convention)."""
     half = dim // 2
-    pos = positions.to(torch.float64)
-    angles = torch.outer(pos, torch.pow(10000, -torch.arange(half, dtype=torch.float64, device=pos.device).div(half)))
+    pos = positions.detach().to("cpu", torch.float64)
+    angles = torch.outer(pos, torch.pow(10000, -torch.arange(half, dtype=torch.float64).div(half)))
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
 
 
@@ -91,7 +91,7 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(cfg.dim, cfg.eps) if cfg.qk_norm else nn.Identity()
         self.norm_k = RMSNorm(cfg.dim, cfg.eps) if cfg.qk_norm else nn.Identity()
 
-    def keys_values(self, x: torch.Tensor, freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def keys_values(self, x: torch.Tensor, freqs: RopeTable) -> tuple[torch.Tensor, torch.Tensor]:
         """x [B, L, dim] -> rotated K and V [B, L, H, D]."""
         b, length, _ = x.shape
         k = self.norm_k(self.k(x)).view(b, length, self.num_heads, self.head_dim)
@@ -101,7 +101,7 @@ class SelfAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        freqs: torch.Tensor,
+        freqs: RopeTable,
         *,
         cache: AttentionCache | None = None,
         layer: int = 0,
@@ -154,7 +154,7 @@ class CausalWanBlock(nn.Module):
         return (self.modulation.float().unsqueeze(1) + e0).chunk(6, dim=2)
 
     def write_keys_values(
-        self, x: torch.Tensor, e0: torch.Tensor, freqs: torch.Tensor, cache: AttentionCache, layer: int
+        self, x: torch.Tensor, e0: torch.Tensor, freqs: RopeTable, cache: AttentionCache, layer: int
     ) -> None:
         """Only what the cache needs of this block: its self-attention K/V of x [B, F*T, dim], written to
         ``cache`` (the rest of the block would be computed and thrown away)."""
@@ -166,7 +166,7 @@ class CausalWanBlock(nn.Module):
         self,
         x: torch.Tensor,
         e0: torch.Tensor,
-        freqs: torch.Tensor,
+        freqs: RopeTable,
         text_k: torch.Tensor,
         text_v: torch.Tensor,
         **attn_kwargs: object,
@@ -203,6 +203,10 @@ class CausalWanModel(nn.Module):
         super().__init__()
         cfg = self.config = config
         self.compute_dtype: torch.dtype = torch.float32
+        #: dtype of the RoPE rotation: None = float32 (or float64 when computing in it); torch.float64 reproduces
+        #: the reference's complex128 rotation bit for bit
+        self.rope_dtype: torch.dtype | None = None
+        self.rotary = RotaryTables(cfg.head_dim)
         self.patch_embedding = Conv3d(cfg.in_dim, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.text_embedding = nn.Sequential(Linear(cfg.text_dim, cfg.dim), nn.GELU(approximate="tanh"), Linear(cfg.dim, cfg.dim))
         self.time_embedding = nn.Sequential(Linear(cfg.freq_dim, cfg.dim), nn.SiLU(), Linear(cfg.dim, cfg.dim))
@@ -233,7 +237,7 @@ class CausalWanModel(nn.Module):
     def _time(self, timestep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """timestep [B, F] -> e [B, F, dim] and e0 [B, F, 6, dim], both float32."""
         b, f = timestep.shape
-        sin = sinusoidal_embedding(self.config.freq_dim, timestep.flatten()).to(self.compute_dtype)
+        sin = sinusoidal_embedding(self.config.freq_dim, timestep.flatten()).to(self.device, self.compute_dtype)
         e = self.time_embedding(sin)
         e0 = self.time_projection(e)
         return e.float().view(b, f, -1), e0.float().view(b, f, 6, -1)
@@ -252,6 +256,10 @@ class CausalWanModel(nn.Module):
         out = out.view(b, f, h, w, pt, ph, pw, -1)
         out = torch.einsum("bfhwpqrc->bcfphqwr", out)
         return out.reshape(b, -1, f * pt, h * ph, w * pw)
+
+    def _rope(self, start_frame: int, grid: tuple[int, int, int]) -> RopeTable:
+        dtype = self.rope_dtype or torch.promote_types(self.compute_dtype, torch.float32)
+        return self.rotary.get(start_frame, grid, self.device, dtype)
 
     def _text(self, text: TextKV | torch.Tensor) -> TextKV:
         return text if isinstance(text, TextKV) else self.embed_text(text)
@@ -275,8 +283,8 @@ class CausalWanModel(nn.Module):
         absolute latent-frame index of x's first frame (RoPE position).
         """
         tokens, grid = self._patchify(x)
-        e, e0 = self._time(timestep.to(self.device))
-        freqs = rope_frequencies(self.config.head_dim, start_frame, grid, device=self.device)
+        e, e0 = self._time(timestep)
+        freqs = self._rope(start_frame, grid)
         text = self._text(text)
         for i, block in enumerate(self.blocks):
             tokens = block(tokens, e0, freqs, text.k[i], text.v[i], cache=cache, layer=i, mask=mask)
@@ -295,8 +303,8 @@ class CausalWanModel(nn.Module):
         cache-refresh pass): the same K/V as :meth:`forward` writes, without the last block's attention,
         cross-attention, FFN and the head, whose output nobody reads."""
         tokens, grid = self._patchify(x)
-        _, e0 = self._time(timestep.to(self.device))
-        freqs = rope_frequencies(self.config.head_dim, start_frame, grid, device=self.device)
+        _, e0 = self._time(timestep)
+        freqs = self._rope(start_frame, grid)
         text = self._text(text)
         *body, last = self.blocks
         for i, block in enumerate(body):
@@ -322,10 +330,10 @@ class CausalWanModel(nn.Module):
         frames = grid[0]
         if clean_timestep is None:
             clean_timestep = torch.zeros_like(timestep)
-        e, e0 = self._time(timestep.to(self.device))
-        _, e0_clean = self._time(clean_timestep.to(self.device))
-        freqs = rope_frequencies(self.config.head_dim, 0, grid, device=self.device)
-        freqs = torch.cat([freqs, freqs])
+        e, e0 = self._time(timestep)
+        _, e0_clean = self._time(clean_timestep)
+        half = self._rope(0, grid)
+        freqs = RopeTable(torch.cat([half.cos, half.cos]), torch.cat([half.sin, half.sin]))
         tokens = torch.cat([clean_tokens, noisy_tokens], dim=1)
         e0_all = torch.cat([e0_clean, e0], dim=1)
         mask = teacher_forcing_mask(frames, frames_per_block, grid[1] * grid[2], device=self.device)

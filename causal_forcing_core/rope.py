@@ -1,63 +1,107 @@
 """3D rotary position embedding of the Wan DiT, at absolute latent-frame offsets.
 
-Each head's ``head_dim/2`` complex pairs are split into frame, height and width parts of
-``c - 2*(c//3)``, ``c//3`` and ``c//3`` pairs (22/21/21 for head_dim 128). Every part has its own frequency
-ladder ``theta ** (-2i / d_part)``. Angles are computed in float64 on the fly for exactly the positions needed, so
-positions are not capped by a table size (the reference stops at 1024 frames; below that, values are identical).
+Each head's ``head_dim/2`` channel pairs are split into frame, height and width parts of ``c - 2*(c//3)``,
+``c//3`` and ``c//3`` pairs (22/21/21 for head_dim 128). Every part has its own frequency ladder
+``theta ** (-2i / d_part)``. Positions are not capped by a table size (the reference stops at 1024 frames; below
+that, values are identical).
+
+The angles are computed in float64 on the CPU (exact on every device, MPS included) and turned into cos/sin
+tables once per position range (:class:`RotaryTables`: every denoising step and the cache refresh of a chunk
+share them). The rotation runs in the tables' dtype: the compute dtype by default, or float64, which reproduces the
+reference's complex128 rotation bit for bit.
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
 
 import torch
 
 
 def rope_split(head_dim: int) -> tuple[int, int, int]:
-    """Complex pairs given to (frame, height, width) for one attention head."""
+    """Channel pairs given to (frame, height, width) for one attention head."""
     c = head_dim // 2
     return c - 2 * (c // 3), c // 3, c // 3
 
 
-def _inverse_frequencies(pairs: int, theta: float, device: torch.device) -> torch.Tensor:
+def _inverse_frequencies(pairs: int, theta: float) -> torch.Tensor:
     real_dim = 2 * pairs
-    exponent = torch.arange(0, real_dim, 2, dtype=torch.float64, device=device) / real_dim
-    return 1.0 / torch.pow(torch.tensor(theta, dtype=torch.float64, device=device), exponent)
+    exponent = torch.arange(0, real_dim, 2, dtype=torch.float64) / real_dim
+    return 1.0 / torch.pow(torch.tensor(theta, dtype=torch.float64), exponent)
 
 
-def rope_frequencies(
-    head_dim: int,
-    start_frame: int,
-    grid: tuple[int, int, int],
-    device: torch.device | str = "cpu",
-    theta: float = 10000.0,
-) -> torch.Tensor:
-    """Complex rotations for a token grid of ``grid = (frames, height, width)`` starting at ``start_frame``.
-
-    Returns complex128 ``[frames*height*width, 1, head_dim/2]`` in row-major (f, h, w) token order, ready to
-    broadcast over heads.
-    """
+def rope_angles(head_dim: int, start_frame: int, grid: tuple[int, int, int], theta: float = 10000.0) -> torch.Tensor:
+    """Rotation angles float64 ``[frames*height*width, 1, head_dim/2]`` (CPU) for a token grid ``(frames, height,
+    width)`` whose first frame is ``start_frame``, in row-major (f, h, w) token order."""
     f, h, w = grid
-    device = torch.device(device)
     parts = rope_split(head_dim)
     positions = (
-        torch.arange(start_frame, start_frame + f, dtype=torch.float64, device=device),
-        torch.arange(h, dtype=torch.float64, device=device),
-        torch.arange(w, dtype=torch.float64, device=device),
+        torch.arange(start_frame, start_frame + f, dtype=torch.float64),
+        torch.arange(h, dtype=torch.float64),
+        torch.arange(w, dtype=torch.float64),
     )
-    angles = [torch.outer(pos, _inverse_frequencies(n, theta, device)) for pos, n in zip(positions, parts)]
-    rot = [torch.polar(torch.ones_like(a), a) for a in angles]
+    frame, row, col = (torch.outer(pos, _inverse_frequencies(n, theta)) for pos, n in zip(positions, parts))
     table = torch.cat(
         [
-            rot[0].view(f, 1, 1, -1).expand(f, h, w, -1),
-            rot[1].view(1, h, 1, -1).expand(f, h, w, -1),
-            rot[2].view(1, 1, w, -1).expand(f, h, w, -1),
+            frame.view(f, 1, 1, -1).expand(f, h, w, -1),
+            row.view(1, h, 1, -1).expand(f, h, w, -1),
+            col.view(1, 1, w, -1).expand(f, h, w, -1),
         ],
         dim=-1,
     )
     return table.reshape(f * h * w, 1, -1)
 
 
-def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent channel pairs of ``x`` [B, L, heads, head_dim] by ``freqs`` [L, 1, head_dim/2] (float64)."""
-    b, length, heads, dim = x.shape
-    pairs = torch.view_as_complex(x.to(torch.float64).reshape(b, length, heads, dim // 2, 2))
-    return torch.view_as_real(pairs * freqs).flatten(3).to(x.dtype)
+@dataclass(frozen=True)
+class RopeTable:
+    """cos and sin of the rotation angles, each ``[L, 1, head_dim/2]``, in the dtype the rotation runs in."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+
+def rope_table(
+    head_dim: int,
+    start_frame: int,
+    grid: tuple[int, int, int],
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    theta: float = 10000.0,
+) -> RopeTable:
+    """The :class:`RopeTable` of a token grid (see :func:`rope_angles`) on ``device`` in ``dtype``."""
+    angles = rope_angles(head_dim, start_frame, grid, theta)
+    return RopeTable(torch.cos(angles).to(device, dtype), torch.sin(angles).to(device, dtype))
+
+
+class RotaryTables:
+    """The last few :class:`RopeTable` s of one model, keyed by (start frame, grid, device, dtype)."""
+
+    def __init__(self, head_dim: int, theta: float = 10000.0, size: int = 8) -> None:
+        self.head_dim, self.theta, self.size = head_dim, theta, size
+        self._tables: OrderedDict[tuple, RopeTable] = OrderedDict()
+
+    def get(
+        self, start_frame: int, grid: tuple[int, int, int], device: torch.device, dtype: torch.dtype
+    ) -> RopeTable:
+        key = (int(start_frame), tuple(grid), torch.device(device), dtype)
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = rope_table(
+                self.head_dim, start_frame, grid, device=device, dtype=dtype, theta=self.theta
+            )
+            while len(self._tables) > self.size:
+                self._tables.popitem(last=False)
+        else:
+            self._tables.move_to_end(key)
+        return table
+
+
+def apply_rope(x: torch.Tensor, table: RopeTable) -> torch.Tensor:
+    """Rotate adjacent channel pairs of ``x`` [B, L, heads, head_dim] by ``table`` ([L, 1, head_dim/2] cos/sin);
+    computed in the table's dtype, returned in x's dtype."""
+    pairs = x.to(table.cos.dtype).unflatten(-1, (-1, 2))
+    real, imag = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack([real * table.cos - imag * table.sin, real * table.sin + imag * table.cos], dim=-1)
+    return rotated.flatten(-2).to(x.dtype)

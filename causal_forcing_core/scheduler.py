@@ -3,6 +3,8 @@
 A 1000-entry table: unshifted sigmas ``linspace(1, 0, 1001)[:-1]`` shifted by ``s*sigma / (1 + (s-1)*sigma)``,
 timesteps ``t = 1000 * sigma`` (float32, never rounded). ``add_noise`` and ``flow_to_x0`` look sigma up by the
 nearest table timestep, so t = 0 maps to the smallest sigma (about 0.005 at shift 5), exactly as the reference.
+``flow_to_x0`` works in float64 like the reference, except on devices without float64 (Apple MPS), where
+:func:`exact_dtype` gives float32.
 """
 
 from __future__ import annotations
@@ -10,6 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+
+
+def exact_dtype(device: torch.device) -> torch.dtype:
+    """The widest float ``device`` computes in: float64, or float32 on Apple's MPS (which has no float64)."""
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
 
 
 class FlowMatchScheduler:
@@ -39,14 +46,10 @@ class FlowMatchScheduler:
         return ((1 - sigma) * x0 + sigma * noise).type_as(noise)
 
     def flow_to_x0(self, x_t: torch.Tensor, flow: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        """x0 = x_t - sigma * flow, in float64, cast back: x_t, flow [N, ...]; timestep [N]."""
-        sigma = self.sigma_of(timestep).to(x_t.device, torch.float64).view(-1, *([1] * (x_t.dim() - 1)))
-        return (x_t.double() - sigma * flow.double()).to(flow.dtype)
-
-    def x0_to_flow(self, x_t: torch.Tensor, x0: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`flow_to_x0`: (x_t - x0) / sigma."""
-        sigma = self.sigma_of(timestep).to(x_t.device, torch.float64).view(-1, *([1] * (x_t.dim() - 1)))
-        return ((x_t.double() - x0.double()) / sigma).to(x0.dtype)
+        """x0 = x_t - sigma * flow, in :func:`exact_dtype`, cast back: x_t, flow [N, ...]; timestep [N]."""
+        wide = exact_dtype(x_t.device)
+        sigma = self.sigma_of(timestep).to(x_t.device, wide).view(-1, *([1] * (x_t.dim() - 1)))
+        return (x_t.to(wide) - sigma * flow.to(wide)).to(flow.dtype)
 
     def step(self, x_t: torch.Tensor, flow: torch.Tensor, timestep: float, next_timestep: float | None) -> torch.Tensor:
         """One Euler step of the probability-flow ODE from ``timestep`` to ``next_timestep`` (None = sigma 0)."""

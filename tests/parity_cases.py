@@ -8,11 +8,11 @@ runs unchanged (see ``../shared/fixtures/parity/README.md``).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from ci_env import parity_fixture_path
 from safetensors.torch import load_file
 
 from causal_forcing_core.config import DiTConfig, SamplerConfig
@@ -25,11 +25,13 @@ from causal_forcing_core.stream import Prompt, Stream, start_stream
 
 ATOL = 1e-4
 RTOL = 1e-4
+#: the largest abs difference seen per compared quantity, "case.what" -> max |ours - reference| (bench/parity_error.py)
+MEASURED: dict[str, float] = {}
 
 
 def fixture_dir() -> Path:
-    env = os.environ.get("CF_PARITY_FIXTURES")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "parity"
+    """The parity fixture folder (see :func:`ci_env.parity_fixture_path`)."""
+    return parity_fixture_path()
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,9 @@ def discover_dit_cases(folder: Path) -> list[Case]:
     return cases
 
 
-def load_model(folder: Path, dit_config: dict) -> CausalWanModel:
-    """The ``dit_*.safetensors`` weights of the folder whose shapes fit ``dit_config`` (reference key layout)."""
+def load_model(folder: Path, dit_config: dict, rope_dtype: torch.dtype | None = None) -> CausalWanModel:
+    """The ``dit_*.safetensors`` weights of the folder whose shapes fit ``dit_config`` (reference key layout);
+    ``rope_dtype=torch.float64`` rotates like the reference (exactly), None in the model's default dtype."""
     cfg = DiTConfig.from_dict(dit_config)
     model = CausalWanModel(cfg)
     expected = {k: v.shape for k, v in model.state_dict().items()}
@@ -74,6 +77,7 @@ def load_model(folder: Path, dit_config: dict) -> CausalWanModel:
         sd = {k.removeprefix("model."): v for k, v in load_file(str(path)).items()}
         if {k: v.shape for k, v in sd.items()} == expected:
             model.load_state_dict(sd, strict=True)
+            model.rope_dtype = rope_dtype
             return model.eval().requires_grad_(False)
     raise FileNotFoundError(f"No dit_*.safetensors in {folder} matches config {dit_config}")
 
@@ -103,6 +107,7 @@ def sampler_for(meta: dict) -> SamplerConfig:
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
     assert actual.shape == expected.shape, f"{what}: shape {list(actual.shape)} != {list(expected.shape)}"
     diff = (actual.float() - expected.float()).abs().max().item() if actual.numel() else 0.0
+    MEASURED[what] = max(diff, MEASURED.get(what, 0.0))
     assert torch.allclose(actual.float(), expected.float(), atol=ATOL, rtol=RTOL), f"{what}: max abs diff {diff:.3g}"
 
 

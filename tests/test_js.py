@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import running_in_ci
+from ci_env import running_in_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 

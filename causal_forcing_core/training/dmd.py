@@ -15,7 +15,7 @@ import torch
 
 from ..config import SamplerConfig
 from ..dit import CausalWanModel
-from ..scheduler import FlowMatchScheduler
+from ..scheduler import FlowMatchScheduler, exact_dtype
 from ..sampling import dit_flow
 from .rollout import student_rollout
 
@@ -102,8 +102,9 @@ def dmd_generator_loss(
         fake_x0 = _x0(critic, x_t, t, text)
         normaliser = (x.detach() - real_x0).abs().mean(dim=(1, 2, 3, 4), keepdim=True)
         grad = torch.nan_to_num((fake_x0 - real_x0) / normaliser)
-    target = (x.detach() - grad).double()
-    loss = 0.5 * (x.double() - target).pow(2).mean()
+    wide = exact_dtype(x.device)
+    target = (x.detach() - grad).to(wide)
+    loss = 0.5 * (x.to(wide) - target).pow(2).mean()
     return loss.float(), {"dmd_grad_norm": float(grad.norm() / grad.numel() ** 0.5), "dmd_t": float(t.mean())}
 
 
