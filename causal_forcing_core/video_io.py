@@ -7,11 +7,14 @@ Frame layouts:
   :func:`frames_to_uint8` takes the range explicitly (default ``(-1, 1)``);
 - I2V input images are loaded by :mod:`.image_io`.
 
-MP4 goes through OpenCV's ``VideoWriter``: H.264 (``avc1``, then ``H264``) when this OpenCV build can encode it and
-the written file reads back, else MPEG-4 Part 2 (``mp4v``), which every OpenCV wheel with FFmpeg has but browsers
-may not play. The codec used is logged and returned. H.264 and MPEG-4 need even sizes, so odd heights/widths are
-padded by repeating the last row/column (the returned size says what was written). Files are written under a
-temporary name next to the target and renamed at the end, so a failed write never leaves a half file behind.
+MP4 goes through PyAV (FFmpeg, what ComfyUI itself uses; ``pip install av``, imported only when an mp4 is written or
+read): H.264 (libx264, ``crf`` :data:`MP4_CRF`), pixel format ``yuv420p``, the frame rate as an exact rational (16
+fps is 16/1, 29.97 is 2997/100) and the index at the front (``+faststart``, so browsers start playing before the
+whole file has loaded): every player and browser opens the file. RGB becomes YUV with FFmpeg's default BT.601
+limited-range matrix, and the stream is tagged so, so players do not have to guess. H.264 with yuv420p needs even
+sizes, so odd heights/widths are padded by repeating the last row/column (the returned size says what was written).
+Files are written under a temporary name next to the target and renamed at the end, so a failed write never leaves a
+half file behind.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +39,18 @@ logger = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".webp", ".gif")
 DEFAULT_PNG_PATTERN = "frames_%05d.png"
-H264_FOURCCS = ("avc1", "H264")
-FALLBACK_FOURCC = "mp4v"
-
-_fourcc_cannot_open: set[str] = set()  # fourccs whose writer failed to open in this process; not probed again
+MP4_ENCODER = "libx264"  # FFmpeg's H.264 encoder; the PyAV wheels on PyPI ship it
+MP4_CODEC = "h264"  # what VideoWriteResult.codec says for mp4
+MP4_PIX_FMT = "yuv420p"
+MP4_CRF = 18  # x264 constant quality: 0 lossless .. 51 worst; ~18 looks like the source
+MP4_PRESET = "medium"
+_BT601_MATRIX = 6  # AVCOL_SPC_SMPTE170M (H.273 code point): the RGB->YUV matrix FFmpeg's swscale uses by default
+_LIMITED_RANGE = 1  # AVCOL_RANGE_MPEG: Y in 16..235, what swscale writes for yuv420p
+_FPS_MAX_DENOMINATOR = 1001  # 29.97 -> 2997/100, 30000/1001 stays 30000/1001
+_NO_AV = (
+    "needs PyAV for .mp4 files, and it is not installed. Install it with `pip install av`, or write .webp, .gif or "
+    "PNG frames instead (a folder, or a name like frames_%05d.png)."
+)
 
 
 @dataclass(frozen=True)
@@ -46,7 +58,7 @@ class VideoWriteResult:
     """What :func:`write_video` wrote.
 
     ``path`` is the file, or for PNG frames the ``%``-pattern (``files`` lists the frames); ``size`` is
-    (width, height) as written (after even padding for mp4); ``codec`` is the fourcc for mp4, else
+    (width, height) as written (after even padding for mp4); ``codec`` is ``h264`` for mp4, else
     ``webp`` / ``webp-lossless`` / ``gif`` / ``png``.
     """
 
@@ -176,90 +188,74 @@ def _pad_even(frames: np.ndarray) -> np.ndarray:
     pad_h, pad_w = h % 2, w % 2
     if not (pad_h or pad_w):
         return frames
-    logger.info("Padding %dx%d frames to %dx%d (H.264/MPEG-4 need even sizes)", w, h, w + pad_w, h + pad_h)
+    logger.info("Padding %dx%d frames to %dx%d (H.264 yuv420p needs even sizes)", w, h, w + pad_w, h + pad_h)
     return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
 
 
-def _count_readable_frames(path: Path) -> int:
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
+def _import_av(action: str) -> Any:
+    """The ``av`` module, or :class:`InvalidInputError` saying how to get it (``action``: "Writing x.mp4")."""
     try:
-        if not cap.isOpened():
-            return 0
-        count = 0
-        while True:
-            ok, _ = cap.read()
-            if not ok:
-                return count
-            count += 1
-    finally:
-        cap.release()
+        import av
+    except ImportError:
+        raise InvalidInputError(f"{action} {_NO_AV}") from None
+    return av
 
 
-def _open_writer(path: Path, fourcc: str, fps: float, size: tuple[int, int]) -> Any:
-    import cv2
-
-    log = getattr(getattr(cv2, "utils", None), "logging", None)
-    old_level = log.getLogLevel() if log is not None else None
-    if log is not None:
-        log.setLogLevel(log.LOG_LEVEL_SILENT)  # a failed H.264 probe is expected; FFmpeg may still print a line
-    try:
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), float(fps), size)
-    finally:
-        if log is not None and old_level is not None:
-            log.setLogLevel(old_level)
-    if not writer.isOpened():
-        writer.release()
-        return None
-    return writer
+def _fps_rational(fps: float) -> Fraction:
+    """``fps`` as the exact rational the container stores: 16 -> 16/1, 29.97 -> 2997/100."""
+    return Fraction(fps).limit_denominator(_FPS_MAX_DENOMINATOR)
 
 
 def _write_mp4(frames: np.ndarray, path: Path, fps: float) -> tuple[str, tuple[int, int]]:
-    import cv2
-
+    av = _import_av(f"Writing {path.name}")
+    try:
+        av.codec.Codec(MP4_ENCODER, "w")
+    except ValueError:  # av.codec.codec.UnknownCodecError
+        raise InvalidInputError(
+            f"Cannot write {path.name}: this PyAV/FFmpeg build has no {MP4_ENCODER} (H.264) encoder. Install the "
+            "PyPI wheel (`pip install --force-reinstall av`), or write .webp, .gif or PNG frames instead."
+        ) from None
     frames = _pad_even(frames)
-    size = (frames.shape[2], frames.shape[1])
-    bgr = frames[..., ::-1]
-    tried: list[str] = []
-    for fourcc in (*H264_FOURCCS, FALLBACK_FOURCC):
-        if fourcc in _fourcc_cannot_open:
-            continue
-        tmp = _temp_sibling(path)
-        try:
-            writer = _open_writer(tmp, fourcc, fps, size)
-            if writer is None:
-                tried.append(f"{fourcc} (writer did not open)")
-                if fourcc != FALLBACK_FOURCC:
-                    _fourcc_cannot_open.add(fourcc)
-                continue
-            try:
-                for frame in bgr:
-                    writer.write(np.ascontiguousarray(frame))
-            finally:
-                writer.release()
-            readable = _count_readable_frames(tmp)
-            if readable < 1:
-                tried.append(f"{fourcc} (file not readable)")
-                continue
-            if readable != len(frames):
-                logger.warning("%s: wrote %d frames, %d read back", path.name, len(frames), readable)
-            _finish(tmp, path)
-            tmp = None
-            if tried:
-                logger.info("Wrote %s with %s after trying %s", path.name, fourcc, "; ".join(tried))
-            else:
-                logger.info("Wrote %s with %s", path.name, fourcc)
-            return fourcc, size
-        except cv2.error as err:
-            tried.append(f"{fourcc} ({err})")
-        finally:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
-    raise InvalidInputError(
-        f"OpenCV could not write {path} with any codec ({'; '.join(tried)}). Write .webp, .gif or PNG frames instead, "
-        "or install an OpenCV build with FFmpeg (pip install opencv-python)."
+    height, width = frames.shape[1:3]
+    rate = _fps_rational(fps)
+    tmp = _temp_sibling(path)
+    try:
+        with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+            stream = container.add_stream(MP4_ENCODER, rate=rate, options={"crf": str(MP4_CRF), "preset": MP4_PRESET})
+            stream.width, stream.height = width, height
+            stream.pix_fmt = MP4_PIX_FMT
+            stream.codec_context.colorspace = _BT601_MATRIX
+            stream.codec_context.color_range = _LIMITED_RANGE
+            for index, rgb in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                frame.pts = index
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))  # flush the frames x264 still holds (lookahead, B-frames)
+        _finish(tmp, path)
+    except (av.FFmpegError, OSError) as err:
+        raise InvalidInputError(f"Cannot write {path}: {err.strerror or err}.") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    logger.info(
+        "Wrote %s (%s %s %dx%d, %s fps, %d frames)", path.name, MP4_CODEC, MP4_PIX_FMT, width, height, rate, len(frames)
     )
+    return MP4_CODEC, (width, height)
+
+
+def _read_mp4(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise InvalidInputError(f"Video {path} does not exist.")
+    av = _import_av(f"Reading {path.name}")
+    try:
+        with av.open(str(path), mode="r") as container:
+            if not container.streams.video:
+                raise InvalidInputError(f"{path} holds no video stream.")
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])]
+    except av.FFmpegError as err:
+        raise InvalidInputError(f"Cannot read {path} as a video (corrupt or unsupported codec): {err}.") from None
+    if not frames:
+        raise InvalidInputError(f"{path} holds no readable frames.")
+    return np.ascontiguousarray(np.stack(frames))
 
 
 def _write_pillow(frames: np.ndarray, path: Path, fps: float, quality: int, lossless: bool) -> str:
@@ -330,13 +326,14 @@ def write_video(
 ) -> VideoWriteResult:
     """Write ``frames`` ``[T, H, W, 3]`` (uint8, or float in [0, 1]) to ``path``, chosen by its suffix.
 
-    - ``.mp4``: OpenCV, H.264 when available else ``mp4v`` (see the module docstring); odd sizes padded to even.
+    - ``.mp4``: PyAV, H.264 yuv420p (see the module docstring); odd sizes padded to even.
     - ``.webp`` (animated; ``quality`` 0-100, or ``lossless``) and ``.gif`` (256-colour palette): Pillow, looping.
     - a directory (no suffix), ``name_%05d.png``-style pattern, or ``name.png``: PNG frames
       (``frames_%05d.png`` inside a directory; ``name_%05d.png`` for ``name.png`` with several frames).
 
     Returns a :class:`VideoWriteResult`. Raises :class:`InvalidInputError` for bad frames, a bad fps, an unknown
-    suffix or a path that cannot be written (folder cannot be created, directory in the way, no permission).
+    suffix, a path that cannot be written (folder cannot be created, directory in the way, no permission), or an
+    ``.mp4`` without PyAV installed.
     """
     data = _as_uint8_frames(frames)
     try:
@@ -382,30 +379,12 @@ def _png_files(path: Path) -> list[Path]:
 def read_video_frames(path: str | Path) -> np.ndarray:
     """Read a video written by :func:`write_video` back as ``[T, H, W, 3]`` uint8 RGB.
 
-    ``.mp4`` through OpenCV, ``.webp``/``.gif`` through Pillow, a directory or ``%``-pattern as sorted PNG frames.
+    ``.mp4`` through PyAV, ``.webp``/``.gif`` through Pillow, a directory or ``%``-pattern as sorted PNG frames.
     """
     path = Path(path).expanduser()
     suffix = path.suffix.lower()
     if suffix == ".mp4":
-        import cv2
-
-        if not path.is_file():
-            raise InvalidInputError(f"Video {path} does not exist.")
-        cap = cv2.VideoCapture(str(path))
-        frames = []
-        try:
-            if not cap.isOpened():
-                raise InvalidInputError(f"OpenCV cannot open {path} as a video (corrupt or unsupported codec).")
-            while True:
-                ok, frame = cap.read()
-                if not ok:
-                    break
-                frames.append(frame[..., ::-1])
-        finally:
-            cap.release()
-        if not frames:
-            raise InvalidInputError(f"{path} holds no readable frames.")
-        return np.ascontiguousarray(np.stack(frames))
+        return _read_mp4(path)
     files = _png_files(path) if suffix in ("", ".png") or "%" in path.name or path.is_dir() else [path]
     if not files or not all(f.is_file() for f in files):
         raise InvalidInputError(f"No video or frames found at {path}.")

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import errno
+import importlib.util
+import sys
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
+import av  # the test extra installs PyAV: the mp4 tests must run, not skip
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import causal_forcing_core.video_io as video_io
 from causal_forcing_core.errors import InvalidInputError
 from causal_forcing_core.image_io import load_image
 from causal_forcing_core.video_io import (
@@ -41,25 +48,160 @@ def _check_moving(back: np.ndarray, t: int = T, h: int = H, w: int = W) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- writing
-def test_mp4_round_trip(tmp_path: Path) -> None:
+def _abs_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(a.astype(np.int16) - b.astype(np.int16))
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * np.log10(255.0**2 / mse)
+
+
+def _no_partials(folder: Path) -> list[Path]:
+    return list(folder.rglob(".*partial*"))
+
+
+# Measured with av 18.1.0 (FFmpeg 8, libx264) on _pattern(): mean |error| 2.49 (1.93 of it is the yuv420p
+# conversion alone: chroma at half resolution smears the square's coloured edges), worst frame 2.85, PSNR 36.7 dB.
+# The bounds leave ~20% margin; crf 30 gives 3.6, decoding with the wrong (BT.709) matrix 7.7, BGR order 51.
+MP4_MEAN_ERROR_MAX = 3.0
+MP4_FRAME_ERROR_MAX = 3.5
+MP4_PSNR_MIN = 35.0
+
+
+def test_mp4_round_trip_is_h264_yuv420p(tmp_path: Path) -> None:
     frames = _pattern()
     result = write_video(frames, tmp_path / "clip.mp4", fps=16)
     assert isinstance(result, VideoWriteResult)
-    assert result.codec in ("avc1", "H264", "mp4v")
-    assert (result.frames, result.size, result.fps) == (T, (W, H), 16.0)
+    assert (result.codec, result.frames, result.size, result.fps) == ("h264", T, (W, H), 16.0)
+    assert not _no_partials(tmp_path)
+
+    with av.open(str(result.path)) as container:  # what is in the file, not what the writer says
+        assert "mp4" in container.format.name
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        assert (ctx.name, ctx.pix_fmt, ctx.width, ctx.height) == ("h264", "yuv420p", W, H)
+        assert stream.average_rate == Fraction(16)
+        assert stream.frames == T
+        assert stream.duration * stream.time_base == Fraction(T, 16)  # exactly 9 frames at 16 fps
+        assert (ctx.colorspace, ctx.color_range) == (6, 1)  # tagged BT.601 limited range, as converted
+
     back = read_video_frames(result.path)
     _check_moving(back)
-    assert np.abs(back.astype(int) - frames.astype(int)).mean() < 12  # lossy but close
-    assert not list(tmp_path.glob(".*partial*"))  # no temporary files left
+    error = _abs_error(back, frames)
+    assert error.mean() <= MP4_MEAN_ERROR_MAX
+    assert error.reshape(T, -1).mean(axis=1).max() <= MP4_FRAME_ERROR_MAX  # no frame dropped, repeated or shifted
+    assert _psnr(back, frames) >= MP4_PSNR_MIN
+
+
+@pytest.mark.parametrize(("fps", "rate"), [(24000 / 1001, Fraction(24000, 1001)), (12.5, Fraction(25, 2))])
+def test_mp4_fps_is_an_exact_rational(tmp_path: Path, fps: float, rate: Fraction) -> None:
+    result = write_video(_pattern(4), tmp_path / "clip.mp4", fps=fps)
+    assert result.fps == fps
+    with av.open(str(result.path)) as container:
+        stream = container.streams.video[0]
+        assert stream.average_rate == rate
+        assert stream.duration * stream.time_base == 4 / rate
 
 
 def test_mp4_from_float_torch_and_odd_size(tmp_path: Path) -> None:
     frames = torch.from_numpy(_pattern(5, 47, 63)).float() / 255
     result = write_video(frames, tmp_path / "sub" / "odd.mp4")  # missing parent is created
     assert result.size == (64, 48)  # padded to even by repeating the last row/column
+    with av.open(str(result.path)) as container:
+        ctx = container.streams.video[0].codec_context
+        assert (ctx.width, ctx.height, ctx.pix_fmt) == (64, 48, "yuv420p")
     back = read_video_frames(result.path)
     assert back.shape == (5, 48, 64, 3)
-    assert np.abs(back[:, :47, :63].astype(int) - _pattern(5, 47, 63).astype(int)).mean() < 12
+    padded = np.pad(_pattern(5, 47, 63), ((0, 0), (0, 1), (0, 1), (0, 0)), mode="edge")
+    assert _abs_error(back, padded).mean() <= MP4_MEAN_ERROR_MAX  # measured 2.49
+    # the added column and row repeat the edge: measured 1.48 and 1.20 (black padding would give ~148)
+    assert _abs_error(back[:, :, 63], padded[:, :, 63]).mean() <= 2.0
+    assert _abs_error(back[:, 47], padded[:, 47]).mean() <= 2.0
+
+
+class _FailingOutput:
+    """Wraps PyAV's output container and fails like a full disk after ``after`` packets reached the file."""
+
+    def __init__(self, container: Any, file: str, after: int, error: BaseException) -> None:
+        self._container, self.file, self._after, self._error = container, Path(file), after, error
+        self.muxed = 0
+        self.file_bytes_at_failure = -1
+
+    def __enter__(self) -> _FailingOutput:
+        self._container.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self._container.__exit__(*exc)
+
+    def add_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return self._container.add_stream(*args, **kwargs)
+
+    def mux(self, packets: Any) -> None:
+        for packet in packets if isinstance(packets, list) else [packets]:
+            if self.muxed == self._after:
+                self.file_bytes_at_failure = self.file.stat().st_size
+                raise self._error
+            self._container.mux(packet)
+            self.muxed += 1
+
+
+@pytest.mark.parametrize(
+    ("error", "raised"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), InvalidInputError),  # reported as our error
+        (RuntimeError("interrupted"), RuntimeError),  # anything else passes through, still cleaned up
+    ],
+)
+def test_failed_mp4_write_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException, raised: type[BaseException]
+) -> None:
+    target = tmp_path / "clip.mp4"
+    target.write_bytes(b"the previous video")
+    real_open = av.open
+    opened: list[_FailingOutput] = []
+
+    def failing_open(file: str, *args: Any, **kwargs: Any) -> _FailingOutput:
+        opened.append(_FailingOutput(real_open(file, *args, **kwargs), file, after=4, error=error))
+        return opened[-1]
+
+    monkeypatch.setattr(av, "open", failing_open)
+    with pytest.raises(raised, match="No space left" if raised is InvalidInputError else "interrupted"):
+        write_video(_pattern(), target, fps=16)
+    (output,) = opened
+    assert output.muxed == 4 and output.file_bytes_at_failure > 0  # it failed half-way through a real file
+    assert output.file != target and output.file.parent == tmp_path  # ... a temporary sibling
+    assert target.read_bytes() == b"the previous video"  # the old file is untouched
+    assert sorted(tmp_path.iterdir()) == [target]  # and the half file is gone
+
+
+def test_mp4_without_pyav_says_how_to_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` now raises ImportError
+    name = "causal_forcing_core._video_io_without_av"
+    spec = importlib.util.spec_from_file_location(name, video_io.__file__)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    spec.loader.exec_module(module)  # the module itself imports without PyAV
+
+    frames = _pattern(3)
+    with pytest.raises(InvalidInputError, match=r"Writing clip\.mp4 needs PyAV.*pip install av.*\.webp, \.gif or PNG"):
+        module.write_video(frames, tmp_path / "clip.mp4")
+    assert not list(tmp_path.iterdir())  # nothing started
+    (tmp_path / "old.mp4").write_bytes(b"x")
+    with pytest.raises(InvalidInputError, match="pip install av"):
+        module.read_video_frames(tmp_path / "old.mp4")
+    assert module.write_video(frames, tmp_path / "clip.webp", lossless=True).codec == "webp-lossless"
+    assert np.array_equal(module.read_video_frames(tmp_path / "clip.webp"), frames)
+
+
+def test_read_bad_mp4_raises(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        read_video_frames(tmp_path / "absent.mp4")
+    (tmp_path / "junk.mp4").write_bytes(b"not a video at all" * 100)
+    with pytest.raises(InvalidInputError, match="Cannot read .*junk.mp4"):
+        read_video_frames(tmp_path / "junk.mp4")
 
 
 def test_webp_lossless_and_lossy(tmp_path: Path) -> None:
