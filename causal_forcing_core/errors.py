@@ -29,3 +29,7 @@ class CacheBudgetError(CausalForcingError, MemoryError):
 
 class StreamStateError(CausalForcingError):
     """A stream operation asked for state that does not exist (rewind past the start, unknown snapshot)."""
+
+
+class LiveRunEndedError(StreamStateError):
+    """A live run was steered (prompt, pause, resume) after it stopped or finished; start a new run instead."""

@@ -19,16 +19,40 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 
-from .errors import InvalidInputError, StreamStateError
+from .errors import InvalidInputError, LiveRunEndedError
+from .prompt import Prompt, check_prompt_text
 from .schedule import ScheduleEntry, format_schedule
-from .stream import Prompt, StepCallback, Stream
+from .stream import StepCallback, Stream
 
 logger = logging.getLogger(__name__)
 
-#: the longest prompt text a live control accepts (characters)
-MAX_PROMPT_CHARS = 2000
-RUNNING, PAUSED, STOPPING, FINISHED = "running", "paused", "stopping", "finished"
+
+class LiveState(str, Enum):
+    """The state of a live run (its value is what clients see in status JSON)."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+    FINISHED = "finished"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class LiveEnd(str, Enum):
+    """Why a :class:`LiveLoop` run ended."""
+
+    #: :meth:`LiveControl.stop` was called
+    STOP = "stop"
+    #: the run made its ``max_chunks`` chunks
+    MAX_CHUNKS = "max_chunks"
+    #: ``check()`` raised one of the loop's ``interruptions``
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -47,7 +71,7 @@ class LiveResult:
     stream: Stream
     events: list[PromptEvent]
     chunks: int
-    ended_by: str  # "stop", "max_chunks", "interrupted"
+    ended_by: LiveEnd
 
     def schedule(self) -> str:
         """The prompt events as a schedule text (``chunk: prompt`` lines)."""
@@ -62,21 +86,13 @@ def events_to_schedule(events: list[PromptEvent]) -> str:
     return format_schedule([ScheduleEntry(chunk, text) for chunk, text in sorted(by_chunk.items())])
 
 
-def check_prompt_text(text: object) -> str:
-    """A prompt text a live run accepts: a non-empty string of at most :data:`MAX_PROMPT_CHARS` characters."""
-    if not isinstance(text, str) or not text.strip():
-        raise InvalidInputError("The prompt is empty; write what the video should show.")
-    text = text.strip()
-    if len(text) > MAX_PROMPT_CHARS:
-        raise InvalidInputError(f"The prompt has {len(text)} characters; keep it under {MAX_PROMPT_CHARS}.")
-    return text
-
-
 class LiveControl:
     """Thread-safe steering of one live run: prompt changes, pause, resume, stop.
 
     ``on_change(control)`` is called (outside the lock, on whichever thread made the change) when the state
     changes: pause requested or reached, resumed, stop requested, finished; the loop's owner reports chunks itself.
+    Every change of the shared state happens under the control's lock; steering a run that stopped or finished
+    raises :class:`LiveRunEndedError`. Prompt texts are checked by :func:`.prompt.check_prompt_text`.
     """
 
     def __init__(self, on_change: Callable[["LiveControl"], None] | None = None) -> None:
@@ -86,10 +102,16 @@ class LiveControl:
         self._paused = False
         self._stop = False
         self.on_change = on_change
-        self.state = RUNNING
+        self.state = LiveState.RUNNING
         self.chunk = 0  # chunks made so far
         self.generating = False  # a chunk is being made now
-        self.prompt = ""  # the prompt text driving the newest chunk
+        self._prompt = ""  # the prompt text driving the newest chunk
+
+    @property
+    def prompt(self) -> str:
+        """The prompt text driving the newest chunk ("" before the first)."""
+        with self._lock:
+            return self._prompt
 
     def set_prompt(self, text: str, recache: bool = True) -> int:
         """Use ``text`` from the next chunk boundary on (a newer change before that boundary replaces it);
@@ -119,26 +141,29 @@ class LiveControl:
     def stop(self) -> None:
         """End the run after the chunk in progress (a stopped run keeps everything it made)."""
         with self._lock:
-            if self._stop or self.state == FINISHED:
+            if self._stop or self.state == LiveState.FINISHED:
                 return
             self._stop = True
-            self.state = STOPPING
+            self.state = LiveState.STOPPING
             self._wake.notify_all()
         self._changed()
 
     @property
     def stopped(self) -> bool:
-        return self._stop
+        with self._lock:
+            return self._stop
 
     @property
     def pause_requested(self) -> bool:
-        return self._paused and not self._stop
+        with self._lock:
+            return self._paused and not self._stop
 
     def status(self) -> dict[str, object]:
-        """What a client shows: state, chunks made, whether a pause is pending, and the current prompt."""
+        """What a client shows: state (its string value), chunks made, whether a pause is pending, and the
+        current prompt."""
         with self._lock:
-            return {"state": self.state, "chunk": self.chunk, "pause_requested": self._paused and not self._stop,
-                    "prompt": self.prompt}
+            return {"state": self.state.value, "chunk": self.chunk,
+                    "pause_requested": self._paused and not self._stop, "prompt": self._prompt}
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -148,8 +173,9 @@ class LiveControl:
                 logger.exception("live run listener failed")
 
     def _check_open(self) -> None:
-        if self.state in (FINISHED, STOPPING) or self._stop:
-            raise StreamStateError("This live run has ended; start a new one to steer it.")
+        """Raise :class:`LiveRunEndedError` once the run stopped or finished (call with the lock held)."""
+        if self.state in (LiveState.FINISHED, LiveState.STOPPING) or self._stop:
+            raise LiveRunEndedError("This live run has ended; start a new one to steer it.")
 
     # ----------------------------------------------------------------------------------------------- loop side
     def take_prompt(self) -> tuple[str, bool] | None:
@@ -159,6 +185,11 @@ class LiveControl:
             pending, self._pending = self._pending, None
             self.generating = True
             return pending
+
+    def prompt_applied(self, text: str) -> None:
+        """The loop makes the chunk in progress (and the ones after it) with ``text``."""
+        with self._lock:
+            self._prompt = text
 
     def end_chunk(self, made: int) -> None:
         with self._lock:
@@ -170,7 +201,7 @@ class LiveControl:
         with self._lock:
             if not self._paused or self._stop:
                 return False
-            self.state = PAUSED
+            self.state = LiveState.PAUSED
         self._changed()
         try:
             with self._lock:
@@ -183,8 +214,8 @@ class LiveControl:
                     self._wake.wait(poll_s)
         finally:
             with self._lock:
-                if self.state == PAUSED:
-                    self.state = RUNNING
+                if self.state == LiveState.PAUSED:
+                    self.state = LiveState.RUNNING
             self._changed()
         return True
 
@@ -198,8 +229,11 @@ class LiveControl:
                 self._wake.wait(seconds)
 
     def finish(self) -> None:
+        """Mark the run finished (once; later calls change nothing and announce nothing)."""
         with self._lock:
-            self.state = FINISHED
+            if self.state == LiveState.FINISHED:
+                return
+            self.state = LiveState.FINISHED
             self.generating = False
             self._wake.notify_all()
         self._changed()
@@ -212,7 +246,7 @@ class LiveLoop:
 
     ``encode(text) -> Prompt`` turns a prompt text into embeddings (called on the loop's thread). ``first_prompt``
     (a text) drives the run from its first chunk. ``check()`` is called between steps and while paused and may
-    raise to interrupt; the loop then ends with what it made (``ended_by="interrupted"``). ``on_chunk(stream,
+    raise to interrupt; the loop then ends with what it made (``ended_by=LiveEnd.INTERRUPTED``). ``on_chunk(stream,
     index)`` runs after each chunk. ``chunk_seconds`` is the video time per chunk (pacing with ``realtime``).
     """
 
@@ -241,17 +275,17 @@ class LiveLoop:
         started = self.clock()
         paused_for = 0.0
         made = 0
-        ended_by = "max_chunks"
+        ended_by = LiveEnd.MAX_CHUNKS
         try:
             while made < self.max_chunks:
                 if self.control.stopped:
-                    ended_by = "stop"
+                    ended_by = LiveEnd.STOP
                     break
                 before = self.clock()
                 if self.control.wait_if_paused(self.check):
                     paused_for += self.clock() - before
                 if self.control.stopped:
-                    ended_by = "stop"
+                    ended_by = LiveEnd.STOP
                     break
                 if self.realtime:  # back-pressure: stay at most lead_chunks ahead of real time
                     ahead = (made - self.lead_chunks) * self.chunk_seconds - (self.clock() - started - paused_for)
@@ -269,7 +303,7 @@ class LiveLoop:
                             prompts[text] = self.encode(text)
                         prompt = prompts[text]
                         self.events.append(PromptEvent(made, text, recache))
-                        self.control.prompt = text
+                        self.control.prompt_applied(text)
                     stream = stream.generate(
                         1, prompt=prompt, recache=recache and stream.num_frames > 0, on_step=self._step,
                     )
@@ -278,7 +312,7 @@ class LiveLoop:
                     self.control.end_chunk(made)
                 self.on_chunk(stream, made - 1)
         except self.interruptions:
-            ended_by = "interrupted"
+            ended_by = LiveEnd.INTERRUPTED
             self.events = [e for e in self.events if e.chunk < made]  # a switch for the chunk that was cut off
             logger.info("Live run interrupted after %d chunks; keeping them", made)
         finally:

@@ -2,7 +2,9 @@
 
 Each node module exports ``NODE_CLASS_MAPPINGS`` and ``NODE_DISPLAY_NAME_MAPPINGS``; adding its name to
 ``_NODE_MODULES`` registers it. Node ids start with ``CausalForcing`` and are never renamed once released.
-Node modules import ComfyUI only through :mod:`.comfy_runtime`, and heavy libraries only inside functions.
+Node modules import ComfyUI only through :mod:`.comfy_runtime`, and heavy libraries only inside functions. They
+never import each other: what travels through the sockets is in :mod:`.payloads`, what they share in :mod:`.common`,
+the names the browser uses in :mod:`.protocol`.
 """
 
 from __future__ import annotations

@@ -215,12 +215,6 @@ def temp_directory() -> Path:
     return Path(tempfile.gettempdir()) / "causal_forcing_temp"
 
 
-def output_directory() -> Path:
-    """ComfyUI's output folder; outside ComfyUI ``./output``."""
-    fp = _optional("folder_paths")
-    return Path(fp.get_output_directory()) if fp is not None else Path("output")
-
-
 # --------------------------------------------------------------------------------------------------- memory
 def offload_device() -> torch.device:
     """Where models rest between runs (ComfyUI's ``unet_offload_device``); outside ComfyUI the compute device."""
@@ -261,15 +255,6 @@ def load_models(patchers: list[Any], memory_required: int = 0) -> None:
     if mm is None or not present:
         return
     mm.load_models_gpu(present, memory_required=int(memory_required))
-
-
-def soft_empty_cache() -> None:
-    """Return cached accelerator memory (ComfyUI's ``soft_empty_cache``, or torch's CUDA cache outside it)."""
-    mm = _optional("comfy.model_management")
-    if mm is not None:
-        mm.soft_empty_cache()
-    elif torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 # --------------------------------------------------------------------------------------------------- native objects

@@ -1,11 +1,12 @@
 """``CausalForcingLive``: generate chunk after chunk until stopped, steered from the node while it runs.
 
-The node runs a :class:`causal_forcing_core.live.LiveLoop` on ComfyUI's worker thread. The browser steers it through
-``POST /causal_forcing/live/control`` (see :mod:`.live_routes`) with the run's secret token, which only the client
-that queued the prompt receives (``causal_forcing.live`` events are sent to that client alone). Frames go to the
-node's player as ``causal_forcing.chunk`` events. Stopping, reaching the maximum length, an interruption from the
-queue or the client disconnecting all end the run the same way: the node returns the stream, the frames and the
-prompt events as a schedule that Causal Forcing Prompt Schedule reads, so the take can be re-rendered.
+The node runs a :class:`causal_forcing_core.live.LiveLoop` on ComfyUI's worker thread. The browser steers it
+through the control route (:data:`.protocol.CONTROL_PATH`, see :mod:`.live_routes`) with the run's secret token,
+which only the client that queued the prompt receives (:data:`.protocol.LIVE_EVENT` events are sent to that client
+alone). Frames go to the node's player as :data:`.protocol.CHUNK_EVENT` events. Stopping, reaching the maximum
+length, an interruption from the queue or the client disconnecting all end the run the same way: the node returns
+the stream, the frames and the prompt events as a schedule that Causal Forcing Prompt Schedule reads, so the take
+can be re-rendered.
 """
 
 from __future__ import annotations
@@ -21,23 +22,21 @@ from typing import Any
 import torch
 
 from ..causal_forcing_core.errors import InvalidInputError
-from ..causal_forcing_core.live import FINISHED, LiveControl, LiveLoop, LiveResult, check_prompt_text
+from ..causal_forcing_core.geometry import WAN21
+from ..causal_forcing_core.live import LiveControl, LiveEnd, LiveLoop, LiveResult
 from ..causal_forcing_core.preview_fallback import LatentRGBPreview
-from ..causal_forcing_core.stream import Prompt
+from ..causal_forcing_core.prompt import Prompt, check_prompt_text
 from ..causal_forcing_core.vae import WanVAE
 from . import comfy_runtime as rt
-from .common import (
-    CATEGORY, CF_STREAM, CF_TEXT_ENCODER, CF_VAE, VAE_TEMPORAL_STRIDE, prompt_from_conditioning, seconds_to_chunks,
-)
+from .common import CATEGORY, prompt_from_conditioning, resolve_text_encoder, resolve_vae
 from .live_preview import ChunkReporter
-from .stream_state import StreamHandle
-from .text_nodes import CFTextEncoder
-from .vae_nodes import CFVae, core_vae
+from .payloads import CF_STREAM, CF_TEXT_ENCODER, CF_VAE, CFTextEncoder, CFVae, StreamHandle
+from .protocol import LIVE_EVENT, RunEnd
 
 logger = logging.getLogger(__name__)
 
-LIVE_EVENT = "causal_forcing.live"
-DECODERS = ("preview", "vae")
+DECODER_PREVIEW, DECODER_VAE = "preview", "vae"
+DECODERS = (DECODER_PREVIEW, DECODER_VAE)
 #: the longest live run a node accepts, in seconds of video
 MAX_LIVE_SECONDS = 3600
 #: seconds without the queuing client's websocket before a run stops by itself
@@ -58,22 +57,25 @@ class LiveSession:
     control: LiveControl
     max_chunks: int
     events: list[dict[str, Any]] = field(default_factory=list)
-    ended_by: str | None = None
+    ended_by: RunEnd | None = None
     _requests: list[float] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def allow_request(self, now: float) -> float:
         """0 when a request may go through now, else the seconds until one may (a sliding one-second window)."""
-        self._requests[:] = [t for t in self._requests if now - t < 1.0]
-        if len(self._requests) >= MAX_REQUESTS_PER_S:
-            return 1.0 - (now - self._requests[0])
-        self._requests.append(now)
-        return 0.0
+        with self._lock:
+            self._requests[:] = [t for t in self._requests if now - t < 1.0]
+            if len(self._requests) >= MAX_REQUESTS_PER_S:
+                return 1.0 - (now - self._requests[0])
+            self._requests.append(now)
+            return 0.0
 
     def status(self) -> dict[str, Any]:
+        """The fields of a :data:`.protocol.LIVE_EVENT` event (and of the status route's answer)."""
         data = {"node": self.node_id, "run": self.token, "max_chunks": self.max_chunks, "events": self.events,
                 **self.control.status()}
         if self.ended_by is not None:
-            data["ended_by"] = self.ended_by
+            data["ended_by"] = self.ended_by.value
         return data
 
     def announce(self, *_: Any) -> None:
@@ -86,7 +88,7 @@ class LiveRegistry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._running: dict[str, LiveSession] = {}
-        self._ended: OrderedDict[str, str] = OrderedDict()
+        self._ended: OrderedDict[str, RunEnd] = OrderedDict()
 
     def open(self, session: LiveSession) -> None:
         with self._lock:
@@ -95,11 +97,11 @@ class LiveRegistry:
     def close(self, session: LiveSession) -> None:
         with self._lock:
             self._running.pop(session.token, None)
-            self._ended[session.token] = session.ended_by or "finished"
+            self._ended[session.token] = session.ended_by or RunEnd.ERROR
             while len(self._ended) > _ENDED_KEPT:
                 self._ended.popitem(last=False)
 
-    def find(self, token: str) -> tuple[LiveSession | None, str | None]:
+    def find(self, token: str) -> tuple[LiveSession | None, RunEnd | None]:
         """The running session of ``token``, or (None, how it ended) / (None, None) when unknown."""
         with self._lock:
             return self._running.get(token), self._ended.get(token)
@@ -163,7 +165,7 @@ class CausalForcingLive:
                                                     "up quickly (off: generate as fast as possible)."}),
                 "recache": ("BOOLEAN", {"default": True,
                                         "tooltip": "Re-encode the cached frames under each new prompt (LongLive)."}),
-                "decoder": (list(DECODERS), {"default": "preview",
+                "decoder": (list(DECODERS), {"default": DECODER_PREVIEW,
                                              "tooltip": "preview: the model's preview decoder (fast); vae: the Wan "
                                                         "VAE (full quality, needs vae or cf_vae)."}),
             },
@@ -186,21 +188,19 @@ class CausalForcingLive:
         unique_id: str | None = None,
     ) -> dict[str, Any]:
         first = check_prompt_text(prompt)
-        if clip is None and text_encoder is None:
-            raise InvalidInputError(
-                "Connect a CLIP (Load CLIP, type wan) or a Causal Forcing text encoder: the live node encodes the "
-                "prompts you type while it runs."
-            )
+        encode_text = resolve_text_encoder(
+            clip, text_encoder, purpose=" (the live node encodes the prompts you type while it runs)")
         fpb = stream.frames_per_block
-        max_chunks = seconds_to_chunks(max_seconds, fpb, stream.model.fps)
+        max_chunks = WAN21.seconds_to_chunks(max_seconds, fpb)
         stream.check_length(max_chunks)
-        frames = _VAEFrames(core_vae(vae, cf_vae)) if decoder == "vae" else (
-            stream.model.previewer or LatentRGBPreview())
+        if decoder == DECODER_VAE:
+            frames: Any = _VAEFrames(resolve_vae(vae, cf_vae, purpose=" for decoder vae"))
+        else:
+            frames = stream.model.previewer or LatentRGBPreview()
         cfg = stream.model.config
 
         def encode(text: str) -> Prompt:
-            cond = text_encoder.encode(text) if text_encoder is not None else rt.clip_encode(clip, text)
-            return prompt_from_conditioning(cond, cfg.text_dim, cfg.text_len, label=text[:40])
+            return prompt_from_conditioning(encode_text(text), cfg.text_dim, cfg.text_len, label=text[:40])
 
         client = rt.current_client_id()
         session = LiveSession(secrets.token_hex(16), unique_id, client, LiveControl(), max_chunks)
@@ -219,7 +219,7 @@ class CausalForcingLive:
 
         loop = LiveLoop(
             stream.stream, encode, session.control, first, max_chunks,
-            chunk_seconds=fpb * VAE_TEMPORAL_STRIDE / stream.model.fps, realtime=realtime, recache_first=recache,
+            chunk_seconds=WAN21.chunk_seconds(fpb), realtime=realtime, recache_first=recache,
             check=watch.check, on_chunk=on_chunk, on_step=reporter.on_step,
             interruptions=rt.interruption_types() + (_Disconnected,),
         )
@@ -227,15 +227,12 @@ class CausalForcingLive:
         session.announce()
         try:
             result: LiveResult = loop.run()
-            session.ended_by = "disconnected" if watch.gone else (
-                "stop" if result.ended_by == "interrupted" else result.ended_by)
+            session.ended_by = RunEnd.DISCONNECTED if watch.gone else _RUN_ENDS[result.ended_by]
         finally:
-            session.ended_by = session.ended_by or "error"
+            session.ended_by = session.ended_by or RunEnd.ERROR
             REGISTRY.close(session)
-        session.events = [{"chunk": e.chunk, "text": e.text} for e in result.events]
-        if session.control.state != FINISHED:
-            session.control.finish()
-        session.announce()
+            session.events = [{"chunk": e.chunk, "text": e.text} for e in loop.events]
+            session.announce()
         logger.info("Live run of node %s ended (%s) after %d chunks", unique_id, session.ended_by, result.chunks)
         if result.chunks == 0:
             raise InvalidInputError("The live run ended before its first chunk was made; nothing to output.")
@@ -244,6 +241,10 @@ class CausalForcingLive:
             images = LatentRGBPreview().decode(result.stream.latents)[0].permute(0, 2, 3, 1).contiguous()
         handle = stream.with_stream(result.stream)
         return {"ui": reporter.ui(), "result": (handle, images, result.schedule())}
+
+
+#: how a loop's end reads on the node (a queue interrupt is the user stopping the run: it keeps what was made)
+_RUN_ENDS = {LiveEnd.STOP: RunEnd.STOP, LiveEnd.MAX_CHUNKS: RunEnd.MAX_CHUNKS, LiveEnd.INTERRUPTED: RunEnd.STOP}
 
 
 class _Disconnected(Exception):

@@ -2,10 +2,11 @@
 
 One progress bar over every denoising step of the node's run (each update is also an interruption point), and after
 each chunk: the chunk decoded with the model's preview decoder, its last frame shown on the node (ComfyUI's preview
-image), and its frames written as JPEGs to ComfyUI's temp folder and announced with a ``causal_forcing.chunk``
-websocket event, which the player in ``js/causal_forcing_player.js`` plays at the video's frame rate.
+image), and its frames written as JPEGs to ComfyUI's temp folder and announced with a
+:data:`.protocol.CHUNK_EVENT` websocket event, which the player in ``js/causal_forcing_player.js`` plays at the
+video's frame rate.
 
-Event ``causal_forcing.chunk`` data: ``node`` (the node id), ``run`` (an id per node run), ``chunk`` (index of the
+The event's data: ``node`` (the node id), ``run`` (an id per node run), ``chunk`` (index of the
 chunk in the stream), ``chunk_in_run``, ``chunks_in_run``, ``fps``, ``width``, ``height`` and ``frames``: a list of
 ``{"filename", "subfolder", "type": "temp"}`` for ``/view``.
 """
@@ -23,13 +24,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..causal_forcing_core.geometry import WAN21
 from ..causal_forcing_core.stream import Stream
 from . import comfy_runtime as rt
-from .model_nodes import CFModel
+from .payloads import CFModel
+from .protocol import CHUNK_EVENT, UI_FPS_KEY, UI_FRAMES_KEY
 
 logger = logging.getLogger(__name__)
 
-CHUNK_EVENT = "causal_forcing.chunk"
 #: temp subfolder holding the preview frames of each run
 TEMP_SUBFOLDER = "causal_forcing"
 #: runs of one node whose preview frames are kept in the temp folder (its older runs are deleted; a cached node's
@@ -83,7 +85,7 @@ class ChunkReporter:
         self.bar = rt.ProgressBar(self.total_steps, node_id)
         self.node_id = node_id
         self.num_chunks = num_chunks
-        self.fps = model.fps
+        self.fps = WAN21.fps
         self.run_id = uuid.uuid4().hex[:12]
         self.done_steps = 0
         self.chunks_done = 0
@@ -166,4 +168,4 @@ class ChunkReporter:
 
     def ui(self) -> dict[str, Any]:
         """The node's ``ui`` output: the frames of this run, so the player can replay them after the run."""
-        return {"causal_forcing_frames": self.frames_written, "causal_forcing_fps": [self.fps]} if self.frames_written else {}
+        return {UI_FRAMES_KEY: self.frames_written, UI_FPS_KEY: [self.fps]} if self.frames_written else {}

@@ -1,10 +1,11 @@
 """Server routes that steer running live nodes.
 
-``POST /causal_forcing/live/control`` with JSON ``{"run": token, "action": "prompt" | "pause" | "resume" | "stop",
-"text": "...", "recache": true}`` and ``GET /causal_forcing/live/status?run=token``. The token is a random 128-bit
-value sent only to the client that queued the run, so a request can reach no other user's run. Answers are JSON:
-200 ``{"ok": true, "state", "chunk", "pause_requested", "prompt", "applies_at_chunk"?}``; 400 a malformed request or
-prompt; 404 an unknown run; 409 a run that has ended; 429 too many requests (``retry_in_ms``).
+``POST`` :data:`.protocol.CONTROL_PATH` (``/causal_forcing/live/control``) with JSON ``{"run": token, "action":
+"prompt" | "pause" | "resume" | "stop", "text": "...", "recache": true}`` and ``GET`` :data:`.protocol.STATUS_PATH`
+``?run=token``. The token is a random 128-bit value sent only to the client that queued the run, so a request can
+reach no other user's run. Answers are JSON: 200 ``{"ok": true, "state", "chunk", "pause_requested", "prompt",
+"applies_at_chunk"?}``; 400 a malformed request or prompt; 404 an unknown run; 409 a run that has ended; 429 too
+many requests (``retry_in_ms``). The status comes from the exception's type, never from its message.
 
 The handlers are plain functions ``(query, body) -> (status, json)``, registered through
 :func:`.comfy_runtime.add_json_route`, so tests call them without a server.
@@ -16,14 +17,22 @@ import re
 import time
 from typing import Any
 
-from ..causal_forcing_core.errors import CausalForcingError
+from ..causal_forcing_core.errors import CausalForcingError, LiveRunEndedError
 from . import comfy_runtime as rt
 from .live_nodes import REGISTRY, LiveSession
+from .protocol import ACTIONS, CONTROL_PATH, STATUS_PATH
 
-CONTROL_PATH = "/causal_forcing/live/control"
-STATUS_PATH = "/causal_forcing/live/status"
-ACTIONS = ("prompt", "pause", "resume", "stop")
 _TOKEN = re.compile(r"^[0-9a-f]{32}$")
+#: HTTP status of a refused request, by the type of the error (the first match in order; a subclass first)
+_STATUS_BY_ERROR: tuple[tuple[type[CausalForcingError], int], ...] = (
+    (LiveRunEndedError, 409),
+    (CausalForcingError, 400),  # InvalidInputError and the rest: the request asked for something wrong
+)
+
+
+def error_status(err: CausalForcingError) -> int:
+    """The HTTP status for a refused steering request."""
+    return next(status for kind, status in _STATUS_BY_ERROR if isinstance(err, kind))
 
 
 def _session(token: Any) -> tuple[LiveSession | None, tuple[int, dict[str, Any]] | None]:
@@ -61,13 +70,12 @@ def handle_control(query: dict[str, str], body: Any) -> tuple[int, dict[str, Any
         else:
             getattr(control, action)()
     except CausalForcingError as err:
-        status = 409 if "ended" in str(err) else 400
-        return status, {"error": str(err)}
+        return error_status(err), {"error": str(err)}
     return 200, {"ok": True, **control.status(), **extra}
 
 
 def handle_status(query: dict[str, str], body: Any) -> tuple[int, dict[str, Any]]:
-    """The state of a running live node (the same fields as its ``causal_forcing.live`` events)."""
+    """The state of a running live node (the same fields as its live events)."""
     session, problem = _session(query.get("run"))
     if problem is not None:
         return problem

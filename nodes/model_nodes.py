@@ -8,60 +8,27 @@ dropped. The preview decoder shown on the Generate nodes is chosen here as well.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..causal_forcing_core.checkpoints import CheckpointError, load_dit
-from ..causal_forcing_core.config import SAMPLER_PRESETS, DiTConfig, SamplerConfig, sampler_preset
-from ..causal_forcing_core.dit import CausalWanModel
-from ..causal_forcing_core.kv_cache import KVCache
+from ..causal_forcing_core.config import SAMPLER_PRESETS, sampler_preset
+from ..causal_forcing_core.geometry import WAN21
 from ..causal_forcing_core.preview_fallback import LatentRGBPreview, Previewer, make_preview_decoder
 from . import comfy_runtime as rt
 from . import toy_entries as toy
-from .common import CATEGORY, CF_MODEL, WAN_FPS
+from .common import CATEGORY
+from .payloads import CF_MODEL, CFModel
 
 logger = logging.getLogger(__name__)
 
 VARIANTS = ("auto", *SAMPLER_PRESETS)
 WEIGHT_DTYPES = ("auto", "bf16", "fp16", "fp32", "fp8_e4m3fn")
-#: latent frames the released students were trained to attend to with global attention (81 video frames)
-TRAINED_FRAMES = 21
 PREVIEW_AUTO, PREVIEW_LATENT2RGB, PREVIEW_NONE = "auto", "latent2rgb", "none"
 #: preview decoder files picked by "auto" (TAEHV for Wan 2.1)
 _TAEW_PREFIX = "taew2_1"
-
-
-@dataclass(eq=False)
-class CFModel:
-    """What ``CF_MODEL`` carries: the student, its sampler, limits and preview decoder, and ComfyUI's handle."""
-
-    dit: CausalWanModel
-    sampler: SamplerConfig
-    name: str
-    max_frames: int
-    previewer: Previewer | None
-    patcher: Any = None
-    fps: int = WAN_FPS
-
-    @property
-    def config(self) -> DiTConfig:
-        return self.dit.config
-
-    def cache_bytes(self, latent_height: int, latent_width: int, frames: int) -> int:
-        """Bytes of a self-attention KV cache holding ``frames`` latent frames at this latent size."""
-        cfg = self.config
-        return KVCache.estimate_bytes(
-            num_layers=cfg.num_layers, batch=1, num_heads=cfg.num_heads, head_dim=cfg.head_dim,
-            frame_tokens=cfg.tokens_per_frame(latent_height, latent_width), capacity_frames=frames,
-            dtype=self.dit.compute_dtype,
-        )
-
-    def prepare(self, extra_bytes: int = 0) -> None:
-        """Load the weights onto the compute device (through ComfyUI) with room for ``extra_bytes`` more."""
-        rt.load_models([self.patcher], memory_required=extra_bytes)
 
 
 def model_choices() -> list[str]:
@@ -140,7 +107,7 @@ def load_model(name: str, variant: str = "auto", weight_dtype: str = "auto", pre
             "%s does not say which sampler it was trained for; from its name it looks like %s. Pick the variant on "
             "the Causal Forcing loader if that is wrong.", name, sampler.name,
         )
-    max_frames = int(loaded.metadata.get("max_frames") or TRAINED_FRAMES)
+    max_frames = int(loaded.metadata.get("max_frames") or WAN21.trained_latent_frames)
     previewer = load_previewer(preview, device)
     model = CFModel(loaded.model, sampler, Path(path).stem, max_frames, previewer)
     model.patcher = rt.manage_model(loaded.model)

@@ -13,36 +13,29 @@ from typing import Any
 import torch
 
 from ..causal_forcing_core.errors import InvalidInputError
+from ..causal_forcing_core.geometry import WAN21
 from ..causal_forcing_core.image_io import RESIZE_MODES, fit_image_tensor
 from ..causal_forcing_core.latent_space import from_raw_latents
 from ..causal_forcing_core.schedule import parse_schedule
 from ..causal_forcing_core.stream import start_stream
-from .common import (
-    CATEGORY, CF_MODEL, CF_SCHEDULE, CF_STREAM, CF_VAE, MAX_SEED, MAX_SIZE, SIZE_STEP, prompt_from_conditioning,
-    seconds_to_chunks,
+from . import stream_state
+from .common import CATEGORY, MAX_SEED, MAX_SIZE, prompt_from_conditioning, resolve_vae
+from .payloads import (
+    CF_MODEL, CF_SCHEDULE, CF_STREAM, CF_VAE, UNIT_CHUNKS, UNIT_SECONDS, UNITS, CFModel, CFVae, PromptSchedule,
+    StreamHandle,
 )
-from .model_nodes import CFModel
-from .stream_state import StreamHandle
-from .text_nodes import PromptSchedule
-from .vae_nodes import CFVae, core_vae
 
 logger = logging.getLogger(__name__)
 
-LENGTH_UNITS = ("chunks", "seconds")
 #: the most latent frames a window may hold (the released long-video students use 12 + 3 sink)
 MAX_WINDOW = 1024
+#: the step of the width/height widgets (VAE x8 and DiT 2x2 patches)
+SIZE_STEP = WAN21.size_multiple()
 
 
-def check_size(width: int, height: int) -> str | bool:
-    """True, or a message naming the nearest valid sizes (multiples of 16 from 16 to 4096)."""
-    problems = []
-    for name, value in (("width", width), ("height", height)):
-        if not SIZE_STEP <= value <= MAX_SIZE:
-            problems.append(f"{name} {value} is outside {SIZE_STEP}..{MAX_SIZE}")
-        elif value % SIZE_STEP:
-            low = value // SIZE_STEP * SIZE_STEP
-            problems.append(f"{name} {value} is not a multiple of {SIZE_STEP} (try {low} or {low + SIZE_STEP})")
-    return "; ".join(problems) or True
+def size_problem(width: int, height: int) -> str | None:
+    """None, or a message naming the nearest valid sizes (multiples of 16 up to the widgets' maximum)."""
+    return "; ".join(WAN21.size_problems(height, width, SIZE_STEP, MAX_SIZE)) or None
 
 
 def _context(
@@ -58,9 +51,7 @@ def _context(
                 f"Image-to-video needs a frame-wise student; {model.name} uses the {model.sampler.name} sampler "
                 "(3-frame chunks). Load a frame-wise Causal Forcing model, or pick its variant on the loader."
             )
-        if vae is None and cf_vae is None:
-            raise InvalidInputError("Image-to-video encodes the start image with the VAE: connect vae (or cf_vae).")
-        wan = core_vae(vae, cf_vae)
+        wan = resolve_vae(vae, cf_vae, purpose=" to encode the start image (image-to-video)")
         pixels = fit_image_tensor(start_image, height, width, image_fit)
         return wan.encode(pixels.to(wan.device, wan.dtype)).float()
     if continue_latent is not None:
@@ -124,15 +115,15 @@ class CausalForcingStart:
         skips that for inputs a VALIDATE_INPUTS takes, and for all of them when it takes **kwargs)."""
         if width is None or height is None:  # linked from another node: checked when it runs
             return True
-        return check_size(int(width), int(height))
+        return size_problem(int(width), int(height)) or True
 
     def start(
         self, model: CFModel, positive: list, width: int, height: int, seed: int, window_frames: int,
         sink_frames: int, start_image: torch.Tensor | None = None, vae: Any = None, cf_vae: CFVae | None = None,
         continue_latent: dict | None = None, image_fit: str = "crop",
     ) -> tuple[StreamHandle]:
-        problem = check_size(width, height)
-        if problem is not True:
+        problem = size_problem(width, height)
+        if problem is not None:
             raise InvalidInputError(f"Width and height must be multiples of {SIZE_STEP}: {problem}.")
         cfg = model.config
         prompt = prompt_from_conditioning(positive, cfg.text_dim, cfg.text_len, label="start")
@@ -160,7 +151,7 @@ def _length_inputs(default: int) -> dict[str, Any]:
         "length": ("INT", {"default": default, "min": 1, "max": 100_000,
                            "tooltip": "How much to generate, in chunks (3 latent frames = 12 video frames for "
                                       "chunk-wise models, 4 for frame-wise) or seconds (rounded up to whole chunks)."}),
-        "unit": (list(LENGTH_UNITS), {"default": "chunks", "tooltip": "What length counts: chunks or seconds."}),
+        "unit": (list(UNITS), {"default": UNIT_CHUNKS, "tooltip": "What length counts: chunks or seconds."}),
         "recache": ("BOOLEAN", {"default": True,
                                 "tooltip": "On a prompt switch, re-encode the cached frames under the new prompt "
                                            "(LongLive re-cache): the video follows the new prompt sooner."}),
@@ -168,8 +159,8 @@ def _length_inputs(default: int) -> dict[str, Any]:
 
 
 def _num_chunks(handle: StreamHandle, length: int, unit: str) -> int:
-    if unit == "seconds":
-        return seconds_to_chunks(length, handle.frames_per_block, handle.model.fps)
+    if unit == UNIT_SECONDS:
+        return WAN21.seconds_to_chunks(length, handle.frames_per_block)
     return int(length)
 
 
@@ -208,7 +199,7 @@ class CausalForcingGenerate:
         prompt = None
         if positive is not None:
             prompt = prompt_from_conditioning(positive, cfg.text_dim, cfg.text_len, label=f"node {unique_id}")
-        handle, reporter = stream.generate([(num_chunks, prompt)], recache, unique_id)
+        handle, reporter = stream_state.generate(stream, [(num_chunks, prompt)], recache, unique_id)
         return _ui_and_result(handle, reporter)
 
 
@@ -238,7 +229,7 @@ class CausalForcingGenerateSchedule:
         num_chunks = _num_chunks(stream, length, unit)
         stream.check_length(num_chunks)
         entries = parse_schedule(
-            schedule.text, num_chunks, chunk_seconds=schedule.chunk_seconds(stream.frames_per_block, stream.model.fps)
+            schedule.text, num_chunks, chunk_seconds=schedule.chunk_seconds(stream.frames_per_block)
         )
         cfg = stream.model.config
         prompts = {
@@ -247,7 +238,7 @@ class CausalForcingGenerateSchedule:
         }
         bounds = [e.start for e in entries] + [num_chunks]
         segments = [(end - e.start, prompts[e.prompt]) for e, end in zip(entries, bounds[1:])]
-        handle, reporter = stream.generate(segments, recache, unique_id)
+        handle, reporter = stream_state.generate(stream, segments, recache, unique_id)
         return _ui_and_result(handle, reporter)
 
 

@@ -1,4 +1,4 @@
-"""``CF_STREAM``: an immutable stream snapshot and the model it runs on.
+"""Generating from a ``CF_STREAM`` snapshot (:class:`.payloads.StreamHandle`) under ComfyUI's caching.
 
 The truth of a stream is its committed latent chunks and the prompt of each (see ``causal_forcing_core.stream``);
 the KV cache is a derived accelerator shared by the snapshots of one lineage. So ComfyUI may cache, re-run, bypass
@@ -11,105 +11,66 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
 from ..causal_forcing_core.errors import InvalidInputError
-from ..causal_forcing_core.latent_space import to_raw_latents
-from ..causal_forcing_core.stream import Prompt, Stream
-from . import comfy_runtime as rt
-from .common import VAE_TEMPORAL_STRIDE
-from .model_nodes import CFModel
+from ..causal_forcing_core.prompt import Prompt
+from ..causal_forcing_core.stream import Stream
 from .live_preview import ChunkReporter
+from .payloads import StreamHandle
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, eq=False)
-class StreamHandle:
-    """What ``CF_STREAM`` carries."""
+def generate(
+    handle: StreamHandle, segments: list[tuple[int, Prompt | None]], recache: bool, node_id: str | None
+) -> tuple[StreamHandle, ChunkReporter]:
+    """Generate each segment's chunks under its prompt (None: keep the current one), with one progress bar and
+    a preview per chunk; returns the new handle and the reporter.
 
-    stream: Stream
-    model: CFModel
-    width: int
-    height: int
+    When the run is interrupted after some chunks, the snapshot reached is kept for ``node_id``: queueing the
+    same request again (same input snapshot, prompts, lengths and re-cache) resumes from there, giving the same
+    video as an uninterrupted run (chunk k's noise depends only on (seed, k)).
+    """
+    total = sum(n for n, _ in segments)
+    if total < 1 or any(n < 1 for n, _ in segments):
+        raise InvalidInputError(f"Generate at least one chunk (got {[n for n, _ in segments]}).")
+    handle.check_length(total)
+    request = _Request(handle.stream, tuple(segments), recache)
+    stream = _resumes.take(node_id, request) or handle.stream
+    done = stream.num_chunks - handle.stream.num_chunks
+    if done:
+        logger.info("Node %s resumes its interrupted run at chunk %d of %d", node_id, done + 1, total)
+    settings = stream.settings
+    frames_held = settings.window_frames or handle.model.max_frames
+    handle.model.prepare(handle.model.cache_bytes(settings.latent_height, settings.latent_width, frames_held))
+    reporter = ChunkReporter(handle.model, stream, total - done, node_id)
+    reached = [stream]
 
-    @property
-    def frames_per_block(self) -> int:
-        return self.stream.settings.sampler.frames_per_block
+    def on_chunk(snapshot: Stream) -> None:
+        reached[0] = snapshot
+        reporter.on_chunk(snapshot)
 
-    def with_stream(self, stream: Stream) -> "StreamHandle":
-        return replace(self, stream=stream)
-
-    def latent(self) -> dict[str, torch.Tensor]:
-        """The whole video so far as a ComfyUI ``LATENT`` (raw VAE space [1, 16, F, H/8, W/8])."""
-        return {"samples": to_raw_latents(self.stream.latents).to(rt.intermediate_device())}
-
-    def check_length(self, num_chunks: int) -> None:
-        """Refuse going past the frames a global-attention model was trained for (no window set)."""
-        settings = self.stream.settings
-        if settings.window_frames:
-            return
-        n = self.frames_per_block
-        after = self.stream.num_frames + num_chunks * n
-        limit = self.model.max_frames
-        if after > limit:
-            room = max(0, (limit - self.stream.num_frames) // n)
-            raise InvalidInputError(
-                f"This would make {after} latent frames ({1 + (after - 1) * VAE_TEMPORAL_STRIDE} video frames), but "
-                f"{self.model.name} attends to at most {limit} latent frames without a window ({room} more chunk(s) "
-                f"fit). For longer videos set window_frames (e.g. 12) and sink_frames (e.g. 3) on Causal Forcing "
-                "Start; the cache then rolls and memory stays flat."
+    offset = 0
+    try:
+        for num_chunks, prompt in segments:
+            skip = min(max(done - offset, 0), num_chunks)  # chunks of this segment made before an interruption
+            offset += num_chunks
+            if skip == num_chunks:
+                continue
+            if skip or (prompt is not None and same_prompt(prompt, stream.prompt)):
+                prompt = None  # already switched (or no switch at all)
+            stream = stream.generate(
+                num_chunks - skip, prompt=prompt, recache=recache and stream.num_frames > 0,
+                on_step=reporter.on_step, on_chunk=on_chunk,
             )
-
-    def generate(
-        self, segments: list[tuple[int, Prompt | None]], recache: bool, node_id: str | None
-    ) -> tuple["StreamHandle", ChunkReporter]:
-        """Generate each segment's chunks under its prompt (None: keep the current one), with one progress bar and
-        a preview per chunk; returns the new handle and the reporter.
-
-        When the run is interrupted after some chunks, the snapshot reached is kept for ``node_id``: queueing the
-        same request again (same input snapshot, prompts, lengths and re-cache) resumes from there, giving the same
-        video as an uninterrupted run (chunk k's noise depends only on (seed, k)).
-        """
-        total = sum(n for n, _ in segments)
-        if total < 1 or any(n < 1 for n, _ in segments):
-            raise InvalidInputError(f"Generate at least one chunk (got {[n for n, _ in segments]}).")
-        self.check_length(total)
-        request = _Request(self.stream, tuple(segments), recache)
-        stream = _resumes.take(node_id, request) or self.stream
-        done = stream.num_chunks - self.stream.num_chunks
-        if done:
-            logger.info("Node %s resumes its interrupted run at chunk %d of %d", node_id, done + 1, total)
-        settings = stream.settings
-        frames_held = settings.window_frames or self.model.max_frames
-        self.model.prepare(self.model.cache_bytes(settings.latent_height, settings.latent_width, frames_held))
-        reporter = ChunkReporter(self.model, stream, total - done, node_id)
-        reached = [stream]
-
-        def on_chunk(snapshot: Stream) -> None:
-            reached[0] = snapshot
-            reporter.on_chunk(snapshot)
-
-        offset = 0
-        try:
-            for num_chunks, prompt in segments:
-                skip = min(max(done - offset, 0), num_chunks)  # chunks of this segment made before an interruption
-                offset += num_chunks
-                if skip == num_chunks:
-                    continue
-                if skip or (prompt is not None and same_prompt(prompt, stream.prompt)):
-                    prompt = None  # already switched (or no switch at all)
-                stream = stream.generate(
-                    num_chunks - skip, prompt=prompt, recache=recache and stream.num_frames > 0,
-                    on_step=reporter.on_step, on_chunk=on_chunk,
-                )
-        except BaseException:
-            if reached[0].num_chunks > self.stream.num_chunks:
-                _resumes.keep(node_id, request, reached[0])
-            raise
-        return self.with_stream(stream), reporter
+    except BaseException:
+        if reached[0].num_chunks > handle.stream.num_chunks:
+            _resumes.keep(node_id, request, reached[0])
+        raise
+    return handle.with_stream(stream), reporter
 
 
 @dataclass(frozen=True, eq=False)

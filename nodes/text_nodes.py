@@ -10,18 +10,19 @@ encoder (``CausalForcingTextEncoderLoader`` + ``CausalForcingTextEncode``) reads
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..causal_forcing_core.errors import CausalForcingError, InvalidInputError
+from ..causal_forcing_core.prompt import MAX_SCHEDULE_CHARS, check_prompt_text
 from ..causal_forcing_core.schedule import schedule_prompts
-from ..causal_forcing_core.text_encoder import TextEncoder, load_text_encoder
+from ..causal_forcing_core.text_encoder import load_text_encoder
 from . import comfy_runtime as rt
 from . import toy_entries as toy
-from .common import CATEGORY, CF_SCHEDULE, CF_TEXT_ENCODER, VAE_TEMPORAL_STRIDE, WAN_FPS
+from .common import CATEGORY, resolve_text_encoder
+from .payloads import CF_SCHEDULE, CF_TEXT_ENCODER, UNIT_CHUNKS, UNIT_SECONDS, UNITS, CFTextEncoder, PromptSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -31,34 +32,8 @@ TEXT_DEVICES = ("default", "cpu")
 _TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json")
 #: how many folders below models/text_encoders a tokenizer folder may be
 _TOKENIZER_DEPTH = 3
-SCHEDULE_UNITS = ("chunks", "seconds")
 #: tokens the Wan umT5 encoder pads prompts to
 TEXT_LEN = 512
-#: longest prompt text accepted (characters)
-MAX_PROMPT_CHARS = 10_000
-
-
-@dataclass(eq=False)
-class CFTextEncoder:
-    """What ``CF_TEXT_ENCODER`` carries: the core's umT5 encoder and ComfyUI's handle on it."""
-
-    encoder: TextEncoder
-    patcher: Any = None
-    #: the embedded toy encoder knows only the toy vocabulary: its prompts are checked word by word
-    toy_vocabulary: bool = False
-
-    def encode(self, text: str) -> list:
-        """``text`` -> a native-format ``CONDITIONING`` ``[[embeds [1, text_len, D], {"pooled_output": None}]]``.
-
-        For the toy encoder an unknown word raises InvalidInputError listing the vocabulary (instead of silently
-        becoming an unknown token)."""
-        if self.toy_vocabulary:
-            from ..causal_forcing_core.toy.world import parse_caption
-
-            parse_caption(text)
-        rt.load_models([self.patcher])
-        embeds = self.encoder.encode([text])
-        return [[embeds.to(rt.intermediate_device()), {"pooled_output": None}]]
 
 
 def text_encoder_choices() -> list[str]:
@@ -100,14 +75,6 @@ def tokenizer_path(name: str) -> Path:
         f"Tokenizer folder {name!r} not found in models/text_encoders. Put the google/umt5-xxl tokenizer files "
         "(tokenizer.json or spiece.model, tokenizer_config.json) in models/text_encoders/google/umt5-xxl/."
     )
-
-
-def check_prompt_text(text: str, what: str = "prompt") -> str:
-    if not isinstance(text, str) or not text.strip():
-        raise InvalidInputError(f"The {what} is empty; write what the video should show.")
-    if len(text) > MAX_PROMPT_CHARS:
-        raise InvalidInputError(f"The {what} has {len(text)} characters; keep it under {MAX_PROMPT_CHARS}.")
-    return text
 
 
 def _encoder_files(text_encoder_name: str, tokenizer: str) -> tuple[Path, Path, int]:
@@ -190,24 +157,11 @@ class CausalForcingTextEncode:
         return (text_encoder.encode(check_prompt_text(text)),)
 
 
-@dataclass(frozen=True, eq=False)
-class PromptSchedule:
-    """What ``CF_SCHEDULE`` carries: the schedule text, its unit and the CONDITIONING of each distinct prompt."""
-
-    text: str
-    unit: str
-    conditionings: dict[str, list]
-
-    def chunk_seconds(self, frames_per_block: int, fps: int = WAN_FPS) -> float | None:
-        """Seconds per chunk when the schedule counts in seconds, else None."""
-        return frames_per_block * VAE_TEMPORAL_STRIDE / fps if self.unit == "seconds" else None
-
-
 def validate_schedule_text(schedule: str, unit: str) -> str | bool:
     """True, or the message saying which line of the schedule is wrong."""
     try:
-        check_prompt_text(schedule, "schedule")
-        schedule_prompts(schedule, chunk_seconds=1.0 if unit == "seconds" else None)
+        check_prompt_text(schedule, "schedule", MAX_SCHEDULE_CHARS)
+        schedule_prompts(schedule, chunk_seconds=1.0 if unit == UNIT_SECONDS else None)
     except CausalForcingError as err:
         return str(err)
     return True
@@ -236,8 +190,8 @@ class CausalForcingPromptSchedule:
                                "4: the fox stops and looks at the camera\n",
                     "tooltip": "'start: prompt' lines, or 'a | b | c' for equal segments.",
                 }),
-                "unit": (list(SCHEDULE_UNITS), {
-                    "default": "chunks",
+                "unit": (list(UNITS), {
+                    "default": UNIT_CHUNKS,
                     "tooltip": "What the line numbers of the schedule count: chunks or seconds from the first chunk "
                                "of the Generate (Schedule) node (its own length has a unit of its own).",
                 }),
@@ -254,7 +208,7 @@ class CausalForcingPromptSchedule:
         when the node runs). Only ``schedule`` is named, so ComfyUI still checks ``unit`` against its options."""
         if schedule is None:  # linked from another node: checked when it runs
             return True
-        return validate_schedule_text(schedule, "seconds")
+        return validate_schedule_text(schedule, UNIT_SECONDS)
 
     def build(
         self, schedule: str, unit: str, clip: Any = None, text_encoder: CFTextEncoder | None = None
@@ -262,13 +216,12 @@ class CausalForcingPromptSchedule:
         problem = validate_schedule_text(schedule, unit)
         if problem is not True:
             raise InvalidInputError(str(problem))
-        if clip is None and text_encoder is None:
-            raise InvalidInputError("Connect a CLIP (Load CLIP, type wan) or a Causal Forcing text encoder.")
-        prompts = schedule_prompts(schedule, chunk_seconds=1.0 if unit == "seconds" else None)
+        encode = resolve_text_encoder(clip, text_encoder)
+        prompts = schedule_prompts(schedule, chunk_seconds=1.0 if unit == UNIT_SECONDS else None)
         conds = {}
         for text in prompts:
             rt.throw_if_interrupted()
-            conds[text] = text_encoder.encode(text) if text_encoder is not None else rt.clip_encode(clip, text)
+            conds[text] = encode(check_prompt_text(text))
         return (PromptSchedule(schedule, unit, conds),)
 
 

@@ -8,56 +8,27 @@ core's VAE is built on the native module's own tensors (shared, not copied) for 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..causal_forcing_core.errors import InvalidInputError
 from ..causal_forcing_core.latent_space import from_raw_latents
-from ..causal_forcing_core.vae import WanVAE, load_vae, vae_from_state_dict
+from ..causal_forcing_core.vae import WanVAE, load_vae
 from . import comfy_runtime as rt
 from . import toy_entries as toy
-from .common import CATEGORY, CF_STREAM, CF_VAE
+from .common import CATEGORY, resolve_vae
+from .payloads import CF_STREAM, CF_VAE, CFVae, StreamHandle
 
 logger = logging.getLogger(__name__)
 
 VAE_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-@dataclass(eq=False)
-class CFVae:
-    """What ``CF_VAE`` carries: the core's Wan 2.1 VAE and ComfyUI's handle on it."""
-
-    vae: WanVAE
-    patcher: Any = None
-
-
-def core_vae(vae: Any = None, cf_vae: CFVae | None = None) -> WanVAE:
-    """The core VAE for a native ``VAE`` or a ``CF_VAE`` input, loaded onto the compute device."""
-    if cf_vae is not None:
-        rt.load_models([cf_vae.patcher])
-        return cf_vae.vae
-    if vae is None:
-        raise InvalidInputError(
-            "Connect a VAE: the native Load VAE node with wan_2.1_vae.safetensors, or Causal Forcing VAE Loader."
-        )
-    module = rt.native_vae_module(vae)
-    if module is None:
-        raise InvalidInputError(f"The VAE input is a {type(vae).__name__}, not a ComfyUI VAE.")
-    rt.load_models([rt.native_vae_patcher(vae)])
-    state = module.state_dict()
-    if "decoder.middle.0.residual.0.gamma" not in state:
-        raise InvalidInputError(
-            f"The connected VAE is not a Wan 2.1 VAE (its model is {type(module).__name__}). Causal Forcing students "
-            "make Wan 2.1 latents: load wan_2.1_vae.safetensors with Load VAE."
-        )
-    first = next(iter(state.values()))
-    return vae_from_state_dict(state, "The connected VAE", device=first.device, dtype=first.dtype)
-
-
-def _latents_to_decode(stream: Any, samples: dict | None) -> torch.Tensor:
-    """Normalised latents [1, F, 16, h, w] from a CF_STREAM or a LATENT."""
+def _latents_to_decode(stream: StreamHandle | None, samples: dict | None) -> torch.Tensor:
+    """Normalised latents [1, F, 16, h, w] from a CF_STREAM or a LATENT (exactly one of them)."""
+    if stream is not None and samples is not None:
+        raise InvalidInputError("Connect a stream (CF_STREAM) or a LATENT to decode, not both.")
     if stream is not None:
         return stream.stream.latents
     if samples is None:
@@ -160,11 +131,11 @@ class CausalForcingDecode:
         }
 
     def decode(
-        self, chunk_frames: int, stream: Any = None, samples: dict | None = None, vae: Any = None,
+        self, chunk_frames: int, stream: StreamHandle | None = None, samples: dict | None = None, vae: Any = None,
         cf_vae: CFVae | None = None, unique_id: str | None = None,
     ) -> tuple[torch.Tensor]:
         latents = _latents_to_decode(stream, samples)
-        model = core_vae(vae, cf_vae)
+        model = resolve_vae(vae, cf_vae)
         return (decode_streaming(model, latents, chunk_frames, unique_id),)
 
 

@@ -8,8 +8,8 @@ import threading
 import pytest
 import torch
 
-from causal_forcing_core.errors import InvalidInputError, StreamStateError
-from causal_forcing_core.live import FINISHED, LiveControl, LiveLoop, events_to_schedule
+from causal_forcing_core.errors import InvalidInputError, LiveRunEndedError
+from causal_forcing_core.live import LiveControl, LiveEnd, LiveLoop, LiveState, events_to_schedule
 from causal_forcing_core.schedule import parse_schedule
 from tiny import tiny_model, tiny_prompt, tiny_stream
 
@@ -47,7 +47,7 @@ def test_prompt_events_give_the_offline_schedule_video(model, window: int) -> No
     loop = LiveLoop(tiny_stream(model, window_frames=window or None, sink_frames=3 if window else 0), encode,
                     control, "a red square", max_chunks=6, chunk_seconds=0.75, on_chunk=steer)
     result = loop.run()
-    assert result.chunks == 6 and result.ended_by == "max_chunks" and control.state == FINISHED
+    assert result.chunks == 6 and result.ended_by is LiveEnd.MAX_CHUNKS and control.state is LiveState.FINISHED
     assert result.schedule() == "0: a red square\n1: a blue circle\n3: a dog at night\n4: a red square"
     assert torch.equal(result.stream.latents, offline(model, result.schedule(), 6, window))
 
@@ -67,10 +67,10 @@ def test_stop_pause_and_resume_from_another_thread(model) -> None:
 
     result = LiveLoop(tiny_stream(model), encode, control, "a red square", max_chunks=50, chunk_seconds=0.75,
                       on_chunk=on_chunk).run()
-    assert result.ended_by == "stop" and result.chunks == 4 and seen == [0, 1, 2, 3]
+    assert result.ended_by is LiveEnd.STOP and result.chunks == 4 and seen == [0, 1, 2, 3]
     assert result.schedule() == "0: a red square\n2: a blue circle"
     assert torch.equal(result.stream.latents, offline(model, result.schedule(), 4))
-    with pytest.raises(StreamStateError, match="ended"):
+    with pytest.raises(LiveRunEndedError, match="ended"):
         control.set_prompt("a dog at night")
 
 
@@ -93,7 +93,7 @@ def test_an_interruption_is_a_stop_not_a_loss(model) -> None:
 
     result = LiveLoop(tiny_stream(model), encode, control, "a red square", max_chunks=9, chunk_seconds=0.75,
                       check=check, on_chunk=steer, interruptions=(Interrupted,)).run()
-    assert result.ended_by == "interrupted" and result.chunks == 2 and result.stream.num_chunks == 2
+    assert result.ended_by is LiveEnd.INTERRUPTED and result.chunks == 2 and result.stream.num_chunks == 2
     assert result.schedule() == "0: a red square"
     assert torch.equal(result.stream.latents, offline(model, "0: a red square", 2))
 
@@ -122,9 +122,24 @@ def test_bad_steering_is_refused() -> None:
     assert control.set_prompt("  a dog  ") == 0
     assert control.take_prompt() == ("a dog", True)
     control.stop()
-    for action in (control.pause, control.resume):
-        with pytest.raises(StreamStateError):
+    for action in (control.pause, control.resume, lambda: control.set_prompt("a cat")):
+        with pytest.raises(LiveRunEndedError):  # typed, so a server can answer 409 without reading the message
             action()
+
+
+def test_states_are_enums_with_the_json_values_clients_read() -> None:
+    changes = []
+    control = LiveControl(on_change=lambda c: changes.append(c.status()["state"]))
+    assert control.status() == {"state": "running", "chunk": 0, "pause_requested": False, "prompt": ""}
+    assert type(control.status()["state"]) is str  # the plain value goes into JSON, not the enum
+    control.prompt_applied("a cat")
+    assert control.prompt == "a cat" and control.status()["prompt"] == "a cat"
+    control.stop()
+    control.finish()
+    control.finish()  # a second finish changes and announces nothing
+    assert control.state is LiveState.FINISHED and changes == ["stopping", "finished"]
+    assert [s.value for s in LiveState] == ["running", "paused", "stopping", "finished"]
+    assert {e.value for e in LiveEnd} == {"stop", "max_chunks", "interrupted"} and str(LiveEnd.STOP) == "stop"
 
 
 def test_events_to_schedule_reads_back() -> None:

@@ -169,6 +169,31 @@ def test_route_validation(live) -> None:
     assert checked["other"][0] == 404  # another id reaches no run
 
 
+def test_the_http_status_comes_from_the_error_type(live, monkeypatch) -> None:
+    errors = sys.modules[f"{live.env.pack.__name__}.causal_forcing_core.errors"]  # the classes the pack raises
+    routes = live.routes
+    assert routes.error_status(errors.LiveRunEndedError("gone")) == 409
+    assert routes.error_status(errors.InvalidInputError("the run ended, and this text is bad")) == 400
+    assert routes.error_status(errors.CausalForcingError("anything else refused")) == 400
+
+    def ended_without_saying_so() -> None:
+        raise errors.LiveRunEndedError("no longer running")
+
+    session = live.nodes.LiveSession("a" * 32, "30", "browser-1", live.nodes.LiveControl(), max_chunks=4)
+    live.nodes.REGISTRY.open(session)
+    try:
+        monkeypatch.setattr(session.control, "pause", ended_without_saying_so)
+        assert routes.handle_control({}, {"run": session.token, "action": "pause"})[0] == 409
+        assert routes.handle_control({}, {"run": session.token, "action": "prompt", "text": 7})[0] == 400
+        assert routes.handle_control({}, {"run": session.token, "action": "prompt", "text": "a"})[0] == 200
+        session.control.stop()
+        late = routes.handle_control({}, {"run": session.token, "action": "resume"})
+        assert late[0] == 409 and "ended" in late[1]["error"]
+    finally:
+        live.nodes.REGISTRY.close(session)
+    assert routes.handle_status({"run": session.token}, None)[0] == 409  # remembered as ended
+
+
 def test_live_needs_an_encoder_and_a_window_for_long_runs(live) -> None:
     stream, encoder = _start(live.env, window=0)
     with pytest.raises(Exception, match="Connect a CLIP"):

@@ -28,11 +28,11 @@ def _generate(made, stream, chunks=2, positive=None):
 
 def test_conditioning_from_another_text_encoder(made) -> None:
     clip_l = [[torch.randn(1, 77, 768), {"pooled_output": torch.randn(1, 768)}]]
-    with pytest.raises(Exception, match=r"768 wide, but this model reads 32-wide umT5.*Load CLIP with type 'wan'"):
+    with pytest.raises(Exception, match=r"768 wide but this model reads 32-wide umT5.*Load CLIP type 'wan'"):
         made.n["CausalForcingStart"]().start(made.model, clip_l, 64, 64, 5, 0, 0)
     with pytest.raises(Exception, match="768 wide"):
         _generate(made, made.stream, positive=clip_l)
-    with pytest.raises(Exception, match="CONDITIONING holds str, expected a tensor"):
+    with pytest.raises(Exception, match=r"CONDITIONING does not fit.*must be a tensor \[B, tokens, 32\], got str"):
         made.n["CausalForcingStart"]().start(made.model, "a cat", 64, 64, 5, 0, 0)
 
 
@@ -52,6 +52,19 @@ def test_vae_that_is_not_wan21(made) -> None:
         made.n["CausalForcingDecode"]().decode(3, samples={"samples": torch.zeros(1, 4, 8, 8)}, vae=sd_vae)
 
 
+def test_either_or_inputs_take_exactly_one(made) -> None:
+    vae, = made.n["CausalForcingVAELoader"]().load("cf_tiny_vae.safetensors", "auto")
+    native = SimpleNamespace(first_stage_model=vae.vae, patcher=None)
+    latent = _generate(made, made.stream)[1]
+    with pytest.raises(Exception, match="Both vae and cf_vae are connected; connect only one"):
+        made.n["CausalForcingDecode"]().decode(3, samples=latent, vae=native, cf_vae=vae)
+    with pytest.raises(Exception, match="stream .* or a LATENT to decode, not both"):
+        made.n["CausalForcingDecode"]().decode(3, stream=made.stream, samples=latent, cf_vae=vae)
+    with pytest.raises(Exception, match="Both a CLIP and a Causal Forcing text encoder are connected"):
+        made.n["CausalForcingPromptSchedule"]().build("0: a dog", "chunks", clip=object(), text_encoder=made.te)
+    assert made.n["CausalForcingDecode"]().decode(3, samples=latent, cf_vae=vae)[0].shape[0] == 1 + 4 * 5
+
+
 def test_sizes_not_multiples_of_16(made) -> None:
     with pytest.raises(Exception, match=r"width 72 is not a multiple of 16 \(try 64 or 80\)"):
         made.n["CausalForcingStart"]().start(made.model, made.cond, 72, 64, 5, 0, 0)
@@ -62,7 +75,7 @@ def test_image_to_video_needs_a_framewise_model_and_a_vae(made) -> None:
     with pytest.raises(Exception, match="Image-to-video needs a frame-wise student"):
         made.n["CausalForcingStart"]().start(made.model, made.cond, 64, 64, 5, 0, 0, start_image=_image(), cf_vae=vae)
     framewise, = made.n["CausalForcingModelLoader"]().load("cf_tiny_framewise.safetensors", "auto", "auto", "none")
-    with pytest.raises(Exception, match="connect vae"):
+    with pytest.raises(Exception, match="Connect a VAE to encode the start image"):
         made.n["CausalForcingStart"]().start(framewise, made.cond, 64, 64, 5, 0, 0, start_image=_image())
     latent = {"samples": torch.zeros(1, 16, 1, 8, 8)}
     with pytest.raises(Exception, match="not both"):
@@ -102,6 +115,8 @@ def test_a_file_that_is_not_a_dit(made, models_dir, tmp_path, monkeypatch: pytes
 def test_empty_prompts_and_missing_encoders(made) -> None:
     with pytest.raises(Exception, match="prompt is empty"):
         made.n["CausalForcingTextEncode"]().encode(made.te, "   ")
+    with pytest.raises(Exception, match="2001 characters; keep it under 2000"):  # the core's one prompt limit
+        made.n["CausalForcingTextEncode"]().encode(made.te, "x" * 2001)
     with pytest.raises(Exception, match="Connect a CLIP"):
         made.n["CausalForcingPromptSchedule"]().build("0: a dog", "chunks")
     with pytest.raises(Exception, match="line 1"):

@@ -119,4 +119,5 @@ def test_start_validates_sizes_before_the_run(pack: ModuleType) -> None:
     assert start.VALIDATE_INPUTS(width=832, height=480) is True
     message = start.VALIDATE_INPUTS(width=830, height=480)
     assert isinstance(message, str) and "width 830 is not a multiple of 16 (try 816 or 832)" in message
-    assert start.VALIDATE_INPUTS(width=0, height=4112) == "width 0 is outside 16..4096; height 4112 is outside 16..4096"
+    # the core's size rule (height first, like every (height, width) in the core), with the widgets' maximum
+    assert start.VALIDATE_INPUTS(width=0, height=4112) == "height 4112 is outside 16..4096; width 0 is outside 16..4096"
