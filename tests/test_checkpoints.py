@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ci_env import running_in_ci
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -24,7 +25,7 @@ from tiny import tiny_model, tiny_prompt, tiny_stream
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = fixture_dir()
 needs_fixtures = pytest.mark.skipif(
-    not FIXTURES.is_dir() and not os.environ.get("CI"), reason="no parity fixtures here"
+    not FIXTURES.is_dir() and not running_in_ci(), reason="no parity fixtures here (CI fails instead)"
 )
 
 
@@ -79,6 +80,12 @@ def test_diffusers_folder(tmp_path, reference_sd, sharded) -> None:
     _same_weights(loaded.model, reference_sd)
 
 
+#: (mean, max) abs difference of one framewise-1step chunk from the float32 model, measured on the CPU
+#: (2026-12-03: bf16 0.0028 / 0.0116, fp16 0.00035 / 0.0018, fp8 0.0145 / 0.063; the chunk's std is 0.85);
+#: bounded with about 2x margin for other CPUs' kernels
+LOW_PRECISION_ERROR = {"bf16": (0.006, 0.025), "fp16": (0.0008, 0.004), "fp8_e4m3fn": (0.03, 0.13)}
+
+
 @pytest.mark.parametrize("dtype", ["bf16", "fp16", "fp8_e4m3fn"])
 def test_storage_dtypes(tmp_path, reference_sd, dtype) -> None:
     path = _write_safetensors(tmp_path / "w.safetensors", reference_sd, metadata={"dit_config": json.dumps(TINY.to_dict())})
@@ -86,11 +93,13 @@ def test_storage_dtypes(tmp_path, reference_sd, dtype) -> None:
     stored = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8_e4m3fn": torch.float8_e4m3fn}[dtype]
     assert loaded.model.blocks[0].self_attn.q.weight.dtype == stored
     assert loaded.model.compute_dtype == (torch.bfloat16 if dtype == "fp8_e4m3fn" else stored)
-    # it runs, and stays close to the float32 model
+    # it runs, and stays as close to the float32 model as measured
     ref = tiny_stream(load_dit(path).model, "framewise-1step").generate(1).latents
     low = tiny_stream(loaded.model, "framewise-1step").generate(1).latents
     assert low.dtype == loaded.model.compute_dtype and torch.isfinite(low.float()).all()
-    assert (low.float() - ref).abs().mean() < 0.5
+    error = (low.float() - ref).abs()
+    mean_bound, max_bound = LOW_PRECISION_ERROR[dtype]
+    assert error.mean() < mean_bound and error.max() < max_bound, (dtype, error.mean().item(), error.max().item())
 
 
 def test_file_stored_in_fp8_stays_fp8(tmp_path, reference_sd) -> None:

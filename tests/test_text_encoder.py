@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
+from ci_env import require_parity_dir
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -30,10 +30,7 @@ def _t5_cases() -> list:
 
 
 def test_t5_fixture_cases_exist() -> None:
-    if not FOLDER.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"Parity fixtures missing in CI: {FOLDER}")
-        pytest.skip("no parity fixtures here")
+    require_parity_dir(FOLDER)
     assert _t5_cases(), f"{FOLDER} has no text-encoder case"
 
 

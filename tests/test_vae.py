@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+from ci_env import require_parity_dir
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -33,10 +34,7 @@ def tiny_vae(seed: int = 0) -> WanVAE:
 
 
 def test_vae_fixture_cases_exist() -> None:
-    if not FOLDER.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"Parity fixtures missing in CI: {FOLDER}")
-        pytest.skip("no parity fixtures here")
+    require_parity_dir(FOLDER)
     assert _vae_cases(), f"{FOLDER} has no VAE case"
 
 
