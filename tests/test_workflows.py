@@ -101,6 +101,7 @@ def probed_pack_schemas(pack: ModuleType, probe: Path) -> Schemas:
     with a probe file (and a probe tokenizer folder) in each model folder, those are the combos holding a probe."""
     found = pack_schemas(pack, probe)
     for info in found.values():
+        info["input"] = copy.deepcopy(info["input"])  # never edit what INPUT_TYPES returned
         for entries in info["input"].values():
             for name, spec in (entries or {}).items():
                 if isinstance(spec[0], list) and {PROBE_FILE, PROBE_FOLDER} & set(spec[0]):
