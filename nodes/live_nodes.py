@@ -23,7 +23,7 @@ import torch
 
 from ..causal_forcing_core.errors import InvalidInputError
 from ..causal_forcing_core.geometry import WAN21
-from ..causal_forcing_core.live import LiveControl, LiveEnd, LiveLoop, LiveResult
+from ..causal_forcing_core.live import LiveControl, LiveEnd, LiveLoop, LiveResult, PromptEvent
 from ..causal_forcing_core.preview_fallback import LatentRGBPreview
 from ..causal_forcing_core.prompt import Prompt, check_prompt_text
 from ..causal_forcing_core.vae import WanVAE
@@ -214,7 +214,7 @@ class CausalForcingLive:
 
         def on_chunk(snapshot: Any, index: int) -> None:
             reporter.on_chunk(snapshot)
-            session.events = [{"chunk": e.chunk, "text": e.text} for e in loop.events]
+            session.events = _event_dicts(loop.events)
             session.announce()
 
         loop = LiveLoop(
@@ -231,7 +231,7 @@ class CausalForcingLive:
         finally:
             session.ended_by = session.ended_by or RunEnd.ERROR
             REGISTRY.close(session)
-            session.events = [{"chunk": e.chunk, "text": e.text} for e in loop.events]
+            session.events = _event_dicts(loop.events)
             session.announce()
         logger.info("Live run of node %s ended (%s) after %d chunks", unique_id, session.ended_by, result.chunks)
         if result.chunks == 0:
@@ -241,6 +241,11 @@ class CausalForcingLive:
             images = LatentRGBPreview().decode(result.stream.latents)[0].permute(0, 2, 3, 1).contiguous()
         handle = stream.with_stream(result.stream)
         return {"ui": reporter.ui(), "result": (handle, images, result.schedule())}
+
+
+def _event_dicts(events: list[PromptEvent]) -> list[dict[str, Any]]:
+    """A run's prompt events as the ``events`` field of its live events."""
+    return [{"chunk": e.chunk, "text": e.text} for e in events]
 
 
 #: how a loop's end reads on the node (a queue interrupt is the user stopping the run: it keeps what was made)
