@@ -36,16 +36,12 @@ import comfyui_smoke  # noqa: E402 - the server, the UI -> /prompt derivation an
 
 
 def _playwright_core(node: str) -> str | None:
-    """Why playwright-core cannot be loaded (None when it can)."""
-    folder = os.environ.get("PLAYWRIGHT_CORE_DIR")
-    if folder:
-        path = Path(folder)
-        if not (path / "package.json").is_file() and (path / "playwright-core" / "package.json").is_file():
-            path = path / "playwright-core"
-        return None if (path / "package.json").is_file() else f"PLAYWRIGHT_CORE_DIR={folder} holds no playwright-core"
-    probe = subprocess.run([node, "--input-type=module", "-e", "await import('playwright-core')"], cwd=ROOT / "scripts",
-                           capture_output=True, text=True, timeout=60, check=False)
-    return None if probe.returncode == 0 else "playwright-core not resolvable (set PLAYWRIGHT_CORE_DIR)"
+    """Why playwright-core cannot be loaded the way the browser scripts load it (None when it can)."""
+    probe = subprocess.run([node, "--input-type=module", "-e",
+                            "await (await import('./playwright_loader.mjs')).loadPlaywright()"],
+                           cwd=ROOT / "scripts", capture_output=True, text=True, timeout=60, check=False)
+    why = next((line for line in probe.stderr.splitlines() if "Error" in line), probe.stderr.strip()[-300:])
+    return None if probe.returncode == 0 else f"playwright-core cannot be loaded (set PLAYWRIGHT_CORE_DIR): {why}"
 
 
 def _requirements() -> tuple[Path, str, str]:
