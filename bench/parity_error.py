@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from bench_io import emit_report  # noqa: E402
+
 from parity_cases import ATOL, MEASURED, RTOL, RUNNERS, discover_dit_cases, fixture_dir, load_model  # noqa: E402
 
 

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_io import emit_report, sync  # noqa: E402
+
 from causal_forcing_core.config import DIT_PRESETS, SAMPLER_PRESETS, DiTConfig, SamplerConfig  # noqa: E402
 from causal_forcing_core.dit import CausalWanModel, block_causal_mask  # noqa: E402
 from causal_forcing_core.noise import SeededNoise  # noqa: E402

@@ -19,9 +19,9 @@ from . import model_files as mf
 from .checkpoints import load_dit
 from .config import SAMPLER_PRESETS, sampler_preset
 from .errors import InvalidInputError
-from .schedule import parse_schedule, schedule_prompts
 from .geometry import WAN21
 from .prompt import Prompt, trim_padding
+from .schedule import parse_schedule, schedule_prompts
 from .stream import Stream, start_stream
 
 logger = logging.getLogger("causal_forcing_core.cli")
@@ -108,9 +108,9 @@ def _check_output(path: Path) -> None:
 
 def run_generate(args: argparse.Namespace) -> Timing:
     """The whole ``generate`` command; returns the timing report."""
+    from .image_io import load_image
     from .text_encoder import load_text_encoder
     from .vae import load_vae
-    from .image_io import load_image
     from .video_io import frames_to_uint8, write_video
 
     t_start = time.perf_counter()

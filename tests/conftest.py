@@ -22,6 +22,7 @@ for path in (ROOT, ROOT / "tests"):
 from scripts.pack_import import PACK_NAME, import_pack  # noqa: E402,F401 - the pack as ComfyUI imports it
 from toy_bundle import toy_bundle, toy_bundle_session  # noqa: E402,F401 - shared toy-model fixtures
 
+
 @pytest.fixture(scope="session")
 def pack() -> ModuleType:
     """The node pack imported like ComfyUI imports it; submodules are ``pack.__name__ + ".nodes..."``."""

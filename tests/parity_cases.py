@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from ci_env import parity_fixture_path
 from safetensors.torch import load_file
 
 from causal_forcing_core.config import DiTConfig, SamplerConfig
 from causal_forcing_core.dit import CausalWanModel, block_causal_mask
+from causal_forcing_core.geometry import WAN21
 from causal_forcing_core.kv_cache import KVCache
 from causal_forcing_core.noise import RecordedNoise
 from causal_forcing_core.scheduler import FlowMatchScheduler
-from causal_forcing_core.geometry import WAN21
 from causal_forcing_core.stream import Prompt, Stream, start_stream
+from ci_env import parity_fixture_path
 
 ATOL = 1e-4
 RTOL = 1e-4

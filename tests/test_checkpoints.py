@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from ci_env import running_in_ci
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -19,6 +18,7 @@ from causal_forcing_core.checkpoints import count_parameters, estimate_dit_bytes
 from causal_forcing_core.config import TINY, WAN_1_3B
 from causal_forcing_core.errors import CheckpointError, InvalidInputError, UnsafeCheckpointError
 from causal_forcing_core.model_files import download_from_hub
+from ci_env import running_in_ci
 from parity_cases import fixture_dir
 from tiny import tiny_model, tiny_prompt, tiny_stream
 

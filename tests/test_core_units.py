@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from causal_forcing_core.config import TINY, WAN_1_3B, DiTConfig, SAMPLER_PRESETS
+from causal_forcing_core.config import SAMPLER_PRESETS, TINY, WAN_1_3B, DiTConfig
 from causal_forcing_core.dit import CausalWanModel, block_causal_mask, teacher_forcing_mask
 from causal_forcing_core.kv_cache import KVCache
 from causal_forcing_core.rope import RotaryTables, apply_rope, rope_angles, rope_split, rope_table

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from ci_env import require_parity_dir
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -17,6 +16,7 @@ from causal_forcing_core.text_encoder import (
     load_text_encoder,
     read_text_encoder_weights,
 )
+from ci_env import require_parity_dir
 from parity_cases import fixture_dir
 from tiny_text import tiny_reference_t5, write_tiny_text_encoder, write_tiny_tokenizer
 

@@ -6,12 +6,12 @@ import json
 import os
 
 import pytest
-from ci_env import require_parity_dir
 import torch
 from safetensors.torch import load_file, save_file
 
 from causal_forcing_core.errors import CheckpointError, InvalidInputError, UnsafeCheckpointError
 from causal_forcing_core.vae import VAEConfig, WanVAE, load_vae, read_vae_weights
+from ci_env import require_parity_dir
 from parity_cases import fixture_dir
 
 FOLDER = fixture_dir()

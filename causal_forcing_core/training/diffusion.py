@@ -9,8 +9,8 @@ import torch
 
 from ..dit import CausalWanModel
 from ..kv_cache import TextKV
-from ..scheduler import FlowMatchScheduler
 from ..sampling import dit_flow
+from ..scheduler import FlowMatchScheduler
 from .rollout import dit_flow_teacher_forcing
 
 

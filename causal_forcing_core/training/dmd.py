@@ -15,8 +15,8 @@ import torch
 
 from ..config import SamplerConfig
 from ..dit import CausalWanModel
-from ..scheduler import FlowMatchScheduler, exact_dtype
 from ..sampling import dit_flow
+from ..scheduler import FlowMatchScheduler, exact_dtype
 from .rollout import student_rollout
 
 

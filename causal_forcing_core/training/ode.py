@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from ..dit import CausalWanModel
-from ..scheduler import FlowMatchScheduler
 from ..sampling import dit_flow
+from ..scheduler import FlowMatchScheduler
 from .rollout import cfg_flow, dit_flow_teacher_forcing, euler_timesteps, sigma_from_timestep
 
 #: trajectory indices kept from a 48-step integration: t = 1000, 937.5, 833.3, 625 (the warped 4-step list)

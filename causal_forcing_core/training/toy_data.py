@@ -12,11 +12,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..text_encoder import TextEncoder
 from ..toy.world import BACKGROUND, sample_clip
 from ..vae import WAN21_LATENT_MEAN, WAN21_LATENT_STD, WanVAE
+from ..weights import read_weights
 
 logger = logging.getLogger(__name__)
 
@@ -112,11 +113,8 @@ class LatentDataset:
 
     @classmethod
     def load(cls, path: Path) -> LatentDataset:
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as fh:
-            captions = (fh.metadata() or {}).get("captions", "").split("\n")
-        t = load_file(str(path))
+        data = read_weights(path, what="latent dataset", advice="delete it to rebuild it")
+        t, captions = data.tensors, data.metadata.get("captions", "").split("\n")
         return cls(t["latents"], captions, t["embeds"], t["uncond"])
 
 

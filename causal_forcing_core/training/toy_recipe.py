@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..checkpoint_convert import convert_release_to_safetensors, dit_metadata
 from ..config import DiTConfig, sampler_preset
@@ -42,6 +42,7 @@ from ..toy.components import TOY_UMT5, tiny_umt5_weights, write_toy_tokenizer
 from ..toy.eval_suite import EvalSettings, evaluate_model, student_videos
 from ..toy.world import BACKGROUND
 from ..vae import VAEConfig, WanVAE, load_vae
+from ..weights import read_state_dict
 from .consistency import consistency_loss
 from .diffusion import bidirectional_loss, teacher_forcing_loss
 from .dmd import DMDSettings, critic_loss, dmd_generator_loss, rollout
@@ -85,7 +86,7 @@ def _save_model(model: torch.nn.Module, path: Path, **metadata: str) -> None:
 def load_dit_weights(path: Path, config: DiTConfig) -> CausalWanModel:
     """A trainable DiT of ``config`` with the weights of a safetensors file written by this recipe."""
     model = CausalWanModel(config)
-    model.load_state_dict(load_file(str(path)))
+    model.load_state_dict(read_state_dict(path, what="DiT written by the toy recipe"))
     return model
 
 
@@ -249,7 +250,7 @@ def _ode_pairs(shared: Shared, folder: Path, acc: Any, *, causal: bool, teacher:
     cfg = shared.config
     path = folder / "ode_pairs.safetensors"
     if path.is_file():
-        t = load_file(str(path))
+        t = read_state_dict(path, what="ODE pairs", advice="delete it to recompute them")
         return ODEPairs(t["states"], t["timesteps"], t["endpoints"], t["context"])
     model = load_dit_weights(teacher, cfg.dit_config).to(acc.device).eval().requires_grad_(False)
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)
