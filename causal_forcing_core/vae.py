@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, InvalidInputError
+from .geometry import WAN21
 from .vae_blocks import CausalConv3d, Decoder3d, Encoder3d, TimeCache
 from .weights import read_state_dict
 
@@ -27,8 +28,6 @@ logger = logging.getLogger(__name__)
 
 #: key prefixes of the VAE inside ComfyUI all-in-one checkpoints and wrapped state dicts
 _FILE_PREFIXES = ("first_stage_model.", "vae.")
-SPATIAL_STRIDE = 8
-TEMPORAL_STRIDE = 4
 #: per-channel statistics of Wan 2.1 latents (reference §4.2)
 WAN21_LATENT_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
                      0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
@@ -94,16 +93,14 @@ class WanVAE(nn.Module):
         log-variance, both [B, z, 1+k, H/8, W/8]. :meth:`encode` is this under no_grad, normalised."""
         b, c, t, h, w = video.shape
         check_pixel_size(h, w)
-        if c != 3 or (t - 1) % TEMPORAL_STRIDE:
-            low = (t - 1) // TEMPORAL_STRIDE * TEMPORAL_STRIDE + 1
-            raise InvalidInputError(
-                f"The VAE encodes [B, 3, 1+4k, H, W] video; got {c} channels and {t} frames (use {low} or "
-                f"{low + TEMPORAL_STRIDE} frames)."
-            )
+        if c != 3:
+            raise InvalidInputError(f"The VAE encodes [B, 3, 1+4k, H, W] RGB video; got {c} channels.")
+        WAN21.check_pixel_frames(t, "The video to encode")
         cache = TimeCache()
         x = video.to(self.device, self.dtype)
         outs = []
-        for s, e in [(0, 1)] + [(1 + 4 * i, 5 + 4 * i) for i in range((t - 1) // TEMPORAL_STRIDE)]:
+        stride = WAN21.temporal_stride
+        for s, e in [(0, 1)] + [(1 + stride * i, 1 + stride * (i + 1)) for i in range((t - 1) // stride)]:
             cache.start_pass()
             outs.append(self.encoder(x[:, :, s:e], cache))
         mu, logvar = self.conv1(torch.cat(outs, dim=2)).chunk(2, dim=1)
@@ -179,13 +176,13 @@ def decode_tiled(vae: WanVAE, latents: torch.Tensor, tile: int, overlap: int) ->
     for y in ys:
         for x in xs:
             part = vae.stream_decoder().decode(latents[..., y : y + tile, x : x + tile]).float()
-            mask = _blend_mask(part.shape[-2:], overlap * SPATIAL_STRIDE, y > 0, x > 0,
+            mask = _blend_mask(part.shape[-2:], overlap * WAN21.spatial_stride, y > 0, x > 0,
                                y + tile < h, x + tile < w).to(part.device)
             if out is None:
-                out = part.new_zeros(b, part.shape[1], 3, h * SPATIAL_STRIDE, w * SPATIAL_STRIDE)
-                weight = part.new_zeros(h * SPATIAL_STRIDE, w * SPATIAL_STRIDE)
-            ys_, xs_ = slice(y * SPATIAL_STRIDE, y * SPATIAL_STRIDE + part.shape[-2]), slice(
-                x * SPATIAL_STRIDE, x * SPATIAL_STRIDE + part.shape[-1])
+                out = part.new_zeros(b, part.shape[1], 3, h * WAN21.spatial_stride, w * WAN21.spatial_stride)
+                weight = part.new_zeros(h * WAN21.spatial_stride, w * WAN21.spatial_stride)
+            ys_, xs_ = slice(y * WAN21.spatial_stride, y * WAN21.spatial_stride + part.shape[-2]), slice(
+                x * WAN21.spatial_stride, x * WAN21.spatial_stride + part.shape[-1])
             out[..., ys_, xs_] += part * mask
             weight[ys_, xs_] += mask
     return (out / weight).to(vae.dtype)
@@ -208,11 +205,8 @@ def _blend_mask(size: torch.Size, ramp: int, top: bool, left: bool, bottom: bool
 
 
 def check_pixel_size(height: int, width: int) -> None:
-    bad = [(n, v) for n, v in (("height", height), ("width", width)) if v <= 0 or v % SPATIAL_STRIDE]
-    if bad:
-        hints = ", ".join(f"{n} {v} -> {max(SPATIAL_STRIDE, v // SPATIAL_STRIDE * SPATIAL_STRIDE)} or "
-                          f"{(v // SPATIAL_STRIDE + 1) * SPATIAL_STRIDE}" for n, v in bad)
-        raise InvalidInputError(f"The VAE needs sizes that are multiples of {SPATIAL_STRIDE} pixels ({hints}).")
+    """Raise :class:`InvalidInputError` unless the VAE can code ``height`` x ``width`` pixels (multiples of 8)."""
+    WAN21.check_size(height, width, WAN21.spatial_stride, what="The VAE's height and width")
 
 
 # --------------------------------------------------------------------------------------------------- loading

@@ -19,6 +19,7 @@ import torch
 
 from ..config import SamplerConfig
 from ..dit import CausalWanModel
+from ..geometry import WAN21
 from ..stream import Prompt, start_stream
 from ..text_encoder import TextEncoder
 from ..vae import WanVAE
@@ -120,7 +121,7 @@ def ground_truth_generator(vae: WanVAE, settings: EvalSettings, frames_per_block
     captions, pairs = eval_captions(settings), switch_pairs(settings)
 
     def generate(embeds: torch.Tensor, chunks: int, switch: tuple[torch.Tensor, int, bool] | None) -> torch.Tensor:
-        frames = 1 + 4 * (chunks * frames_per_block - 1)
+        frames = WAN21.pixel_frames(chunks * frames_per_block)
         rng = random.Random(settings.noise_seed)
         clips = []
         for i in range(embeds.shape[0]):
@@ -128,7 +129,7 @@ def ground_truth_generator(vae: WanVAE, settings: EvalSettings, frames_per_block
             if switch is None:
                 timeline = [(0, captions[i])]
             else:
-                at = 1 + 4 * (switch[1] * frames_per_block - 1)
+                at = WAN21.pixel_frames(switch[1] * frames_per_block)
                 timeline = [(0, pairs[i][0]), (at, pairs[i][1])]
             clips.append(render_clip(timeline, num_frames=frames, height=settings.size, width=settings.size,
                                      start=start).frames)

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidInputError
+from ..geometry import WAN21
 from .world import BACKGROUND, COLOURS, DIRECTIONS, SHAPES, SPEEDS, Caption, ToyClip, object_size
 
 logger = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def chunk_frame_ranges(num_latent_frames: int, frames_per_block: int) -> list[tu
     ranges = []
     for a in range(0, num_latent_frames, frames_per_block):
         b = min(a + frames_per_block, num_latent_frames)
-        ranges.append((0 if a == 0 else 4 * a - 3, 4 * (b - 1) + 1))
+        ranges.append((WAN21.pixel_frames(a), WAN21.pixel_frames(b)))
     return ranges
 
 
