@@ -205,3 +205,42 @@ def test_step_callback_sees_every_step(model) -> None:
     tiny_stream(model, "framewise-2step").generate(2, on_step=lambda s, n, x0: seen.append((s, n, tuple(x0.shape))))
     assert [s[:2] for s in seen] == [(1, 4), (2, 4), (3, 4), (4, 4), (1, 2), (2, 2)]
     assert seen[0][2] == (1, 1, 16, 8, 8)
+
+
+class _Boom(Exception):
+    pass
+
+
+def _raise_on_call(model, name: str, after: int):
+    """Make ``model.<name>`` raise _Boom on its ``after``-th call from now (0 = the next one)."""
+    original = getattr(model, name)
+    calls = {"n": 0}
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > after:
+            raise _Boom()
+        return original(*args, **kwargs)
+
+    setattr(model, name, failing)
+    return lambda: delattr(model, name)
+
+
+@pytest.mark.parametrize("window", [None, 6])
+@pytest.mark.parametrize("where", [("forward", 0), ("write_cache", 0), ("write_cache", 1), ("forward", 3)])
+def test_an_exception_in_any_pass_leaves_every_snapshot_correct(model, window, where) -> None:
+    """A pass that raises while another branch is re-synced (or while the chunk is denoised) leaves the storage
+    describing its cache: the next call continues exactly like a run that was never interrupted."""
+    kwargs = {"window_frames": window, "sink_frames": 3} if window else {}
+    a, b = tiny_prompt(1), tiny_prompt(2)
+    s = tiny_stream(model, prompt=a, **kwargs).generate(3)
+    s.rewind(3).generate(2, prompt=b, recache=True)  # another branch moves the shared cache
+    expected = tiny_stream(model, prompt=a, **kwargs).generate(4).latents
+    undo = _raise_on_call(model, *where)
+    try:
+        with pytest.raises(_Boom):
+            s.generate(1)
+    finally:
+        undo()
+    assert torch.equal(s.generate(1).latents, expected)
+    assert torch.equal(s.generate(1).latents, expected)  # and again, from the storage it left
