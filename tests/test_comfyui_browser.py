@@ -40,7 +40,7 @@ def _playwright_core(node: str) -> str | None:
     probe = subprocess.run([node, "--input-type=module", "-e",
                             "await (await import('./playwright_loader.mjs')).loadPlaywright()"],
                            cwd=ROOT / "scripts", capture_output=True, text=True, timeout=60, check=False)
-    why = next((line for line in probe.stderr.splitlines() if "Error" in line), probe.stderr.strip()[-300:])
+    why = next((line for line in probe.stderr.splitlines() if line.startswith("Error")), probe.stderr.strip()[-300:])
     return None if probe.returncode == 0 else f"playwright-core cannot be loaded (set PLAYWRIGHT_CORE_DIR): {why}"
 
 
