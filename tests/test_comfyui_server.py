@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from test_workflows import CORE_NODES, FILES, combo_options
 
 ROOT = Path(__file__).resolve().parents[1]
