@@ -573,6 +573,8 @@ BREAKS: dict[str, tuple[Callable[[dict], None], str]] = {
     "last ids": (lambda wf: wf.update(last_link_id=1), "last_link_id"),
     "socket type": (lambda wf: _node(wf, "CausalForcingStart")["inputs"][0].update(type="MODEL"), "has type MODEL"),
     "outputs": (lambda wf: _node(wf, "VAELoader")["outputs"][0].update(type="LATENT"), "outputs"),
+    "input not in the schema": (lambda wf: _node(wf, "CreateVideo")["inputs"][0].update(name="frames"),
+                                "input 'frames' is not in the schema"),
 }
 
 
