@@ -5,7 +5,6 @@ tiny-model substitution) under the in-process executor, with the fixture bundle.
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
@@ -14,10 +13,8 @@ import pytest
 import torch
 
 from comfy_sim import MiniComfy
-
-ROOT = Path(__file__).resolve().parents[1]
-API_DIR = ROOT / "tests" / "workflows_api"
-TOY_WORKFLOWS = sorted(p.stem for p in API_DIR.glob("causal_forcing_toy_*.json"))
+from test_workflows import TOY_NAMES as TOY_WORKFLOWS
+from test_workflows import workflow_prompt
 
 
 @pytest.fixture
@@ -153,7 +150,7 @@ def test_toy_workflow_runs_as_it_is(name: str, pack, user_models, toy_bundle, tm
     rt = importlib.import_module(f"{pack.__name__}.nodes.comfy_runtime")
     monkeypatch.setattr(rt, "temp_directory", lambda: tmp_path / "temp")
     monkeypatch.setattr(SaveVideo, "folder", tmp_path / "out")
-    prompt = json.loads((API_DIR / f"{name}.json").read_text())
+    prompt = workflow_prompt(name, pack)
     comfy = MiniComfy({**pack.NODE_CLASS_MAPPINGS, "CreateVideo": CreateVideo, "SaveVideo": SaveVideo})
     save = next(k for k, v in prompt.items() if v["class_type"] == "SaveVideo")
     comfy.run(prompt, save)
