@@ -29,7 +29,7 @@ import torch
 from .config import DiTConfig, SamplerConfig, sampler_preset
 from .dit import CausalWanModel
 from .errors import CheckpointError
-from .weights import load_torch_file, read_weights, strip_prefix, weight_format
+from .weights import load_torch_file, read_metadata, read_weights, strip_prefix, weight_format
 
 logger = logging.getLogger(__name__)
 
@@ -313,6 +313,14 @@ def _sampler_for(variant: str | None, metadata: Mapping[str, Any]) -> SamplerCon
     except Exception:
         logger.warning("The file names an unknown sampler variant %r; pass variant= explicitly", name)
         return None
+
+
+def sampler_of_file(path: str | Path, variant: str | None = None) -> SamplerConfig | None:
+    """The sampler a student file will load with (:attr:`LoadedDiT.sampler`), read without loading its tensors:
+    ``variant`` when given, else a single safetensors file's metadata; None when neither says."""
+    path = Path(path)
+    metadata = read_metadata(path, what="student") if path.is_file() and weight_format(path) == "safetensors" else {}
+    return _sampler_for(variant, metadata)
 
 
 def load_dit(

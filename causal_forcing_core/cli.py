@@ -16,15 +16,17 @@ from pathlib import Path
 import torch
 
 from . import model_files as mf
-from .checkpoints import load_dit
-from .config import SAMPLER_PRESETS, sampler_preset
+from .checkpoints import load_dit, sampler_of_file
+from .config import SAMPLER_PRESETS, SamplerConfig, sampler_preset
 from .errors import InvalidInputError
 from .geometry import WAN21
 from .prompt import Prompt, trim_padding
-from .schedule import parse_schedule, schedule_prompts
+from .schedule import ScheduleEntry, parse_schedule, schedule_prompts
 from .stream import Stream, start_stream
 
 logger = logging.getLogger("causal_forcing_core.cli")
+#: the sampler of a student whose file and name do not say (the released chunk-wise student's)
+DEFAULT_SAMPLER = "chunkwise-4step"
 
 @dataclass
 class Timing:
@@ -106,6 +108,25 @@ def _check_output(path: Path) -> None:
         raise InvalidInputError(f"The output {path} is a folder; give a file name such as {path / 'video.mp4'}.")
 
 
+def plan_chunks(
+    args: argparse.Namespace, sampler: SamplerConfig, latent_frames: int, text: str
+) -> tuple[int, list[ScheduleEntry]]:
+    """The number of chunks ``--frames`` asks of ``sampler`` (an I2V image is the first latent frame) and the
+    schedule over them; raises InvalidInputError naming the nearest frame counts, or what is wrong with the
+    schedule."""
+    given = 1 if args.image is not None else 0
+    generated = latent_frames - given
+    n = sampler.frames_per_block
+    if generated < n or generated % n:
+        chunks = max(generated // n, 1)
+        raise InvalidInputError(
+            f"--frames {args.frames} leaves {generated} latent frames to generate, not a whole number of {n}-frame "
+            f"chunks for {sampler.name}; try --frames {WAN21.pixel_frames(chunks * n + given)} or "
+            f"{WAN21.pixel_frames((chunks + 1) * n + given)}."
+        )
+    return generated // n, parse_schedule(text, generated // n)
+
+
 def run_generate(args: argparse.Namespace) -> Timing:
     """The whole ``generate`` command; returns the timing report."""
     from .image_io import load_image
@@ -134,6 +155,10 @@ def run_generate(args: argparse.Namespace) -> Timing:
     tokenizer_path = mf.resolve(args.tokenizer, mf.WAN_BASE_REPO, mf.TOKENIZER_DIR + "/*", models_dir,
                                 download=args.download, what="umT5 tokenizer")
     vae_path = mf.resolve(args.vae, mf.WAN_BASE_REPO, mf.VAE_FILE, models_dir, download=args.download, what="VAE")
+    # ---- and the frame count and schedule against the student's sampler (from its metadata), before any loading
+    variant = args.steps if args.steps != "auto" else (release.variant if release else None)
+    planned = sampler_of_file(student_path, variant) or sampler_preset(DEFAULT_SAMPLER)
+    plan_chunks(args, planned, latent_frames, text)
 
     # ---- 1. prompts, then free the text encoder
     t0 = time.perf_counter()
@@ -147,12 +172,11 @@ def run_generate(args: argparse.Namespace) -> Timing:
 
     # ---- 2. the student
     t0 = time.perf_counter()
-    variant = args.steps if args.steps != "auto" else (release.variant if release else None)
     loaded = load_dit(student_path, weight_dtype=dtype if dtype != torch.float32 else "fp32", compute_dtype=dtype,
                       device=device, prefer_ema=release.prefer_ema if release else None, variant=variant)
-    sampler = loaded.sampler or sampler_preset("chunkwise-4step")
+    sampler = loaded.sampler or sampler_preset(DEFAULT_SAMPLER)
     if loaded.sampler is None:
-        logger.warning("No sampler preset known for %s; using chunkwise-4step (set --steps).", student_path.name)
+        logger.warning("No sampler preset known for %s; using %s (set --steps).", student_path.name, DEFAULT_SAMPLER)
     vae = load_vae(vae_path, device=device, dtype=dtype)
     timing.model_load_s = time.perf_counter() - t0
     text_len = loaded.config.text_len
@@ -163,18 +187,9 @@ def run_generate(args: argparse.Namespace) -> Timing:
         image = load_image(args.image, args.height, args.width, mode=args.image_mode).to(device, dtype)
         with torch.no_grad():
             context = vae.encode(image)
-    given = 0 if context is None else context.shape[1]
-    generated = latent_frames - given
+    num_chunks, schedule = plan_chunks(args, sampler, latent_frames, text)  # again: a folder's sampler shows now
     n = sampler.frames_per_block
-    if generated < n or generated % n:
-        chunks = max(generated // n, 1)
-        raise InvalidInputError(
-            f"--frames {args.frames} leaves {generated} latent frames to generate, not a whole number of {n}-frame "
-            f"chunks for {sampler.name}; try --frames {WAN21.pixel_frames(chunks * n + given)} or "
-            f"{WAN21.pixel_frames((chunks + 1) * n + given)}."
-        )
-    num_chunks = generated // n
-    schedule = parse_schedule(text, num_chunks)
+    generated = num_chunks * n
 
     # ---- 3. generate chunk by chunk
     stream = start_stream(loaded.model, sampler, height=args.height, width=args.width,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,11 +38,25 @@ def weights(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
+def _generate_args(weights: dict[str, Path], *args: str, model: str = "chunkwise-4step") -> list[str]:
+    return ["generate", "--model", str(weights[model]), "--text-encoder", str(weights["text"]),
+            "--tokenizer", str(weights["tokenizer"]), "--vae", str(weights["vae"]), "--height", "64", "--width", "64",
+            "--device", "cpu", *args]
+
+
 def run_cli(weights: dict[str, Path], *args: str, model: str = "chunkwise-4step") -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "causal_forcing_core", "generate", "--model", str(weights[model]),
-           "--text-encoder", str(weights["text"]), "--tokenizer", str(weights["tokenizer"]),
-           "--vae", str(weights["vae"]), "--height", "64", "--width", "64", "--device", "cpu", *args]
+    """The real command, ``python -m causal_forcing_core generate ...``, in a process of its own."""
+    cmd = [sys.executable, "-m", "causal_forcing_core", *_generate_args(weights, *args, model=model)]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def run_main(argv: list[str], caplog: pytest.LogCaptureFixture) -> tuple[int, str]:
+    """The command's ``main`` in this process (no interpreter start): its exit code and what it logged."""
+    from causal_forcing_core.__main__ import main
+
+    with caplog.at_level(logging.INFO):
+        code = main(argv)
+    return code, caplog.text
 
 
 def test_generate_with_a_schedule_writes_a_video(weights, tmp_path) -> None:
@@ -77,17 +93,29 @@ def test_image_to_video_with_a_framewise_model(weights, tmp_path) -> None:
         (["--prompt", "a cat", "--output", "/proc/nope/video.mp4"], "Cannot write the output"),
     ],
 )
-def test_bad_input_is_one_clear_line(weights, args, message) -> None:
-    result = run_cli(weights, *args)
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert __import__("re").search(message, result.stderr), result.stderr
+def test_bad_input_is_one_clear_line(weights, args, message, caplog) -> None:
+    """Refused before any model is loaded (the text encoder is never built), with exit code 2 and one line."""
+    from causal_forcing_core import text_encoder
+
+    def no_loading(*_a, **_k):
+        raise AssertionError("a model was loaded before the input was checked")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(text_encoder, "load_text_encoder", no_loading)
+        code, logged = run_main(_generate_args(weights, *args), caplog)
+    assert code == 2
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and re.search(message, errors[0].getMessage()), logged
 
 
-def test_missing_weights_point_to_download(tmp_path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "causal_forcing_core", "generate", "--prompt", "a cat", "--models-dir", str(tmp_path),
-         "--output", str(tmp_path / "v.mp4")], cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )
-    assert result.returncode == 2
-    assert "--download" in result.stderr and "zhuhz22/Causal-Forcing" in result.stderr
+def test_bad_input_exits_2_without_a_traceback_from_the_real_command(weights) -> None:
+    result = run_cli(weights, "--prompt", "a cat", "--frames", "29")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "not a whole number of 3-frame chunks" in result.stderr
+
+
+def test_missing_weights_point_to_download(tmp_path, caplog) -> None:
+    code, logged = run_main(["generate", "--prompt", "a cat", "--models-dir", str(tmp_path),
+                             "--output", str(tmp_path / "v.mp4")], caplog)
+    assert code == 2
+    assert "--download" in logged and "zhuhz22/Causal-Forcing" in logged
