@@ -94,14 +94,15 @@ def test_image_to_video_with_a_framewise_model(weights, tmp_path) -> None:
     ],
 )
 def test_bad_input_is_one_clear_line(weights, args, message, caplog) -> None:
-    """Refused before any model is loaded (the text encoder is never built), with exit code 2 and one line."""
-    from causal_forcing_core import text_encoder
+    """Refused before any weights are read (only the student's metadata header), with exit code 2 and one line."""
+    from causal_forcing_core import weights as weight_reader
 
     def no_loading(*_a, **_k):
-        raise AssertionError("a model was loaded before the input was checked")
+        raise AssertionError("weights were read before the input was checked")
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(text_encoder, "load_text_encoder", no_loading)
+    with pytest.MonkeyPatch.context() as mp:  # the reader's own tensor readers, looked up at call time
+        mp.setattr(weight_reader, "_read_safetensors", no_loading)
+        mp.setattr(weight_reader, "_load_torch", no_loading)
         code, logged = run_main(_generate_args(weights, *args), caplog)
     assert code == 2
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
