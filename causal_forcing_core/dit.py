@@ -49,7 +49,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
-        normed = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        normed = xf * torch.rsqrt(xf.square().mean(dim=-1, keepdim=True) + self.eps)
         return normed.type_as(x) * self.weight.to(x.dtype)
 
 
@@ -72,14 +72,16 @@ def sinusoidal_embedding(dim: int, positions: torch.Tensor) -> torch.Tensor:
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, frames: int) -> torch.Tensor:
     """x [B, F*T, D] * (1 + scale) + shift with per-frame [B, F, 1, D] float32 modulation."""
-    y = x.float().unflatten(1, (frames, -1)) * (1 + scale) + shift
+    y = x.float().unflatten(1, (frames, -1)) * (1 + scale)
+    y += shift  # in place: the product is a fresh tensor that autograd does not need
     return y.flatten(1, 2).to(x.dtype)
 
 
 def gated_residual(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, frames: int) -> torch.Tensor:
     """x + y * gate with per-frame [B, F, 1, D] gates, accumulated in float32."""
-    out = x.float() + (y.float().unflatten(1, (frames, -1)) * gate).flatten(1, 2)
-    return out.to(x.dtype)
+    out = y.float().unflatten(1, (frames, -1)) * gate
+    out += x.float().unflatten(1, (frames, -1))  # in place on the fresh product; x + p == p + x exactly
+    return out.flatten(1, 2).to(x.dtype)
 
 
 # --------------------------------------------------------------------------------------------------- blocks

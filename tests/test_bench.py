@@ -1,4 +1,4 @@
-"""The README's main job (the stream benchmark) runs and prints valid JSON."""
+"""The benchmarks run end to end and print valid JSON (slow: each runs real streams in a process of its own)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
 
 
 def test_stream_bench_quick_prints_json() -> None:

@@ -185,7 +185,7 @@ def test_pyproject_and_requirements() -> None:
     assert (ROOT / comfy["Icon"]).is_file()
     pytest_ini = project["tool"]["pytest"]["ini_options"]
     assert pytest_ini["testpaths"] == ["tests"]
-    assert {m.split(":")[0] for m in pytest_ini["markers"]} == {"comfyui"}
+    assert {m.split(":")[0] for m in pytest_ini["markers"]} == {"comfyui", "slow"}
     find = project["tool"]["setuptools"]["packages"]["find"]
     assert all(p.split(".")[0] == "causal_forcing_core" for p in find["include"])
 

@@ -52,6 +52,7 @@ def _generate(toy, settings: EvalSettings):
     return generate
 
 
+@pytest.mark.slow
 def test_the_shipped_model_follows_toy_prompts(toy) -> None:
     settings = EvalSettings(num_prompts=12, num_switches=0, seed=99, noise_seed=5)
     scores = evaluate_model(_generate(toy, settings), toy.text_encoder, toy.vae,
@@ -60,6 +61,7 @@ def test_the_shipped_model_follows_toy_prompts(toy) -> None:
     assert not low, f"below threshold: {low} (all scores: {scores})"
 
 
+@pytest.mark.slow
 def test_the_shipped_model_follows_prompt_switches(toy) -> None:
     settings = EvalSettings(num_prompts=1, num_switches=6, seed=7, noise_seed=3)
     scores = evaluate_model(_generate(toy, settings), toy.text_encoder, toy.vae,

@@ -188,6 +188,7 @@ def test_unknown_recipe_fields_are_refused(tmp_path: Path, caplog: pytest.LogCap
     assert "stepz" in caplog.text and not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_two_processes_run_the_same_recipe(tmp_path: Path) -> None:
     """`torchrun --nproc_per_node 2` (gloo on the CPU): both processes train, gradients are averaged, only the main
     process writes; the result is a complete run folder."""
@@ -207,6 +208,7 @@ def test_two_processes_run_the_same_recipe(tmp_path: Path) -> None:
     assert (out / "bundle" / "manifest.json").is_file() and (out / "ar_ode" / "dmd" / "done.json").is_file()
 
 
+@pytest.mark.slow
 def test_the_ablation_bench_runs_end_to_end(micro_run: tuple[Path, dict], tmp_path: Path) -> None:
     """`bench/toy_ablation.py --quick` on the micro run: arms train, evaluate, and the JSON + markdown come out."""
     import subprocess
