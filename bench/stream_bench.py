@@ -146,14 +146,17 @@ def bench_preset(model, preset: str, *, height: int, width: int, chunks: int, wa
     return result
 
 
-def bench_window(model, *, height: int, width: int, early: int, late: int, repeats: int, device,
+def bench_window(model, *, height: int, width: int, late: int, repeats: int, device,
                  window: int = 12, sink: int = 3) -> dict:
-    """Time per chunk around chunk ``early`` vs around chunk ``late`` in one long chunk-wise stream, with a
-    rolling window (should be flat) and with global attention (grows with the context)."""
+    """Time per chunk from the first chunk whose window is full (it attends to ``window`` frames: chunk 4 for 12
+    frames of 3-frame chunks) vs around chunk ``late`` in one long chunk-wise stream, with a rolling window
+    (should be flat: both attend to the same number of frames) and with global attention (grows with the context).
+    Earlier chunks attend to fewer frames, so comparing with them would flatter the window."""
     sampler = SAMPLER_PRESETS["chunkwise-4step"]
+    early = -(-window // sampler.frames_per_block)  # 1-based: the first chunk attending to a full window
     prompt = Prompt(torch.randn(1, min(32, model.config.text_len), model.config.text_dim,
                                 generator=torch.Generator().manual_seed(2)))
-    out: dict = {"window_frames": window, "sink_frames": sink}
+    out: dict = {"window_frames": window, "sink_frames": sink, "first_full_window_chunk": early}
     for label, kwargs in (("window", {"window_frames": window, "sink_frames": sink}), ("global", {})):
         stream = start_stream(model, sampler, height=height, width=width, prompt=prompt, **kwargs)
         stream, times = time_chunks(stream, late + repeats - 1, 0, device)
@@ -195,7 +198,7 @@ def run(args: argparse.Namespace) -> dict:
             ))
         logger.info("%s: window flatness", name)
         entry["window"] = bench_window(
-            model, height=height, width=width, early=2, late=10 if args.quick else 40,
+            model, height=height, width=width, late=10 if args.quick else 40,
             repeats=3 if args.quick else 5, device=device,
         )
         report["runs"].append(entry)
