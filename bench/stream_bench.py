@@ -29,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_io import emit_report, sync  # noqa: E402
 
+from causal_forcing_core.attention import block_causal_layout  # noqa: E402
 from causal_forcing_core.config import DIT_PRESETS, SAMPLER_PRESETS, DiTConfig, SamplerConfig  # noqa: E402
-from causal_forcing_core.dit import CausalWanModel, block_causal_mask  # noqa: E402
+from causal_forcing_core.dit import CausalWanModel  # noqa: E402
 from causal_forcing_core.noise import SeededNoise  # noqa: E402
 from causal_forcing_core.scheduler import FlowMatchScheduler  # noqa: E402
 from causal_forcing_core.stream import Prompt, Stream, start_stream  # noqa: E402
@@ -96,7 +97,7 @@ def no_cache_chunk(model: CausalWanModel, sampler: SamplerConfig, committed: tor
     x = x.to(committed.device, committed.dtype)
     text = model.embed_text(prompt.embeds.to(committed.device))
     frame_tokens = model.config.tokens_per_frame(h, w)
-    mask = block_causal_mask(f + n, n, frame_tokens, device=committed.device) if f else None
+    mask = block_causal_layout(f + n, n, frame_tokens) if f else None
     for i, t in enumerate(steps.tolist()):
         seq = torch.cat([committed, x], dim=1).permute(0, 2, 1, 3, 4)
         timestep = torch.cat([torch.zeros(b, f), torch.full((b, n), t)], dim=1)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import attention
+from .attention import BlockLayout, attention, block_causal_layout, teacher_forcing_layout
 from .config import DiTConfig
 from .kv_cache import AttentionCache, TextKV
 from .rope import RopeTable, RotaryTables, apply_rope
@@ -107,7 +107,7 @@ class SelfAttention(nn.Module):
         *,
         cache: AttentionCache | None = None,
         layer: int = 0,
-        mask: torch.Tensor | None = None,
+        mask: torch.Tensor | BlockLayout | None = None,
     ) -> torch.Tensor:
         """x [B, L, dim] -> [B, L, dim]. With a cache, the new K/V are written to it before attending to it."""
         b, length, _ = x.shape
@@ -275,13 +275,14 @@ class CausalWanModel(nn.Module):
         *,
         cache: AttentionCache | None = None,
         start_frame: int = 0,
-        mask: torch.Tensor | None = None,
+        mask: torch.Tensor | BlockLayout | None = None,
     ) -> torch.Tensor:
         """Flow prediction [B, C_out, F, H, W] for latents x [B, C_in, F, H, W] at per-frame timestep [B, F].
 
         With a ``cache`` (its block opened, see :class:`.kv_cache.BlockCache`) the new K/V are written to it and
         queries attend to every cached frame plus this block (bidirectional inside the block). Without a cache,
-        attention is full unless ``mask`` (bool [L, L], True = may attend) restricts it. ``start_frame`` is the
+        attention is full unless ``mask`` restricts it: a :class:`.attention.BlockLayout` (training's block masks,
+        e.g. :func:`.attention.block_causal_layout`) or a bool [L, L] (True = may attend). ``start_frame`` is the
         absolute latent-frame index of x's first frame (RoPE position).
         """
         tokens, grid = self._patchify(x)
@@ -338,7 +339,7 @@ class CausalWanModel(nn.Module):
         freqs = RopeTable(torch.cat([half.cos, half.cos]), torch.cat([half.sin, half.sin]))
         tokens = torch.cat([clean_tokens, noisy_tokens], dim=1)
         e0_all = torch.cat([e0_clean, e0], dim=1)
-        mask = teacher_forcing_mask(frames, frames_per_block, grid[1] * grid[2], device=self.device)
+        mask = teacher_forcing_layout(frames, frames_per_block, grid[1] * grid[2])
         text = self._text(text)
         for i, block in enumerate(self.blocks):
             tokens = block(tokens, e0_all, freqs, text.k[i], text.v[i], mask=mask)
@@ -349,23 +350,14 @@ class CausalWanModel(nn.Module):
 def block_causal_mask(
     frames: int, frames_per_block: int, frame_tokens: int, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
-    """Bool [F*T, F*T]: a token sees every token of its own and earlier blocks (diffusion forcing)."""
-    block = torch.arange(frames, device=device) // frames_per_block
-    allowed = block.view(-1, 1) >= block.view(1, -1)
-    return allowed.repeat_interleave(frame_tokens, 0).repeat_interleave(frame_tokens, 1)
+    """Bool [F*T, F*T]: a token sees every token of its own and earlier blocks (diffusion forcing); dense, for
+    checks and small cases (pass :func:`.attention.block_causal_layout` to the model instead)."""
+    return block_causal_layout(frames, frames_per_block, frame_tokens).dense(device)
 
 
 def teacher_forcing_mask(
     frames: int, frames_per_block: int, frame_tokens: int, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
-    """Bool [2F*T, 2F*T] over [clean | noisy]: clean block-causal; noisy block b sees clean blocks < b and itself."""
-    block = torch.arange(frames, device=device) // frames_per_block
-    q, k = block.view(-1, 1), block.view(1, -1)
-    clean_clean = q >= k
-    noisy_clean = q > k
-    noisy_noisy = q == k
-    clean_noisy = torch.zeros_like(clean_clean)
-    allowed = torch.cat(
-        [torch.cat([clean_clean, clean_noisy], dim=1), torch.cat([noisy_clean, noisy_noisy], dim=1)], dim=0
-    )
-    return allowed.repeat_interleave(frame_tokens, 0).repeat_interleave(frame_tokens, 1)
+    """Bool [2F*T, 2F*T] over [clean | noisy]: clean block-causal; noisy block b sees clean blocks < b and itself
+    (dense form of :func:`.attention.teacher_forcing_layout`)."""
+    return teacher_forcing_layout(frames, frames_per_block, frame_tokens).dense(device)

@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from causal_forcing_core.attention import block_causal_layout
 from causal_forcing_core.config import DiTConfig, SamplerConfig
-from causal_forcing_core.dit import CausalWanModel, block_causal_mask
+from causal_forcing_core.dit import CausalWanModel
 from causal_forcing_core.geometry import WAN21
 from causal_forcing_core.kv_cache import KVCache
 from causal_forcing_core.noise import RecordedNoise
@@ -235,7 +236,7 @@ def run_fwd_train_case(case: Case, model: CausalWanModel) -> None:
 
     with torch.no_grad():
         df_x = t["df_x"]
-        mask = block_causal_mask(df_x.shape[1], n, fsl)
+        mask = block_causal_layout(df_x.shape[1], n, fsl)
         df = model(df_x.permute(0, 2, 1, 3, 4), t["df_timestep"], t["prompt_embeds"], mask=mask).permute(0, 2, 1, 3, 4)
         tf = model.forward_teacher_forcing(
             t["tf_noisy_x"].permute(0, 2, 1, 3, 4), t["tf_timestep"], t["tf_clean_x"].permute(0, 2, 1, 3, 4),

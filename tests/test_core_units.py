@@ -144,3 +144,33 @@ def test_sampler_presets() -> None:
     assert two.steps_for_chunk(0) == (1000, 750, 500, 250) and two.steps_for_chunk(1) == (1000, 500)
     assert SAMPLER_PRESETS["framewise-1step"].steps_for_chunk(5) == (1000,)
     assert not SAMPLER_PRESETS["chunkwise-4step"].supports_i2v
+
+
+@pytest.mark.parametrize("kind", ["block_causal", "teacher_forcing"])
+@pytest.mark.parametrize("frames,per_block", [(6, 3), (5, 2), (4, 1)])
+def test_block_layouts_attend_like_their_dense_masks(kind: str, frames: int, per_block: int) -> None:
+    """One SDPA call per query block over its keys gives the masked attention (a few float32 ulps apart: the
+    kernels sum in another order; measured 3.6e-7 on outputs, 2.4e-6 on gradients), gradients included."""
+    from causal_forcing_core.attention import attention, block_causal_layout, teacher_forcing_layout
+
+    tokens = 3
+    make = block_causal_layout if kind == "block_causal" else teacher_forcing_layout
+    layout = make(frames, per_block, tokens)
+    dense = (block_causal_mask if kind == "block_causal" else teacher_forcing_mask)(frames, per_block, tokens)
+    assert torch.equal(layout.dense(), dense)
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, layout.length, 2, 8, generator=gen, requires_grad=True) for _ in range(3))
+    ours, reference = attention(q, k, v, layout), attention(q, k, v, dense)
+    torch.testing.assert_close(ours, reference, atol=1e-6, rtol=0)
+    grads = torch.autograd.grad(ours.square().sum(), (q, k, v))
+    expected = torch.autograd.grad(reference.square().sum(), (q, k, v))
+    for g, e in zip(grads, expected):
+        torch.testing.assert_close(g, e, atol=5e-6, rtol=0)
+
+
+def test_a_real_size_layout_is_a_few_ranges() -> None:
+    from causal_forcing_core.attention import teacher_forcing_layout
+
+    layout = teacher_forcing_layout(21, 3, 1560)  # 2 x 21 frames x 1560 tokens: a dense mask would be 4.3 GB
+    assert layout.length == 65_520 and len(layout.blocks) == 14
+    assert layout.blocks[8].keys == ((0, 1560 * 3), (32_760 + 1560 * 3, 32_760 + 1560 * 6))  # noisy block 1
