@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from .config import SAMPLER_PRESETS
+from .config import SAMPLER_PRESETS, WAN_TEXT_LEN
 from .errors import CausalForcingError
 
 _DTYPES = {"keep": None, "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -28,7 +28,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     ema.add_argument("--no-ema", dest="prefer_ema", action="store_false", help="take generator")
     conv.add_argument("--dtype", choices=sorted(_DTYPES), default="keep")
     conv.add_argument("--num-heads", type=int, help="attention heads, when the file has no config (Wan: dim/128)")
-    conv.add_argument("--text-len", type=int, default=512, help="text tokens the model attends to (Wan: 512)")
+    conv.add_argument("--text-len", type=int, default=WAN_TEXT_LEN, help="text tokens the model attends to (Wan: 512)")
 
 
 def _convert(args: argparse.Namespace) -> None:

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from .checkpoints import cast_state_dict, check_keys, config_for, read_checkpoint, resolve_weight_dtype
-from .config import DiTConfig, SamplerConfig, sampler_preset
+from .config import WAN_TEXT_LEN, DiTConfig, SamplerConfig, sampler_preset
 from .errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def convert_release_to_safetensors(
     dtype: torch.dtype | str | None = None,
     num_heads: int | None = None,
     config: DiTConfig | None = None,
-    text_len: int = 512,
+    text_len: int = WAN_TEXT_LEN,
 ) -> Path:
     """Write ``src`` (a release .pt, or any layout :func:`.checkpoints.load_dit` reads) as safetensors at ``dst``.
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .config import DiTConfig, SamplerConfig, sampler_preset
+from .config import WAN_TEXT_LEN, DiTConfig, SamplerConfig, sampler_preset
 from .dit import CausalWanModel
 from .errors import CheckpointError
 from .weights import load_torch_file, read_metadata, read_weights, strip_prefix, weight_format
@@ -195,7 +195,7 @@ def _diffusers_naming(keys: list[str]) -> bool:
 
 
 def config_for(
-    raw: RawCheckpoint, num_heads: int | None = None, config: DiTConfig | None = None, text_len: int = 512
+    raw: RawCheckpoint, num_heads: int | None = None, config: DiTConfig | None = None, text_len: int = WAN_TEXT_LEN
 ) -> DiTConfig:
     """Architecture: ``config`` if given, else config.json, our metadata, or the tensor shapes (in that order).
 

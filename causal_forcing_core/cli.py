@@ -77,9 +77,24 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``--device``: auto (CUDA when present, else the CPU), cpu, cuda[:N] or mps; one that is not there is
+    refused before anything loads (the core runs on MPS: nothing in it needs float64 there)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise InvalidInputError(f"--device {name!r} is not a device this command runs on; use auto, cpu, cuda, "
+                                "cuda:1 or mps.")
+    present = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not present[device.type]:
+        raise InvalidInputError(f"--device {name}: this machine has no {device.type.upper()} device that torch can "
+                                "use; use --device cpu (or auto).")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InvalidInputError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices.")
+    return device
 
 
 def _dtype(name: str, device: torch.device) -> torch.dtype:

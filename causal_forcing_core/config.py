@@ -17,6 +17,8 @@ from .errors import CheckpointError, InvalidInputError
 # Every Wan 2.x DiT uses 128-wide attention heads; a state dict does not record the head count, so this is the
 # fallback when no config or metadata gives it.
 WAN_HEAD_DIM = 128
+#: text tokens every Wan 2.x DiT attends to (umT5 output padded to this length); no tensor shape records it
+WAN_TEXT_LEN = 512
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class DiTConfig:
     in_dim: int = 16
     out_dim: int = 16
     text_dim: int = 4096
-    text_len: int = 512
+    text_len: int = WAN_TEXT_LEN
     freq_dim: int = 256
     patch_size: tuple[int, int, int] = (1, 2, 2)
     eps: float = 1e-6
@@ -69,7 +71,7 @@ class DiTConfig:
 
     @classmethod
     def from_state_dict(
-        cls, state_dict: Mapping[str, Any], num_heads: int | None = None, text_len: int = 512
+        cls, state_dict: Mapping[str, Any], num_heads: int | None = None, text_len: int = WAN_TEXT_LEN
     ) -> "DiTConfig":
         """Infer the architecture from bare Wan parameter names and shapes.
 

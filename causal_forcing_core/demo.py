@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .errors import InvalidInputError
+from .prompt import trim_padding
 from .schedule import ScheduleEntry, parse_schedule
 
 logger = logging.getLogger("causal_forcing_core.demo")
@@ -136,7 +137,7 @@ def _run(schedule: str, chunks: int, seed: int, recache: bool, out: Path, bundle
     toy = load_toy_model(bundle, device="cpu")
     sampler = toy.student.sampler or sampler_preset("chunkwise-4step")
     distinct = list(dict.fromkeys(canonical.values()))
-    embeds = toy.text_encoder.encode(distinct)[:, : toy.student.config.text_len]
+    embeds = trim_padding(toy.text_encoder.encode(distinct), toy.student.config.text_len)
     prompts = {text: Prompt(embeds[i : i + 1], text) for i, text in enumerate(distinct)}
     load_ms = (time.perf_counter() - t0) * 1000
     fps = int(toy.manifest.get("fps", TOY_FPS))

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from .config import WAN_TEXT_LEN
 from .errors import CheckpointError
 from .weights import read_state_dict
 
@@ -168,7 +169,7 @@ def load_tokenizer(path: str | Path | None, *, allow_download: bool = False) -> 
 class TextEncoder:
     """umT5 encoder + tokenizer producing the prompt embeddings the Wan DiT expects."""
 
-    def __init__(self, model: torch.nn.Module | None, tokenizer: Any, text_len: int = 512) -> None:
+    def __init__(self, model: torch.nn.Module | None, tokenizer: Any, text_len: int = WAN_TEXT_LEN) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.text_len = text_len
@@ -218,7 +219,7 @@ def load_text_encoder(
     *,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.bfloat16,
-    text_len: int = 512,
+    text_len: int = WAN_TEXT_LEN,
     allow_download: bool = False,
 ) -> TextEncoder:
     """Load the umT5 encoder from any supported file and its tokenizer."""

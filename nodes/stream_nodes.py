@@ -21,7 +21,16 @@ from ..causal_forcing_core.stream import start_stream
 from . import stream_state
 from .common import CATEGORY, MAX_SEED, MAX_SIZE, prompt_from_conditioning, resolve_vae
 from .payloads import (
-    CF_MODEL, CF_SCHEDULE, CF_STREAM, CF_VAE, UNIT_CHUNKS, UNIT_SECONDS, UNITS, CFModel, CFVae, PromptSchedule,
+    CF_MODEL,
+    CF_SCHEDULE,
+    CF_STREAM,
+    CF_VAE,
+    UNIT_CHUNKS,
+    UNIT_SECONDS,
+    UNITS,
+    CFModel,
+    CFVae,
+    PromptSchedule,
     StreamHandle,
 )
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..causal_forcing_core.config import WAN_TEXT_LEN
 from ..causal_forcing_core.errors import CausalForcingError, InvalidInputError
 from ..causal_forcing_core.prompt import MAX_SCHEDULE_CHARS, check_prompt_text
 from ..causal_forcing_core.schedule import schedule_prompts
@@ -32,8 +33,6 @@ TEXT_DEVICES = ("default", "cpu")
 _TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json")
 #: how many folders below models/text_encoders a tokenizer folder may be
 _TOKENIZER_DEPTH = 3
-#: tokens the Wan umT5 encoder pads prompts to
-TEXT_LEN = 512
 
 
 def text_encoder_choices() -> list[str]:
@@ -90,7 +89,7 @@ def _encoder_files(text_encoder_name: str, tokenizer: str) -> tuple[Path, Path, 
             f"{tokenizer} only fits the embedded toy text encoder ({toy.TEXT_ENCODER_ENTRY}); pick the umT5 "
             f"tokenizer folder (google/umt5-xxl) for {text_encoder_name}."
         )
-    return Path(rt.model_file_path("text_encoders", text_encoder_name)), tokenizer_path(tokenizer), TEXT_LEN
+    return Path(rt.model_file_path("text_encoders", text_encoder_name)), tokenizer_path(tokenizer), WAN_TEXT_LEN
 
 
 class CausalForcingTextEncoderLoader:

@@ -21,7 +21,13 @@ from pathlib import Path
 
 from ..causal_forcing_core.errors import CheckpointError
 from ..causal_forcing_core.toy.bundle import (
-    BUNDLE_ENV, DIT_FILE, TEXT_ENCODER_FILE, TOKENIZER_DIR, VAE_FILE, ToyBundlePaths, bundle_available,
+    BUNDLE_ENV,
+    DIT_FILE,
+    TEXT_ENCODER_FILE,
+    TOKENIZER_DIR,
+    VAE_FILE,
+    ToyBundlePaths,
+    bundle_available,
 )
 from ..causal_forcing_core.toy.components import TOY_TEXT_LEN
 

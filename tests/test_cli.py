@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -21,6 +22,8 @@ from tiny import tiny_model
 from tiny_text import write_tiny_text_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
+#: a device this machine lacks: MPS off macOS, else (on a Mac) CUDA
+ABSENT_DEVICE = "cuda:99" if torch.backends.mps.is_available() else "mps"
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +94,8 @@ def test_image_to_video_with_a_framewise_model(weights, tmp_path) -> None:
         (["--schedule", "0: a cat\n9: a dog", "--frames", "33"], "starts at chunk 9"),
         (["--prompt", "a cat", "--height", "70"], "multiples of 16"),
         (["--prompt", "a cat", "--output", "/proc/nope/video.mp4"], "Cannot write the output"),
+        (["--prompt", "a cat", "--device", "tpu"], "not a device this command runs on"),
+        (["--prompt", "a cat", "--device", ABSENT_DEVICE], "has no (MPS|CUDA) device|only \\d+ CUDA devices"),
     ],
 )
 def test_bad_input_is_one_clear_line(weights, args, message, caplog) -> None:
