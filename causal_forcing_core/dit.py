@@ -336,7 +336,7 @@ class CausalWanModel(nn.Module):
         e, e0 = self._time(timestep)
         _, e0_clean = self._time(clean_timestep)
         half = self._rope(0, grid)
-        freqs = RopeTable(torch.cat([half.cos, half.cos]), torch.cat([half.sin, half.sin]))
+        freqs = half.cat(half)
         tokens = torch.cat([clean_tokens, noisy_tokens], dim=1)
         e0_all = torch.cat([e0_clean, e0], dim=1)
         mask = teacher_forcing_layout(frames, frames_per_block, grid[1] * grid[2])

@@ -5,10 +5,10 @@ Each head's ``head_dim/2`` channel pairs are split into frame, height and width 
 ``theta ** (-2i / d_part)``. Positions are not capped by a table size (the reference stops at 1024 frames; below
 that, values are identical).
 
-The angles are computed in float64 on the CPU (exact on every device, MPS included) and turned into cos/sin
-tables once per position range (:class:`RotaryTables`: every denoising step and the cache refresh of a chunk
-share them). The rotation runs in the tables' dtype: the compute dtype by default, or float64, which reproduces the
-reference's complex128 rotation bit for bit.
+The angles are computed in float64 on the CPU (exact on every device, MPS included) and turned into a table of
+unit complex numbers once per position range (:class:`RotaryTables`: every denoising step and the cache refresh
+of a chunk share it). The rotation is one complex multiply in the table's precision: complex64 (float32) by
+default, or complex128, which reproduces the reference's float64 rotation bit for bit.
 """
 
 from __future__ import annotations
@@ -55,10 +55,18 @@ def rope_angles(head_dim: int, start_frame: int, grid: tuple[int, int, int], the
 
 @dataclass(frozen=True)
 class RopeTable:
-    """cos and sin of the rotation angles, each ``[L, 1, head_dim/2]``, in the dtype the rotation runs in."""
+    """Unit complex rotations ``[L, 1, head_dim/2]`` (complex64, or complex128 for the reference's precision)."""
 
-    cos: torch.Tensor
-    sin: torch.Tensor
+    rotation: torch.Tensor
+
+    @property
+    def real_dtype(self) -> torch.dtype:
+        """The float dtype the rotation runs in (float32 or float64)."""
+        return self.rotation.real.dtype
+
+    def cat(self, other: "RopeTable") -> "RopeTable":
+        """The rotations of this grid's tokens followed by ``other``'s."""
+        return RopeTable(torch.cat([self.rotation, other.rotation]))
 
 
 def rope_table(
@@ -70,9 +78,11 @@ def rope_table(
     dtype: torch.dtype = torch.float32,
     theta: float = 10000.0,
 ) -> RopeTable:
-    """The :class:`RopeTable` of a token grid (see :func:`rope_angles`) on ``device`` in ``dtype``."""
+    """The :class:`RopeTable` of a token grid (see :func:`rope_angles`) on ``device``, rotating in ``dtype``
+    (float32 or float64)."""
     angles = rope_angles(head_dim, start_frame, grid, theta)
-    return RopeTable(torch.cos(angles).to(device, dtype), torch.sin(angles).to(device, dtype))
+    rotation = torch.polar(torch.ones_like(angles), angles)  # complex128, exact
+    return RopeTable(rotation.to(device, torch.complex128 if dtype == torch.float64 else torch.complex64))
 
 
 class RotaryTables:
@@ -99,9 +109,7 @@ class RotaryTables:
 
 
 def apply_rope(x: torch.Tensor, table: RopeTable) -> torch.Tensor:
-    """Rotate adjacent channel pairs of ``x`` [B, L, heads, head_dim] by ``table`` ([L, 1, head_dim/2] cos/sin);
-    computed in the table's dtype, returned in x's dtype."""
-    pairs = x.to(table.cos.dtype).unflatten(-1, (-1, 2))
-    real, imag = pairs[..., 0], pairs[..., 1]
-    rotated = torch.stack([real * table.cos - imag * table.sin, real * table.sin + imag * table.cos], dim=-1)
-    return rotated.flatten(-2).to(x.dtype)
+    """Rotate adjacent channel pairs of ``x`` [B, L, heads, head_dim] by ``table`` ([L, 1, head_dim/2]) as one
+    complex multiply in the table's precision; returned in x's dtype."""
+    pairs = torch.view_as_complex(x.to(table.real_dtype).unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * table.rotation).flatten(-2).to(x.dtype)
