@@ -13,14 +13,17 @@ from .errors import (
     StreamStateError,
     UnsafeCheckpointError,
 )
-from .kv_cache import KVCache, TextKV
+from .geometry import WAN21, VideoGeometry
+from .kv_cache import AttentionCache, BlockCache, KVCache, TextKV
 from .noise import SeededNoise
+from .prompt import Prompt
+from .sampling import sample_block
 from .scheduler import FlowMatchScheduler
-from .stream import Prompt, Stream, start_stream
+from .stream import Stream, start_stream
 
 __all__ = [
     "DIT_PRESETS", "SAMPLER_PRESETS", "DiTConfig", "SamplerConfig", "sampler_preset", "CausalWanModel",
     "CausalForcingError", "InvalidInputError", "CheckpointError", "UnsafeCheckpointError", "CacheBudgetError",
-    "StreamStateError", "KVCache", "TextKV", "SeededNoise", "FlowMatchScheduler", "Prompt", "Stream",
-    "start_stream",
+    "StreamStateError", "KVCache", "TextKV", "AttentionCache", "BlockCache", "SeededNoise", "FlowMatchScheduler",
+    "Prompt", "Stream", "start_stream", "sample_block", "WAN21", "VideoGeometry",
 ]
