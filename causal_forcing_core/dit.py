@@ -22,6 +22,7 @@ from .attention import BlockLayout, attention, block_causal_layout, teacher_forc
 from .config import DiTConfig
 from .kv_cache import AttentionCache, TextKV
 from .rope import RopeTable, RotaryTables, apply_rope
+from .scheduler import exact_dtype
 
 
 # --------------------------------------------------------------------------------------------------- layers
@@ -63,10 +64,13 @@ class LayerNorm(nn.LayerNorm):
 
 
 def sinusoidal_embedding(dim: int, positions: torch.Tensor) -> torch.Tensor:
-    """[N] -> [N, dim] float64 embedding on the CPU (exact on every device), cosines first (Wan convention)."""
+    """[N] -> [N, dim] float64 embedding, cosines first (Wan convention); computed where ``positions`` are, or on
+    the CPU for a device without float64 (MPS), so a GPU forward never waits for a copy to the host."""
     half = dim // 2
-    pos = positions.detach().to("cpu", torch.float64)
-    angles = torch.outer(pos, torch.pow(10000, -torch.arange(half, dtype=torch.float64).div(half)))
+    device = positions.device if exact_dtype(positions.device) == torch.float64 else torch.device("cpu")
+    pos = positions.detach().to(device, torch.float64)
+    exponent = torch.arange(half, dtype=torch.float64, device=device).div(half)
+    angles = torch.outer(pos, torch.pow(10000, -exponent))
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
 
 
