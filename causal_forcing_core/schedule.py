@@ -6,7 +6,7 @@ Two text forms, the same for the command line and the nodes:
 - ``a | b | c``: equal segments over the video.
 
 Indices may also be seconds (:func:`parse_schedule` with ``chunk_seconds``): ``2.5: the cat jumps`` starts at the
-chunk holding second 2.5.
+chunk holding second 2.5. Either way a schedule starts at 0, and every bad line is reported at once.
 
 A plain prompt without either form is one segment starting at chunk 0.
 """
@@ -33,65 +33,100 @@ class ScheduleEntry:
 def parse_schedule(text: str, num_chunks: int, chunk_seconds: float | None = None) -> list[ScheduleEntry]:
     """Parse a schedule for a video of ``num_chunks`` chunks; entries come back sorted and validated.
 
-    With ``chunk_seconds`` (the length of one chunk in seconds) line indices are seconds (``2.5: ...`` or
-    ``2.5s: ...``) and map to the chunk that holds that second; otherwise they are chunk indices.
+    With ``chunk_seconds`` (the length of one chunk in seconds, :meth:`.geometry.VideoGeometry.chunk_seconds`) line
+    indices are seconds (``2.5: ...`` or ``2.5s: ...``) and map to the chunk that holds that second; otherwise they
+    are chunk indices. Every bad line is reported: one :class:`InvalidInputError` with one line per problem, in the
+    unit the lines use.
     """
     if num_chunks < 1:
         raise InvalidInputError(f"A schedule needs at least one chunk, got {num_chunks}.")
-    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return _parse(text, num_chunks, chunk_seconds, syntax_only=False)
+
+
+def _parse(text: str, num_chunks: int, chunk_seconds: float | None, syntax_only: bool) -> list[ScheduleEntry]:
+    if chunk_seconds is not None and not chunk_seconds > 0:
+        raise InvalidInputError(f"chunk_seconds must be positive, got {chunk_seconds}.")
+    lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not lines:
         raise InvalidInputError("The prompt schedule is empty; give a prompt or lines like '0: a cat walks'.")
     pattern = _LINE if chunk_seconds is None else _TIMED_LINE
-    if any(pattern.match(line) for line in lines):
-        if chunk_seconds is None:
-            return _parse_indexed(lines, num_chunks)
-        lines = [_seconds_to_chunk_line(number, line, chunk_seconds) for number, line in enumerate(lines, 1)]
-        try:
-            return _parse_indexed(lines, num_chunks)
-        except InvalidInputError as err:
-            raise InvalidInputError(
-                f"{err} (The lines give seconds; one chunk lasts {chunk_seconds:g} s, so second s falls in chunk "
-                f"floor(s / {chunk_seconds:g}).)"
-            ) from None
-    joined = " ".join(line.strip() for line in lines)
+    if any(pattern.match(line) for _, line in lines):
+        return _parse_indexed(lines, num_chunks, chunk_seconds, syntax_only)
+    joined = " ".join(line for _, line in lines)
     parts = [p.strip() for p in joined.split("|")] if "|" in joined else [joined]
     return equal_segments(parts, num_chunks)
 
 
-def _seconds_to_chunk_line(number: int, line: str, chunk_seconds: float) -> str:
-    match = _TIMED_LINE.match(line)
-    if not match:
-        raise InvalidInputError(f"Schedule line {number} ({line.strip()!r}) is not of the form 'second: prompt'.")
-    if chunk_seconds <= 0:
-        raise InvalidInputError(f"chunk_seconds must be positive, got {chunk_seconds}.")
-    chunk = int(float(match.group(1)) / chunk_seconds + 1e-9)
-    return f"{chunk}: {match.group(2)}"
+def _s(seconds: float) -> str:
+    """Seconds as written in messages: 0.75, 3, 2.5."""
+    return f"{round(seconds, 3):g}"
 
 
-def _parse_indexed(lines: list[str], num_chunks: int) -> list[ScheduleEntry]:
-    entries = []
-    for number, line in enumerate(lines, 1):
-        match = _LINE.match(line)
+def _parse_indexed(
+    lines: list[tuple[int, str]], num_chunks: int, chunk_seconds: float | None, syntax_only: bool
+) -> list[ScheduleEntry]:
+    """``index: prompt`` lines (chunks, or seconds with ``chunk_seconds``) -> entries; every problem is collected.
+
+    ``syntax_only`` (the lengths of the video and of a chunk are not known yet) checks the form of each line and the
+    order of the indices, not where the lines fall in the video; its entries' starts are then only line ranks.
+    """
+    seconds = chunk_seconds is not None
+    pattern, unit = (_TIMED_LINE, "second") if seconds else (_LINE, "chunk")
+    problems: list[tuple[int, str]] = []  # (line number, what is wrong), reported in line order
+    parsed: list[tuple[int, float, str]] = []  # (line number, index in the lines' unit, prompt)
+    for number, line in lines:
+        match = pattern.match(line)
         if not match:
-            raise InvalidInputError(f"Schedule line {number} ({line.strip()!r}) is not of the form 'chunk: prompt'.")
-        start, prompt = int(match.group(1)), match.group(2)
+            problems.append((number, f"Schedule line {number} ({line!r}) is not of the form '{unit}: prompt'."))
+            continue
+        value, prompt = float(match.group(1)), match.group(2)
         if not prompt:
-            raise InvalidInputError(f"Schedule line {number} has no prompt after '{start}:'.")
+            problems.append((number, f"Schedule line {number} has no prompt after '{match.group(1)}:'."))
+        if parsed and value == parsed[-1][1]:
+            problems.append((number, f"Schedule line {number}: {unit} {_s(value)} appears twice (also on line "
+                                     f"{parsed[-1][0]})."))
+        elif parsed and value < parsed[-1][1]:
+            problems.append((number, f"Schedule line {number}: {unit} {_s(value)} comes after {unit} "
+                                     f"{_s(parsed[-1][1])} (line {parsed[-1][0]}); sort the lines by {unit}."))
+        parsed.append((number, value, prompt))
+    if parsed and parsed[0][1] != 0:
+        number, first = parsed[0][:2]
+        # before the run (syntax_only) a seconds-mode check also stands for chunks: the unit is not known yet
+        zero = "chunk 0 (or second 0)" if seconds and syntax_only else f"{unit} 0"
+        problems.append((number, f"The schedule must start at {zero}; its first line starts at {unit} {_s(first)}."))
+    if syntax_only:
+        _raise(problems)
+        return [ScheduleEntry(rank, prompt) for rank, (_, _, prompt) in enumerate(parsed)]
+    entries: list[ScheduleEntry] = []
+    for number, value, prompt in parsed:
+        start = int(value / chunk_seconds + 1e-9) if seconds else int(value)
         if start >= num_chunks:
-            raise InvalidInputError(
-                f"Schedule line {number} starts at chunk {start}, but the video has {num_chunks} chunks "
-                f"(0 to {num_chunks - 1})."
-            )
-        if entries and start == entries[-1].start:
-            raise InvalidInputError(f"Schedule line {number}: chunk {start} appears twice.")
-        if entries and start < entries[-1].start:
-            raise InvalidInputError(
-                f"Schedule line {number}: chunk {start} comes after chunk {entries[-1].start}; sort the lines by chunk."
-            )
-        entries.append(ScheduleEntry(start, prompt))
-    if entries[0].start != 0:
-        raise InvalidInputError(f"The schedule must start at chunk 0 (its first line starts at {entries[0].start}).")
+            problems.append((number, _past_the_end(number, value, num_chunks, chunk_seconds)))
+        elif seconds and entries and start == entries[-1].start:
+            problems.append((number, (
+                f"Schedule line {number}: second {_s(value)} falls in chunk {start} ({_s(start * chunk_seconds)} to "
+                f"{_s((start + 1) * chunk_seconds)} s) like the line before it; one chunk lasts {_s(chunk_seconds)} s, "
+                f"so start prompts at least {_s(chunk_seconds)} s apart."
+            )))
+        if not entries or start > entries[-1].start:
+            entries.append(ScheduleEntry(start, prompt))
+    _raise(problems)
     return entries
+
+
+def _raise(problems: list[tuple[int, str]]) -> None:
+    """One InvalidInputError listing every problem, one line each, in the order of the schedule's lines."""
+    if problems:
+        raise InvalidInputError("\n".join(text for _, text in sorted(problems, key=lambda p: p[0])))
+
+
+def _past_the_end(number: int, value: float, num_chunks: int, chunk_seconds: float | None) -> str:
+    if chunk_seconds is None:
+        return (f"Schedule line {number} starts at chunk {int(value)}, but the video has {num_chunks} chunks "
+                f"(0 to {num_chunks - 1}).")
+    length = num_chunks * chunk_seconds
+    return (f"Schedule line {number} starts at second {_s(value)}, but the video lasts {_s(length)} s ({num_chunks} "
+            f"chunks of {_s(chunk_seconds)} s); start it before second {_s(length)}.")
 
 
 def equal_segments(prompts: list[str], num_chunks: int) -> list[ScheduleEntry]:
@@ -111,7 +146,7 @@ def equal_segments(prompts: list[str], num_chunks: int) -> list[ScheduleEntry]:
 def schedule_prompts(text: str, chunk_seconds: float | None = None) -> list[str]:
     """The distinct prompts of a schedule, in order of appearance, before the video length is known (this also
     checks the syntax and says which line is wrong)."""
-    entries = parse_schedule(text, num_chunks=1 << 30, chunk_seconds=chunk_seconds)
+    entries = _parse(text, 1 << 30, chunk_seconds, syntax_only=True)
     return list(dict.fromkeys(e.prompt for e in entries))
 
 
