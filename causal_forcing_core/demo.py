@@ -32,7 +32,8 @@ from .schedule import ScheduleEntry, parse_schedule
 
 logger = logging.getLogger("causal_forcing_core.demo")
 
-DEFAULT_SCHEDULE = "0: a red square moves right quickly\n3: a blue circle moves down slowly"
+#: the default schedule's two prompts: the first from chunk 0, the second from half the video on
+DEFAULT_PROMPTS = ("a red square moves right quickly", "a blue circle moves down slowly")
 DEFAULT_CHUNKS = 6
 DEFAULT_OUT = Path("toy_demo.mp4")
 #: the toy model's frame size (it was trained at 64x64)
@@ -66,7 +67,8 @@ class DemoResult:
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group()
-    what.add_argument("--schedule", help="'N: prompt' lines (N = chunk index) or 'a | b'; default: a switch at chunk 3")
+    what.add_argument("--schedule", help="'N: prompt' lines (N = chunk index) or 'a | b'; default: a switch half-way "
+                                         "(at chunk 3 of 6; one prompt for --chunks 1)")
     what.add_argument("--prompt", help="one toy caption for the whole video, e.g. 'a green triangle moves up'")
     parser.add_argument("--chunks", type=int, default=DEFAULT_CHUNKS, help="chunks of 3 latent frames (12 frames)")
     parser.add_argument("--seed", type=int, default=0)
@@ -76,6 +78,15 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="CPU threads for torch (default 1)")
     parser.add_argument("--bundle", type=Path, help="a toy bundle folder (default: $CAUSAL_FORCING_TOY_BUNDLE or the "
                                                     "embedded one)")
+
+
+def default_schedule(num_chunks: int) -> str:
+    """The schedule of a demo without ``--prompt``/``--schedule``: :data:`DEFAULT_PROMPTS`, switching at
+    ``num_chunks // 2`` (chunk 3 of the default 6); the first prompt alone for a one-chunk video."""
+    first, second = DEFAULT_PROMPTS
+    if num_chunks < 2:
+        return f"0: {first}"
+    return f"0: {first}\n{num_chunks // 2}: {second}"
 
 
 def plan_prompts(text: str, num_chunks: int) -> tuple[list[ScheduleEntry], dict[str, str]]:
@@ -106,11 +117,13 @@ def _check_out(path: Path) -> None:
 
 
 def run_demo(
-    *, schedule: str = DEFAULT_SCHEDULE, chunks: int = DEFAULT_CHUNKS, seed: int = 0, recache: bool = True,
+    *, schedule: str | None = None, chunks: int = DEFAULT_CHUNKS, seed: int = 0, recache: bool = True,
     out: Path = DEFAULT_OUT, bundle: Path | None = None, threads: int = DEFAULT_THREADS,
 ) -> DemoResult:
     """The whole demo (see the module docstring) on ``threads`` CPU threads (restored afterwards); returns what it
-    wrote and the timings."""
+    wrote and the timings. ``schedule`` None is :func:`default_schedule` for ``chunks``."""
+    if schedule is None:
+        schedule = default_schedule(chunks)
     if threads < 1:
         raise InvalidInputError(f"--threads must be at least 1, got {threads}.")
     before = torch.get_num_threads()
@@ -183,7 +196,13 @@ def _run(schedule: str, chunks: int, seed: int, recache: bool, out: Path, bundle
 
 def run_demo_command(args: argparse.Namespace) -> DemoResult:
     """``demo`` from parsed arguments; prints the result as one JSON line on stdout."""
-    schedule = args.schedule or args.prompt or DEFAULT_SCHEDULE
+    schedule = args.schedule if args.schedule is not None else args.prompt
+    if schedule is not None and not schedule.strip():
+        option = "--schedule" if args.schedule is not None else "--prompt"
+        raise InvalidInputError(
+            f"{option} is empty; give a toy caption such as '{DEFAULT_PROMPTS[0]}', or leave {option} out for the "
+            "default schedule."
+        )
     result = run_demo(schedule=schedule, chunks=args.chunks, seed=args.seed, recache=args.recache, out=args.out,
                       bundle=args.bundle, threads=args.threads)
     sys.stdout.write(json.dumps(asdict(result)) + "\n")

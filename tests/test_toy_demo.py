@@ -89,3 +89,33 @@ def test_contact_sheet_rows_labels_and_scale() -> None:
     assert pick_frames(9, 4) == [0, 3, 5, 8] and pick_frames(2, 4) == [0, 1]
     with pytest.raises(InvalidInputError):
         contact_sheet(rows, ["only one"])
+
+
+@pytest.mark.parametrize("chunks, switch", [(1, None), (2, 1)])
+def test_short_demos_fit_the_default_switch_to_their_length(chunks: int, switch: int | None, toy_bundle,
+                                                            tmp_path: Path, capsys) -> None:
+    out = tmp_path / "short.webp"
+    assert main(["demo", "--chunks", str(chunks), "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    expected = ["0: a red square moves right quickly"]
+    if switch is not None:
+        expected.append(f"{switch}: a blue circle moves down slowly")
+    assert report["prompts"] == expected and report["frames"] == 1 + (chunks * 3 - 1) * 4
+
+
+def test_default_schedule_switches_half_way() -> None:
+    from causal_forcing_core.demo import default_schedule
+
+    assert [e.start for e in plan_prompts(default_schedule(3), 3)[0]] == [0, 1]
+    assert [e.start for e in plan_prompts(default_schedule(6), 6)[0]] == [0, 3]
+    assert [e.start for e in plan_prompts(default_schedule(9), 9)[0]] == [0, 4]
+    assert default_schedule(1) == "0: a red square moves right quickly"
+
+
+@pytest.mark.parametrize("option", ["--prompt", "--schedule"])
+def test_an_empty_prompt_or_schedule_is_refused(option: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR):
+        code = main(["demo", option, "  ", "--out", str(tmp_path / "x.mp4"), "--bundle", str(tmp_path / "none")])
+    assert code == 2
+    assert f"{option} is empty; give a toy caption such as 'a red square moves right quickly'" in caplog.text
+    assert "bundle" not in caplog.text
