@@ -12,7 +12,10 @@ Folder layout, the same whether files were downloaded or put there by hand::
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,11 @@ TEXT_ENCODER_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
 VAE_FILE = "Wan2.1_VAE.pth"
 TOKENIZER_DIR = "google/umt5-xxl"
 STUDENT_REPO = "zhuhz22/Causal-Forcing"
+#: the hub library's logger (its retries and warnings)
+_HUB_LOGGER = "huggingface_hub"
+#: what the hub leaves beside a download that never started: its lock files and cache tags (a partial
+#: ``*.incomplete`` download is kept, so the next --download resumes it)
+_HUB_LEFTOVERS = (".lock", "CACHEDIR.TAG", ".gitignore")
 
 
 @dataclass(frozen=True)
@@ -89,13 +97,67 @@ def download_from_hub(repo_id: str, filename: str, local_dir: str | Path) -> Pat
             f"huggingface-hub is not installed, so {filename} from {repo_id} cannot be downloaded. "
             f"Install it (pip install huggingface-hub) or: {by_hand}"
         ) from None
+    created = _missing_folders(Path(local_dir), target)
     try:
-        if filename.endswith("/*"):
-            snapshot_download(repo_id=repo_id, allow_patterns=[filename], local_dir=str(local_dir))
-            return target
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_dir=str(local_dir)))
+        with _hub_logs_once():
+            if filename.endswith("/*"):
+                snapshot_download(repo_id=repo_id, allow_patterns=[filename], local_dir=str(local_dir))
+                return target
+            return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_dir=str(local_dir)))
     except Exception as err:  # noqa: BLE001 - any hub failure ends in the same advice
+        _remove_created(created)
         raise CheckpointError(
             f"Could not download {filename} from {repo_id} ({type(err).__name__}: {str(err)[:300]}). "
             f"Check the network (and HF_HUB_OFFLINE). {by_hand}"
         ) from None
+
+
+@contextlib.contextmanager
+def _hub_logs_once() -> Iterator[None]:
+    """The hub library logs through a handler of its own and, propagating, through the application's too: every
+    retry printed twice. While the application has handlers (the command line, ComfyUI), the library's are set
+    aside, so each line prints once, in the application's format."""
+    hub = logging.getLogger(_HUB_LOGGER)
+    own = list(hub.handlers)
+    if not (logging.getLogger().handlers and hub.propagate):
+        yield
+        return
+    for handler in own:
+        hub.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in own:
+            hub.addHandler(handler)
+
+
+def _missing_folders(local_dir: Path, target: Path) -> tuple[Path | None, set[Path]]:
+    """Before a download: the highest missing folder on the way to ``target`` (created by the download), and the
+    folders already inside ``local_dir`` (a download adds its cache folders there)."""
+    top = None
+    for parent in [target, *target.parents]:
+        if parent.exists():
+            break
+        top = parent
+    existing = {Path(root) for root, _, _ in os.walk(local_dir)} if local_dir.is_dir() else set()
+    return top, existing
+
+
+def _remove_created(created: tuple[Path | None, set[Path]]) -> None:
+    """After a failed download: the folders it created, with only the hub's lock files and tags in them, go (a
+    partial ``*.incomplete`` file and anything else keeps its folder)."""
+    top, existing = created
+    roots = [top] if top is not None else []
+    roots += [Path(r) for r in sorted(existing)]
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for folder, dirs, files in os.walk(root, topdown=False):
+            here = Path(folder)
+            if here in existing:
+                continue
+            for name in files:
+                if name.endswith(_HUB_LEFTOVERS):
+                    (here / name).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # not empty: it holds something worth keeping
+                here.rmdir()

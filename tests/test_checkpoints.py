@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -442,3 +443,58 @@ def test_all_in_one_checkpoint_gives_its_dit(tmp_path, reference_sd) -> None:
     bare = dict(reference_sd, **{"first_stage_model.decoder.conv1.weight": torch.zeros(3)})
     with pytest.raises(CheckpointError, match="first_stage_model.decoder.conv1.weight"):
         load_dit(_write_safetensors(tmp_path / "bare.safetensors", bare), num_heads=2)
+
+
+def _failing_hub(monkeypatch) -> tuple[logging.Handler, list[logging.LogRecord]]:
+    """A hub download that behaves like an offline one: it makes its folders, lock file and cache tag, logs a
+    retry warning through the library's logger, then raises. Returns the library's own handler and what it got."""
+    import huggingface_hub
+
+    seen: list[logging.LogRecord] = []
+
+    class Own(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    hub_logger = logging.getLogger("huggingface_hub")
+    own = Own()
+    hub_logger.addHandler(own)
+    monkeypatch.setattr(hub_logger, "handlers", [own])
+
+    def hf_hub_download(*, repo_id: str, filename: str, local_dir: str) -> str:
+        cache = Path(local_dir) / ".cache" / "huggingface"
+        (cache / "download" / Path(filename).parent).mkdir(parents=True)
+        (cache / "download" / f"{filename}.lock").touch()
+        if not (cache / "CACHEDIR.TAG").exists():
+            (cache / "CACHEDIR.TAG").write_text("Signature: 8a477f597d28d172789f06886806bc55")
+        (Path(local_dir) / Path(filename).parent).mkdir(parents=True, exist_ok=True)
+        logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")
+        raise OSError("no network in tests")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    return own, seen
+
+
+def test_a_failed_download_removes_the_folders_it_made_and_logs_once(tmp_path, monkeypatch, caplog) -> None:
+    models = tmp_path / "models"
+    own, seen = _failing_hub(monkeypatch)
+    with caplog.at_level(logging.WARNING), pytest.raises(CheckpointError, match="Could not download chunkwise/"):
+        download_from_hub("zhuhz22/Causal-Forcing", "chunkwise/causal_forcing.pt", models / "zhuhz22/Causal-Forcing")
+    assert not models.exists()  # everything it made is gone, up to the models folder it created
+    retries = [r for r in caplog.records if "Retrying" in r.getMessage()]
+    assert len(retries) == 1 and seen == []  # once, through the application's handler only
+    assert logging.getLogger("huggingface_hub").handlers == [own]  # given back after the download
+
+
+def test_a_failed_download_keeps_what_was_there(tmp_path, monkeypatch) -> None:
+    repo = tmp_path / "models" / "zhuhz22/Causal-Forcing"
+    (repo / "chunkwise").mkdir(parents=True)
+    (repo / "chunkwise" / "causal_forcing.pt").write_bytes(b"earlier")
+    (repo / ".cache" / "huggingface").mkdir(parents=True)
+    (repo / ".cache" / "huggingface" / "CACHEDIR.TAG").write_text("Signature: 8a477f597d28d172789f06886806bc55")
+    _failing_hub(monkeypatch)
+    with pytest.raises(CheckpointError):
+        download_from_hub("zhuhz22/Causal-Forcing", "framewise/causal_forcing.pt", repo)
+    left = sorted(str(p.relative_to(repo)) for p in repo.rglob("*"))
+    assert left == [".cache", ".cache/huggingface", ".cache/huggingface/CACHEDIR.TAG", "chunkwise",
+                    "chunkwise/causal_forcing.pt"]
