@@ -3,10 +3,18 @@
 The node runs a :class:`causal_forcing_core.live.LiveLoop` on ComfyUI's worker thread. The browser steers it
 through the control route (:data:`.protocol.CONTROL_PATH`, see :mod:`.live_routes`) with the run's secret token,
 which only the client that queued the prompt receives (:data:`.protocol.LIVE_EVENT` events are sent to that client
-alone). Frames go to the node's player as :data:`.protocol.CHUNK_EVENT` events. Stopping, reaching the maximum
-length, an interruption from the queue or the client disconnecting all end the run the same way: the node returns
-the stream, the frames and the prompt events as a schedule that Causal Forcing Prompt Schedule reads, so the take
-can be re-rendered.
+alone). A prompt queued without a client id (from the API) runs without steering: its token is never sent, and it
+ends at its maximum length or with ComfyUI's interrupt. Frames go to the node's player as
+:data:`.protocol.CHUNK_EVENT` events.
+
+A steering prompt is checked and encoded when it arrives (the route waits for the loop to encode it between two
+denoising steps), so an unknown word or a prompt that is too long is refused with the encoder's message and the take
+goes on. Every end keeps the take: Stop, the maximum length, a cancel from the queue, the client disconnecting, and
+an error inside the loop (the encoder, the generator or the decoder out of memory). The node then returns the
+stream, the frames and the prompt events as a schedule that Causal Forcing Prompt Schedule reads, all of the same
+length: the chunks fully made and shown. After an error the last live event carries ``ended_by: "error"`` and the
+message, the node shows it, and the server log has the traceback; downstream nodes still run on what was made. A
+run that fails before its first chunk has nothing to keep and fails the node with the error.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ..causal_forcing_core.errors import InvalidInputError
+from ..causal_forcing_core.errors import CausalForcingError
 from ..causal_forcing_core.geometry import WAN21
 from ..causal_forcing_core.live import LiveControl, LiveEnd, LiveLoop, LiveResult, PromptEvent
 from ..causal_forcing_core.preview_fallback import LatentRGBPreview
@@ -58,6 +66,7 @@ class LiveSession:
     max_chunks: int
     events: list[dict[str, Any]] = field(default_factory=list)
     ended_by: RunEnd | None = None
+    error: str | None = None
     _requests: list[float] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -76,10 +85,14 @@ class LiveSession:
                 **self.control.status()}
         if self.ended_by is not None:
             data["ended_by"] = self.ended_by.value
+        if self.error is not None:
+            data["error"] = self.error
         return data
 
     def announce(self, *_: Any) -> None:
-        rt.send_sync(LIVE_EVENT, self.status(), self.client_id)
+        """Send the state to the client that queued the run, and to nobody else (the event carries the token)."""
+        if self.client_id is not None:
+            rt.send_sync(LIVE_EVENT, self.status(), self.client_id)
 
 
 class LiveRegistry:
@@ -202,7 +215,11 @@ class CausalForcingLive:
         def encode(text: str) -> Prompt:
             return prompt_from_conditioning(encode_text(text), cfg.text_dim, cfg.text_len, label=text[:40])
 
+        encoded = {first: encode(first)}  # a first prompt the encoder refuses fails the node before any work
         client = rt.current_client_id()
+        if client is None:
+            logger.info("Live node %s was queued without a client id (the API): it runs without steering and ends "
+                        "after %d s of video or with the queue's interrupt", unique_id, max_seconds)
         session = LiveSession(secrets.token_hex(16), unique_id, client, LiveControl(), max_chunks)
         session.control.on_change = session.announce
         settings = stream.stream.settings
@@ -221,13 +238,15 @@ class CausalForcingLive:
             stream.stream, encode, session.control, first, max_chunks,
             chunk_seconds=WAN21.chunk_seconds(fpb), realtime=realtime, recache_first=recache,
             check=watch.check, on_chunk=on_chunk, on_step=reporter.on_step,
-            interruptions=rt.interruption_types() + (_Disconnected,),
+            interruptions=rt.interruption_types() + (_Disconnected,), encoded=encoded,
         )
-        REGISTRY.open(session)
+        if client is not None:  # steerable only by the client that queued it
+            REGISTRY.open(session)
         session.announce()
         try:
             result: LiveResult = loop.run()
             session.ended_by = RunEnd.DISCONNECTED if watch.gone else _RUN_ENDS[result.ended_by]
+            session.error = result.error
         finally:
             session.ended_by = session.ended_by or RunEnd.ERROR
             REGISTRY.close(session)
@@ -235,12 +254,14 @@ class CausalForcingLive:
             session.announce()
         logger.info("Live run of node %s ended (%s) after %d chunks", unique_id, session.ended_by, result.chunks)
         if result.chunks == 0:
-            raise InvalidInputError("The live run ended before its first chunk was made; nothing to output.")
-        images = reporter.images()
-        if images is None:  # the decoder failed mid-run: rough frames rather than nothing
-            images = LatentRGBPreview().decode(result.stream.latents)[0].permute(0, 2, 3, 1).contiguous()
+            if result.error is not None:
+                raise CausalForcingError(f"The live run failed before its first chunk: {result.error}")
+            raise CausalForcingError("The live run ended before its first chunk was made; nothing to output.")
+        if result.error is not None:
+            rt.send_progress_text(f"Live run ended by an error after {result.chunks} chunks: {result.error}. The "
+                                  f"outputs hold the {result.chunks} chunks made.", unique_id)
         handle = stream.with_stream(result.stream)
-        return {"ui": reporter.ui(), "result": (handle, images, result.schedule())}
+        return {"ui": reporter.ui(), "result": (handle, reporter.images(), result.schedule())}
 
 
 def _event_dicts(events: list[PromptEvent]) -> list[dict[str, Any]]:
@@ -248,8 +269,9 @@ def _event_dicts(events: list[PromptEvent]) -> list[dict[str, Any]]:
     return [{"chunk": e.chunk, "text": e.text} for e in events]
 
 
-#: how a loop's end reads on the node (a queue interrupt is the user stopping the run: it keeps what was made)
-_RUN_ENDS = {LiveEnd.STOP: RunEnd.STOP, LiveEnd.MAX_CHUNKS: RunEnd.MAX_CHUNKS, LiveEnd.INTERRUPTED: RunEnd.STOP}
+#: how a loop's end reads on the node (each keeps what was made)
+_RUN_ENDS = {LiveEnd.STOP: RunEnd.STOP, LiveEnd.MAX_CHUNKS: RunEnd.MAX_CHUNKS, LiveEnd.INTERRUPTED: RunEnd.INTERRUPTED,
+             LiveEnd.ERROR: RunEnd.ERROR}
 
 
 class _Disconnected(Exception):

@@ -77,8 +77,9 @@ class ChunkReporter:
         """``previewer``: the decoder for the frames (default: the model's preview decoder; anything with
         ``stream().decode(latents) -> [B, t, 3, H, W] in [0, 1]``). ``sid``: the client the events go to (default: the one
         that queued the running prompt, like ComfyUI's own progress events; everyone when unknown).
-        ``keep_frames``: also keep every decoded frame (:meth:`images`). ``check_interrupt``: check for a queue
-        interrupt at every step (off when the caller's loop checks itself)."""
+        ``keep_frames``: also keep every decoded frame (:meth:`images`), which are then an output: a decoder
+        failure raises (the caller keeps what was made before it) instead of turning previews off.
+        ``check_interrupt``: check for a queue interrupt at every step (off when the caller's loop checks itself)."""
         sampler = stream.settings.sampler
         first = stream.num_chunks
         self.total_steps = sum(len(sampler.steps_for_chunk(first + i)) for i in range(num_chunks))
@@ -117,8 +118,6 @@ class ChunkReporter:
         frames = self._decode(_newest_latents(stream))
         if frames is None or frames.shape[0] == 0:
             return
-        if self._kept is not None:
-            self._kept.append(frames.to(torch.float16))  # half the memory of a long take; fp16 keeps more than 8 bits in [0, 1]
         try:
             files = self._write_frames(frames, stream.num_chunks - 1)
         except OSError as err:  # a full disk must not fail the generation
@@ -131,6 +130,10 @@ class ChunkReporter:
                 "chunk_in_run": self.chunks_done - 1, "chunks_in_run": self.num_chunks, "fps": self.fps,
                 "width": int(frames.shape[-1]), "height": int(frames.shape[-2]), "frames": files,
             }, self.sid)
+        # last: a chunk whose showing failed is in neither the outputs nor the replay (the live loop drops it)
+        self.frames_written.extend(files)
+        if self._kept is not None:
+            self._kept.append(frames.to(torch.float16))  # half the memory of a long take; fp16 keeps more than 8 bits in [0, 1]
 
     # ----------------------------------------------------------------------------------------------- helpers
     def _decode(self, latents: torch.Tensor) -> torch.Tensor | None:
@@ -139,6 +142,8 @@ class ChunkReporter:
             with torch.no_grad():
                 return self._preview.decode(latents)[0].float().cpu()
         except Exception as err:  # noqa: BLE001 - a broken preview must not cost the user the video
+            if self._kept is not None:  # the frames are an output: the caller ends the run and keeps what it has
+                raise
             logger.warning("Preview decoding failed, previews are off for this run: %s", err)
             self._preview = None
             return None
@@ -157,7 +162,6 @@ class ChunkReporter:
             name = f"chunk{chunk:05d}_{j:03d}.jpg"
             _to_pil(frame).save(self._folder / name, quality=JPEG_QUALITY)
             files.append({"filename": name, "subfolder": subfolder, "type": "temp"})
-        self.frames_written.extend(files)
         return files
 
     def images(self) -> torch.Tensor | None:

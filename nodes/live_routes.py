@@ -4,11 +4,15 @@
 "prompt" | "pause" | "resume" | "stop", "text": "...", "recache": true}`` and ``GET`` :data:`.protocol.STATUS_PATH`
 ``?run=token``. The token is a random 128-bit value sent only to the client that queued the run, so a request can
 reach no other user's run. Answers are JSON: 200 ``{"ok": true, "state", "chunk", "pause_requested", "prompt",
-"applies_at_chunk"?}``; 400 a malformed request or prompt; 404 an unknown run; 409 a run that has ended; 429 too
-many requests (``retry_in_ms``). The status comes from the exception's type, never from its message.
+"applies_at_chunk"?}``; 400 a malformed request or a prompt the encoder refuses (the take goes on); 404 an unknown
+run; 409 a run that has ended; 429 too many requests (``retry_in_ms``); 503 a run too busy to encode the prompt
+within :data:`.protocol.PROMPT_WAIT_S` (``retry_in_ms``; nothing changed). The status comes from the exception's
+type, never from its message. A ``prompt`` request answers once the running loop has encoded the text (between two
+denoising steps), so its answer says whether the prompt will be used.
 
-The handlers are plain functions ``(query, body) -> (status, json)``, registered through
-:func:`.comfy_runtime.add_json_route`, so tests call them without a server.
+The handlers are plain blocking functions ``(query, body) -> (status, json)``, registered through
+:func:`.comfy_runtime.add_json_route` (which runs them off the server's event loop), so tests call them without a
+server.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 from ..causal_forcing_core.errors import CausalForcingError, LiveRunEndedError
 from . import comfy_runtime as rt
 from .live_nodes import REGISTRY, LiveSession
-from .protocol import ACTIONS, CONTROL_PATH, STATUS_PATH
+from .protocol import ACTIONS, CONTROL_PATH, PROMPT_WAIT_S, STATUS_PATH
 
 _TOKEN = re.compile(r"^[0-9a-f]{32}$")
 #: HTTP status of a refused request, by the type of the error (the first match in order; a subclass first)
@@ -66,7 +70,14 @@ def handle_control(query: dict[str, str], body: Any) -> tuple[int, dict[str, Any
             recache = body.get("recache", True)
             if not isinstance(recache, bool):
                 return 400, {"error": "'recache' must be true or false."}
-            extra["applies_at_chunk"] = control.set_prompt(body.get("text"), recache)
+            request = control.set_prompt(body.get("text"), recache)
+            try:
+                extra["applies_at_chunk"] = request.wait(PROMPT_WAIT_S)
+            except TimeoutError:
+                if control.withdraw(request):
+                    return 503, {"error": f"The live run did not get to the prompt within {PROMPT_WAIT_S:g} s "
+                                          "(it is busy); nothing changed, send it again.", "retry_in_ms": 1000}
+                extra["applies_at_chunk"] = request.wait(PROMPT_WAIT_S)  # being encoded right now
         else:
             getattr(control, action)()
     except CausalForcingError as err:

@@ -28,18 +28,22 @@ CONTROL_PATH = "/causal_forcing/live/control"
 STATUS_PATH = "/causal_forcing/live/status"
 #: the ``action`` values a control request may carry
 ACTIONS: tuple[str, ...] = ("prompt", "pause", "resume", "stop")
+#: the longest a prompt request waits for the running loop to encode it, in seconds (then: 503, send it again)
+PROMPT_WAIT_S = 30.0
 
 
 class RunEnd(str, Enum):
     """Why a live node's run ended: the ``ended_by`` of its last :data:`LIVE_EVENT` (the JS labels these)."""
 
-    #: Stop was pressed, or the queue was interrupted (both keep what was made)
+    #: Stop was pressed (keeps what was made)
     STOP = "stop"
+    #: the run was cancelled from ComfyUI's queue (keeps what was made, like Stop)
+    INTERRUPTED = "interrupted"
     #: the run reached its maximum length
     MAX_CHUNKS = "max_chunks"
     #: the client that queued the run went away
     DISCONNECTED = "disconnected"
-    #: the run failed with an error (the browser shows the raw value)
+    #: an exception ended the run (the event's ``error`` says which); what was made is kept as the outputs
     ERROR = "error"
 
     def __str__(self) -> str:

@@ -119,8 +119,10 @@ def test_bad_steering_is_refused() -> None:
     for text in ("", "   ", None, "x" * 2001):
         with pytest.raises(InvalidInputError):
             control.set_prompt(text)  # type: ignore[arg-type]
-    assert control.set_prompt("  a dog  ") == 0
-    assert control.take_prompt() == ("a dog", True)
+    request = control.set_prompt("  a dog at night  ")
+    assert request.predicted == 0 and not request.done  # not encoded yet: nothing pending for the loop
+    control.serve_prompts(encode)
+    assert request.wait(0) == 0 and control.take_prompt() == ("a dog at night", True)
     control.stop()
     for action in (control.pause, control.resume, lambda: control.set_prompt("a cat")):
         with pytest.raises(LiveRunEndedError):  # typed, so a server can answer 409 without reading the message
@@ -139,7 +141,7 @@ def test_states_are_enums_with_the_json_values_clients_read() -> None:
     control.finish()  # a second finish changes and announces nothing
     assert control.state is LiveState.FINISHED and changes == ["stopping", "finished"]
     assert [s.value for s in LiveState] == ["running", "paused", "stopping", "finished"]
-    assert {e.value for e in LiveEnd} == {"stop", "max_chunks", "interrupted"} and str(LiveEnd.STOP) == "stop"
+    assert {e.value for e in LiveEnd} == {"stop", "max_chunks", "interrupted", "error"} and str(LiveEnd.STOP) == "stop"
 
 
 def test_events_to_schedule_reads_back() -> None:
@@ -173,3 +175,106 @@ def test_a_pending_prompt_does_not_make_the_paced_loop_spin(monkeypatch) -> None
     control.stop()
     control.sleep(0.5)
     assert waits == [0.5]
+
+
+# ------------------------------------------------------------------------------------------- nothing lost (issue 12)
+def strict_encode(text: str):
+    """Like the toy text encoder: words it does not know are refused with a message."""
+    if text not in TEXTS:
+        raise InvalidInputError(f"unknown words in {text!r}")
+    return encode(text)
+
+
+def test_a_refused_prompt_is_answered_and_the_take_goes_on(model) -> None:
+    control = LiveControl()
+    answers = {}
+
+    def steer_from_the_browser(stream, index: int) -> None:  # another thread, as the server's route is
+        if index in (1, 3):
+            text = {1: "a blu circle", 3: "a blue circle"}[index]
+            request = control.set_prompt(text)
+            waiter = threading.Thread(target=lambda: answers.setdefault(index, _outcome(request)))
+            waiter.start()
+            answers.setdefault("threads", []).append(waiter)
+
+    result = LiveLoop(tiny_stream(model), strict_encode, control, "a red square", max_chunks=6, chunk_seconds=0.75,
+                      on_chunk=steer_from_the_browser).run()
+    for waiter in answers["threads"]:
+        waiter.join(10)
+    assert isinstance(answers[1], InvalidInputError) and "unknown words" in str(answers[1])
+    assert answers[3] == 4  # encoded at the top of the next chunk: applies to chunk 4
+    assert result.ended_by is LiveEnd.MAX_CHUNKS and result.chunks == 6 and result.error is None
+    assert result.schedule() == "0: a red square\n4: a blue circle"
+    assert torch.equal(result.stream.latents, offline(model, result.schedule(), 6))
+
+
+def _outcome(request):
+    try:
+        return request.wait(10)
+    except Exception as err:  # noqa: BLE001 - the test looks at what came back
+        return err
+
+
+def test_a_bad_first_prompt_fails_before_any_chunk(model) -> None:
+    control = LiveControl()
+    made = []
+    with pytest.raises(InvalidInputError, match="unknown words"):
+        LiveLoop(tiny_stream(model), strict_encode, control, "a purple blob", max_chunks=3, chunk_seconds=0.75,
+                 on_chunk=lambda s, i: made.append(i)).run()
+    assert made == [] and control.state is LiveState.FINISHED
+
+
+class OutOfMemory(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("where", ["step", "on_chunk", "encoder"])
+def test_a_failure_inside_the_loop_ends_the_run_as_error_and_keeps_the_take(model, where: str) -> None:
+    """A failure in a denoising step, in on_chunk (the decoder) or in the encoder of a steering prompt ends the run
+    as "error" with the snapshot, events and chunk count of the last chunk that was fully made and shown."""
+    control = LiveControl()
+    steps = {"n": 0}
+    shown = []
+    late = {}
+
+    def check() -> None:
+        steps["n"] += 1
+        if where == "step" and steps["n"] == 4 * 3 + 2:  # step 2 of chunk 3
+            raise OutOfMemory("CUDA out of memory")
+
+    def on_chunk(stream, index: int) -> None:
+        if where == "on_chunk" and index == 3:
+            raise OutOfMemory("decoder out of memory")
+        shown.append(index)
+        if index == 1:
+            control.set_prompt("a blue circle")  # applies to chunk 2
+        if index == 2:
+            late["request"] = control.set_prompt("a dog at night")  # encoded before chunk 3
+
+    def encoder(text: str):
+        if where == "encoder" and text == "a dog at night":
+            raise OutOfMemory("text encoder out of memory")
+        return encode(text)
+
+    result = LiveLoop(tiny_stream(model), encoder, control, "a red square", max_chunks=8, chunk_seconds=0.75,
+                      check=check, on_chunk=on_chunk).run()
+    assert result.ended_by is LiveEnd.ERROR and "out of memory" in result.error and "OutOfMemory" in result.error
+    assert result.chunks == 3 and result.stream.num_chunks == 3 and shown == [0, 1, 2]
+    assert control.state is LiveState.FINISHED and control.chunk == 3
+    assert result.schedule() == "0: a red square\n2: a blue circle"
+    assert torch.equal(result.stream.latents, offline(model, result.schedule(), 3))
+    if where == "encoder":  # the browser that sent the prompt is told the run ended
+        with pytest.raises(LiveRunEndedError, match="text encoder out of memory"):
+            late["request"].wait(1)
+    else:
+        assert late["request"].wait(1) == 3
+
+
+def test_prompts_waiting_when_the_run_ends_are_answered() -> None:
+    control = LiveControl()
+    request = control.set_prompt("a cat")
+    control.finish()
+    with pytest.raises(LiveRunEndedError, match="ended before"):
+        request.wait(1)
+    with pytest.raises(TimeoutError):
+        LiveControl().set_prompt("a dog").wait(0.01)

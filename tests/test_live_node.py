@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
 from types import ModuleType, SimpleNamespace
 
 import pytest
@@ -53,23 +54,58 @@ def _run_live(live, stream, encoder, seconds=6, **kw):
     return node.run(**args)
 
 
-def test_steering_through_the_route_equals_the_schedule_offline(live) -> None:
-    stream, encoder = _start(live.env)
-    answers = []
+class Browser:
+    """Sends control requests from threads of its own, as the server does (a prompt request waits for the loop to
+    encode it, so it cannot be answered on the loop's thread). ``send`` returns once the request was answered or,
+    for a prompt, handed to the run (so the chunk it applies to does not depend on thread timing)."""
 
-    def browser(event, data, sid):  # reacts to the run's own events, as the page does
+    def __init__(self, live, monkeypatch) -> None:
+        self.routes = live.routes
+        self.handed = threading.Semaphore(0)
+        control_class = live.nodes.LiveControl
+        original = control_class.set_prompt
+
+        def set_prompt(control, *args, **kwargs):
+            request = original(control, *args, **kwargs)
+            self.handed.release()
+            return request
+
+        monkeypatch.setattr(control_class, "set_prompt", set_prompt)
+        self.threads: list[threading.Thread] = []
+
+    def send(self, body) -> dict:
+        box: dict = {}
+        thread = threading.Thread(target=lambda: box.update(answer=self.routes.handle_control({}, body)))
+        thread.start()
+        self.threads.append(thread)
+        while thread.is_alive() and not self.handed.acquire(timeout=0.01):
+            pass
+        return box
+
+    def answers(self, boxes: list[dict]) -> list[tuple[int, dict]]:
+        for thread in self.threads:
+            thread.join(30)
+        return [box["answer"] for box in boxes]
+
+
+def test_steering_through_the_route_equals_the_schedule_offline(live, monkeypatch) -> None:
+    stream, encoder = _start(live.env)
+    browser = Browser(live, monkeypatch)
+    sent = []
+
+    def page(event, data, sid):  # reacts to the run's own events, as the page does
         if event != "causal_forcing.live" or data["state"] != "running":
             return
         assert sid == "browser-1"
         steer = {2: PROMPTS[1], 5: PROMPTS[2]}
-        if data["chunk"] in steer and len(answers) < 2 and all(a[1].get("applies_at_chunk") != data["chunk"]
-                                                               for a in answers):
-            answers.append(live.routes.handle_control({}, {"run": data["run"], "action": "prompt",
-                                                           "text": steer[data["chunk"]]}))
+        if data["chunk"] in steer and data["chunk"] not in [c for c, _ in sent]:
+            sent.append((data["chunk"], browser.send({"run": data["run"], "action": "prompt",
+                                                      "text": steer[data["chunk"]]})))
 
-    live.listeners.append(browser)
+    live.listeners.append(page)
     out = _run_live(live, stream, encoder, seconds=6)  # 6 s = 8 chunks of 0.75 s
     handle, images, schedule = out["result"]
+    answers = browser.answers([box for _, box in sent])
     assert [a[0] for a in answers] == [200, 200] and [a[1]["applies_at_chunk"] for a in answers] == [2, 5]
     assert schedule == f"0: {PROMPTS[0]}\n2: {PROMPTS[1]}\n5: {PROMPTS[2]}"
     assert handle.stream.num_chunks == 8 and images.shape == (8 * 12 - 3, 64, 64, 3)
@@ -108,7 +144,7 @@ def test_stop_pause_and_a_finished_run(live) -> None:
     assert late[0] == 409 and "ended (stop)" in late[1]["error"]
 
 
-def test_a_queue_interrupt_is_a_stop_and_a_vanished_client_ends_the_run(live, monkeypatch) -> None:
+def test_a_queue_interrupt_and_a_vanished_client_end_the_run_with_its_outputs(live, monkeypatch) -> None:
     stream, encoder = _start(live.env)
 
     class Interrupt(Exception):
@@ -127,7 +163,7 @@ def test_a_queue_interrupt_is_a_stop_and_a_vanished_client_ends_the_run(live, mo
     handle, images, schedule = _run_live(live, stream, encoder, seconds=60)["result"]
     assert handle.stream.num_chunks == 2 and images.shape[0] == 2 * 12 - 3
     ended = [d for e, d, _ in live.events if e == "causal_forcing.live"][-1]
-    assert ended["ended_by"] == "stop"
+    assert ended["ended_by"] == "interrupted"  # a cancel from the queue, labelled as such, keeping the take
 
     monkeypatch.setattr(rt, "throw_if_interrupted", lambda: None)
     monkeypatch.setattr(live.nodes, "DISCONNECT_GRACE_S", 0.0)
@@ -190,7 +226,13 @@ def test_the_http_status_comes_from_the_error_type(live, monkeypatch) -> None:
         monkeypatch.setattr(session.control, "pause", ended_without_saying_so)
         assert routes.handle_control({}, {"run": session.token, "action": "pause"})[0] == 409
         assert routes.handle_control({}, {"run": session.token, "action": "prompt", "text": 7})[0] == 400
+        loop_side = threading.Timer(0.05, session.control.serve_prompts, args=(lambda text: None,))
+        loop_side.start()  # the running loop encodes the prompt; the request waits for it
         assert routes.handle_control({}, {"run": session.token, "action": "prompt", "text": "a"})[0] == 200
+        monkeypatch.setattr(routes, "PROMPT_WAIT_S", 0.01)  # a loop too busy to encode: 503, and nothing changed
+        busy = routes.handle_control({}, {"run": session.token, "action": "prompt", "text": "b"})
+        assert busy[0] == 503 and busy[1]["retry_in_ms"] > 0 and "nothing changed" in busy[1]["error"]
+        session.control.serve_prompts(lambda text: pytest.fail(f"{text!r} was withdrawn and must not be encoded"))
         session.control.stop()
         late = routes.handle_control({}, {"run": session.token, "action": "resume"})
         assert late[0] == 409 and "ended" in late[1]["error"]
@@ -207,3 +249,105 @@ def test_live_needs_an_encoder_and_a_window_for_long_runs(live) -> None:
         _run_live(live, stream, encoder, seconds=60)
     with pytest.raises(Exception, match="vae"):
         _run_live(live, stream, encoder, seconds=3, decoder="vae")
+
+
+# ------------------------------------------------------------------------------------------- nothing lost (issue 12)
+def test_a_misspelled_prompt_is_refused_at_the_route_and_the_take_goes_on(live, monkeypatch) -> None:
+    stream, encoder = _start(live.env)
+    encoder.toy_vocabulary = True  # as the embedded toy encoder: words outside the toy vocabulary are refused
+    browser = Browser(live, monkeypatch)
+    sent = {}
+
+    def page(event, data, sid):
+        if event == "causal_forcing.live" and data["state"] == "running" and data["chunk"] in (2, 4):
+            if data["chunk"] not in sent:
+                text = {2: "a bleu circle moves up", 4: PROMPTS[1]}[data["chunk"]]
+                sent[data["chunk"]] = browser.send({"run": data["run"], "action": "prompt", "text": text})
+
+    live.listeners.append(page)
+    handle, images, schedule = _run_live(live, stream, encoder, seconds=6)["result"]
+    (bad, refused), (good, accepted) = browser.answers([sent[2], sent[4]])
+    assert bad == 400 and "bleu" in refused["error"] and "circle" in refused["error"]  # names word and vocabulary
+    assert good == 200 and accepted["applies_at_chunk"] == 4
+    assert handle.stream.num_chunks == 8 and schedule == f"0: {PROMPTS[0]}\n4: {PROMPTS[1]}"
+    last = [d for e, d, _ in live.events if e == "causal_forcing.live"][-1]
+    assert last["ended_by"] == "max_chunks" and "error" not in last
+
+
+def test_a_misspelled_first_prompt_fails_the_node_before_any_chunk(live) -> None:
+    stream, encoder = _start(live.env)
+    encoder.toy_vocabulary = True
+    with pytest.raises(Exception, match="bleu"):
+        _run_live(live, stream, encoder, seconds=3, prompt="a bleu circle moves up")
+    assert not [e for e, _, _ in live.events if e.startswith("causal_forcing.")] and len(live.nodes.REGISTRY) == 0
+
+
+@pytest.mark.parametrize("where", ["decoder", "generator"])
+def test_an_error_inside_the_loop_ends_the_run_as_error_with_its_outputs(live, monkeypatch, where: str) -> None:
+    """Out of memory in the decoder (during chunk 4's preview) or in the generator (chunk 4's steps): the node
+    returns the three chunks fully made and shown, the last event says error with the message, the node says it."""
+    stream, encoder = _start(live.env)
+    texts = []
+    monkeypatch.setattr(live.env.rt, "send_progress_text", lambda text, node_id=None: texts.append((text, node_id)))
+    count = {"n": 0}
+    if where == "decoder":
+        preview = live.env.pack.nodes.live_preview
+        original = preview.ChunkReporter._write_frames
+
+        def decode_then_fail(self, frames, chunk):
+            if chunk == 3:
+                raise RuntimeError("CUDA out of memory (decoder)")
+            return original(self, frames, chunk)
+
+        monkeypatch.setattr(preview.ChunkReporter, "_write_frames", decode_then_fail)
+    else:
+        def step_then_fail():
+            count["n"] += 1
+            if count["n"] == 3 * 4 + 2:
+                raise RuntimeError("CUDA out of memory (generator)")
+
+        monkeypatch.setattr(live.env.rt, "throw_if_interrupted", step_then_fail)
+    out = _run_live(live, stream, encoder, seconds=60)
+    handle, images, schedule = out["result"]
+    assert handle.stream.num_chunks == 3 and images.shape[0] == 3 * 12 - 3 and schedule == f"0: {PROMPTS[0]}"
+    assert len(out["ui"]["causal_forcing_frames"]) == images.shape[0]  # the player replays exactly the outputs
+    last = [d for e, d, _ in live.events if e == "causal_forcing.live"][-1]
+    assert last["state"] == "finished" and last["ended_by"] == "error" and last["chunk"] == 3
+    assert f"RuntimeError: CUDA out of memory ({where})" == last["error"]
+    assert texts == [(f"Live run ended by an error after 3 chunks: RuntimeError: CUDA out of memory ({where}). "
+                      "The outputs hold the 3 chunks made.", "30")]
+    assert len(live.nodes.REGISTRY) == 0
+
+
+def test_an_error_before_the_first_chunk_fails_the_node(live, monkeypatch) -> None:
+    stream, encoder = _start(live.env)
+
+    def fail():
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(live.env.rt, "throw_if_interrupted", fail)
+    with pytest.raises(Exception, match="failed before its first chunk: RuntimeError: CUDA out of memory"):
+        _run_live(live, stream, encoder, seconds=3)
+    last = [d for e, d, _ in live.events if e == "causal_forcing.live"][-1]
+    assert last["ended_by"] == "error" and "CUDA out of memory" in last["error"]
+
+
+def test_a_run_queued_without_a_client_never_sends_its_token(live) -> None:
+    """From the API (no client_id): no steering, so the token goes nowhere; frames still reach the page."""
+    live.instance.client_id = None
+    stream, encoder = _start(live.env)
+    registered = []
+    live.listeners.append(lambda event, data, sid: registered.append(len(live.nodes.REGISTRY)))
+    handle, images, schedule = _run_live(live, stream, encoder, seconds=3)["result"]
+    assert handle.stream.num_chunks == 4 and images.shape[0] == 4 * 12 - 3
+    assert {e for e, _, _ in live.events} == {"causal_forcing.chunk"} and set(registered) == {0}
+    assert all("run" not in d or len(d["run"]) != 32 for _, d, _ in live.events)  # the chunk events' ids are short
+
+
+def test_malformed_bodies_are_400_not_500(live) -> None:
+    parse = live.env.rt.parse_json_body
+    assert parse(b'{"run": "x", "action": "stop"}') == ({"run": "x", "action": "stop"}, None)
+    assert parse(b"") == (None, None)
+    for raw in (b"[" * 16_000, b'{"a":' * 10_000, b"\xff\xfe", b"{nope"):
+        value, problem = parse(raw)
+        assert value is None and "not JSON" in problem
