@@ -297,15 +297,27 @@ def wan21_latent_rgb() -> tuple[torch.Tensor, torch.Tensor] | None:
     return factors_t / 2, (bias_t + 1) / 2
 
 
+def parse_json_body(raw: bytes) -> tuple[Any, str | None]:
+    """A request body as JSON: ``(value, None)``, or ``(None, why)`` when it is not JSON, not UTF-8, or nested too
+    deeply for the parser (``[`` x 16,000 raises RecursionError inside ``json``); an empty body is ``None``."""
+    try:
+        return json.loads(raw or b"null"), None
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None, "The request body is not JSON (or is nested too deeply)."
+
+
 def add_json_route(method: str, path: str, handle: Any, max_body: int = 16_384) -> bool:
     """Register ``handle(query: dict, body: dict | None) -> (status, dict)`` as an aiohttp route on ComfyUI's
-    server (also served under ``/api``): JSON in (at most ``max_body`` bytes), JSON out. False outside ComfyUI."""
+    server (also served under ``/api``): JSON in (at most ``max_body`` bytes), JSON out. The handler may block (it
+    runs on a worker thread, not on the server's event loop). False outside ComfyUI."""
     instance = _prompt_server()
     web = _optional("aiohttp.web") if instance is not None else None
     if web is None:
         return False
 
     async def route(request: Any) -> Any:
+        import asyncio
+
         body = None
         if request.method == "POST":
             if request.content_length is not None and request.content_length > max_body:
@@ -313,11 +325,10 @@ def add_json_route(method: str, path: str, handle: Any, max_body: int = 16_384) 
             raw = await request.content.read(max_body + 1)
             if len(raw) > max_body:
                 return web.json_response({"error": f"Request body over {max_body} bytes."}, status=413)
-            try:
-                body = json.loads(raw or b"null")
-            except ValueError:
-                return web.json_response({"error": "The request body is not JSON."}, status=400)
-        status, data = handle(dict(request.query), body)
+            body, problem = parse_json_body(raw)
+            if problem is not None:
+                return web.json_response({"error": problem}, status=400)
+        status, data = await asyncio.get_running_loop().run_in_executor(None, handle, dict(request.query), body)
         return web.json_response(data, status=status)
 
     getattr(instance.routes, method.lower())(path)(route)
