@@ -13,8 +13,10 @@ fps is 16/1, 29.97 is 2997/100) and the index at the front (``+faststart``, so b
 whole file has loaded): every player and browser opens the file. RGB becomes YUV with FFmpeg's default BT.601
 limited-range matrix, and the stream is tagged so, so players do not have to guess. H.264 with yuv420p needs even
 sizes, so odd heights/widths are padded by repeating the last row/column (the returned size says what was written).
-Files are written under a temporary name next to the target and renamed at the end, so a failed write never leaves a
-half file behind.
+Outputs are all-or-nothing: files are written under a temporary name next to the target and renamed at the end, a
+folder of PNG frames is written as a temporary sibling folder and renamed into place, so a failed write never leaves
+a half file, a truncated frame under a valid name, or old and new frames mixed. :func:`check_video_target` says,
+without writing anything, whether :func:`write_video` can write a path (the command line asks it before generating).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +41,8 @@ from .errors import InvalidInputError
 logger = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".webp", ".gif")
+#: the highest frame rate write_video accepts (above it a number is a mistake, e.g. a frame count)
+MAX_FPS = 1000
 DEFAULT_PNG_PATTERN = "frames_%05d.png"
 MP4_ENCODER = "libx264"  # FFmpeg's H.264 encoder; the PyAV wheels on PyPI ship it
 MP4_CODEC = "h264"  # what VideoWriteResult.codec says for mp4
@@ -68,6 +73,14 @@ class VideoWriteResult:
     fps: float
     codec: str
     files: tuple[Path, ...] = ()
+    #: bytes written (all frames together for PNGs)
+    nbytes: int = 0
+
+    def __str__(self) -> str:
+        """One line for logs: ``81 frames 832x480 h264 at 16 fps, 2.1 MB``."""
+        width, height = self.size
+        amount = f"{self.nbytes / 1e6:.1f} MB" if self.nbytes >= 100_000 else f"{self.nbytes / 1e3:.1f} kB"
+        return f"{self.frames} frames {width}x{height} {self.codec} at {self.fps:g} fps, {amount}"
 
 
 # --------------------------------------------------------------------------------------------- frame tensors
@@ -138,20 +151,28 @@ def _as_uint8_frames(frames: Any) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------- paths
-def _ensure_parent(path: Path) -> None:
+def _parent_problem(path: Path) -> str | None:
+    """Why the folder of ``path`` cannot be created or written to (None when it can), without creating it."""
     parent = path.parent
+    existing = next((p for p in (parent, *parent.parents) if p.exists() or p.is_symlink()), None)
+    if existing is not None and not existing.is_dir():
+        return f"Cannot write {path}: a part of its folder {parent} exists as a file. Choose another output path."
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        where = parent if existing == parent else f"{existing} (to create {parent})"
+        return f"Cannot write {path}: no permission to write in {where}. Choose another folder."
+    return None
+
+
+def _ensure_parent(path: Path) -> None:
+    problem = _parent_problem(path)
+    if problem:
+        raise InvalidInputError(problem)
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise InvalidInputError(
-            f"Cannot write {path}: a part of its folder {parent} exists as a file. Choose another output path."
-        ) from None
+        path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InvalidInputError(
-            f"Cannot create the output folder {parent} for {path}: {err.strerror or err}."
+            f"Cannot create the output folder {path.parent} for {path}: {err.strerror or err}."
         ) from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InvalidInputError(f"Cannot write {path}: no permission to write in {parent}. Choose another folder.")
 
 
 def _check_file_target(path: Path) -> None:
@@ -160,9 +181,98 @@ def _check_file_target(path: Path) -> None:
             f"Cannot write the video file {path}: a directory with that name exists. Choose another name, or give a "
             f"directory without a video suffix to write PNG frames ({DEFAULT_PNG_PATTERN})."
         )
-    _ensure_parent(path)
+    problem = _parent_problem(path)
+    if problem:
+        raise InvalidInputError(problem)
     if path.exists() and not os.access(path, os.W_OK):
         raise InvalidInputError(f"Cannot overwrite {path}: the file is read-only. Delete it or choose another name.")
+
+
+def check_fps(fps: float) -> float:
+    """``fps`` as a float; :class:`InvalidInputError` unless it is a number in (0, :data:`MAX_FPS`]."""
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0 < value <= MAX_FPS:
+        raise InvalidInputError(
+            f"fps must be a positive number of frames per second up to {MAX_FPS} (e.g. 16), got {fps!r}."
+        )
+    return value
+
+
+def output_kind(path: str | Path) -> str:
+    """What :func:`write_video` makes of ``path``: ``"mp4"``, ``"webp"``, ``"gif"``, ``"png-folder"`` (a folder,
+    or a name without suffix), ``"png-pattern"`` (``name_%05d.png``) or ``"png"`` (one ``name.png``, a pattern
+    ``name_%05d.png`` for several frames); :class:`InvalidInputError` for any other suffix (.avi, .mov ...)."""
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return suffix[1:]
+    if "%" in path.name:
+        return "png-pattern"
+    if suffix == ".png":
+        return "png"
+    if suffix == "" or path.is_dir():
+        return "png-folder"
+    raise InvalidInputError(
+        f"Cannot write {path.name}: unknown video suffix {suffix!r}. Use .mp4, .webp, .gif, a directory or a PNG "
+        f"pattern like {DEFAULT_PNG_PATTERN}."
+    )
+
+
+def _foreign_files(folder: Path) -> list[str]:
+    """Entries of an existing PNG output folder that are not PNG frames (they would be lost when it is replaced)."""
+    try:
+        return sorted(p.name for p in folder.iterdir() if not (p.is_file() and p.suffix.lower() == ".png"))
+    except OSError as err:
+        raise InvalidInputError(f"Cannot look into the output folder {folder}: {err.strerror or err}.") from None
+
+
+def check_video_target(path: str | Path) -> str:
+    """Raise :class:`InvalidInputError` unless :func:`write_video` can write ``path`` (its suffix, its folder, what
+    is in the way), without writing or creating anything; returns :func:`output_kind`."""
+    path = Path(path).expanduser()
+    kind = output_kind(path)
+    if kind in ("mp4", "webp", "gif"):
+        _check_file_target(path)
+    elif kind == "png-folder":
+        if path.exists() and not path.is_dir():
+            raise InvalidInputError(
+                f"Cannot write PNG frames into {path}: it exists as a file. Give a directory, a .mp4/.webp/.gif file "
+                f"name, or a pattern like {DEFAULT_PNG_PATTERN}."
+            )
+        foreign = _foreign_files(path) if path.is_dir() else []
+        if foreign:
+            raise InvalidInputError(
+                f"Cannot write PNG frames into {path}: the folder holds other things than PNG frames "
+                f"({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}), and writing replaces the whole "
+                "folder. Give a new or empty folder."
+            )
+        problem = _parent_problem(path)  # the new folder is made beside it and renamed into place
+        if problem:
+            raise InvalidInputError(problem)
+    else:
+        if kind == "png-pattern":
+            try:
+                path.name % 0
+            except (TypeError, ValueError):
+                raise InvalidInputError(
+                    f"PNG pattern {path.name!r} is not a valid %-pattern; use one like {DEFAULT_PNG_PATTERN!r}."
+                ) from None
+        if path.is_dir():
+            raise InvalidInputError(f"Cannot write PNG frames to {path}: a directory has that name.")
+        problem = _parent_problem(path)
+        if problem:
+            raise InvalidInputError(problem)
+    return kind
+
+
+def _private_to_normal(path: Path, mode: int = 0o666) -> None:
+    """mkstemp / mkdtemp make private entries; give ``path`` the permissions of a normal new one (the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
 
 
 def _temp_sibling(path: Path) -> Path:
@@ -172,10 +282,8 @@ def _temp_sibling(path: Path) -> Path:
 
 
 def _finish(tmp: Path, path: Path) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
     try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; give it the permissions of a normal new file
+        _private_to_normal(tmp)
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
@@ -236,7 +344,7 @@ def _write_mp4(frames: np.ndarray, path: Path, fps: float) -> tuple[str, tuple[i
         raise InvalidInputError(f"Cannot write {path}: {err.strerror or err}.") from None
     finally:
         tmp.unlink(missing_ok=True)
-    logger.info(
+    logger.debug(
         "Wrote %s (%s %s %dx%d, %s fps, %d frames)", path.name, MP4_CODEC, MP4_PIX_FMT, width, height, rate, len(frames)
     )
     return MP4_CODEC, (width, height)
@@ -276,44 +384,68 @@ def _write_pillow(frames: np.ndarray, path: Path, fps: float, quality: int, loss
     finally:
         tmp.unlink(missing_ok=True)
     codec = "webp-lossless" if fmt == "WEBP" and lossless else fmt.lower()
-    logger.info("Wrote %s (%s, %d frames)", path.name, codec, len(frames))
+    logger.debug("Wrote %s (%s, %d frames)", path.name, codec, len(frames))
     return codec
 
 
-def _png_pattern(path: Path, num_frames: int) -> Path:
-    if "%" in path.name:
-        try:
-            path.name % 0
-        except (TypeError, ValueError):
-            raise InvalidInputError(
-                f"PNG pattern {path.name!r} is not a valid %-pattern; use one like {DEFAULT_PNG_PATTERN!r}."
-            ) from None
-        return path
-    if path.suffix.lower() == ".png":
-        return path if num_frames == 1 else path.with_name(f"{path.stem}_%05d.png")
-    return path / DEFAULT_PNG_PATTERN
+def _save_png(frame: np.ndarray, target: Path, shown: Path) -> None:
+    try:
+        Image.fromarray(frame).save(target, format="PNG")
+    except OSError as err:
+        raise InvalidInputError(f"Cannot write {shown}: {err.strerror or err}.") from None
 
 
-def _write_pngs(frames: np.ndarray, path: Path) -> tuple[Path, tuple[Path, ...]]:
-    if path.suffix.lower() != ".png" and "%" not in path.name and path.exists() and not path.is_dir():
-        raise InvalidInputError(
-            f"Cannot write PNG frames into {path}: it exists as a file. Give a directory, a .mp4/.webp/.gif file "
-            f"name, or a pattern like {DEFAULT_PNG_PATTERN}."
-        )
-    pattern = _png_pattern(path, len(frames))
-    if pattern.is_dir():
-        raise InvalidInputError(f"Cannot write PNG frames to {pattern}: a directory has that name.")
+def _write_png_folder(frames: np.ndarray, folder: Path) -> tuple[Path, tuple[Path, ...]]:
+    """Every frame into a temporary sibling folder, then that folder renamed into place (an old one is replaced
+    as a whole: set aside, the new one renamed in, the old one deleted; on failure the old one stays)."""
+    _ensure_parent(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
+    old: Path | None = None
+    try:
+        names = [DEFAULT_PNG_PATTERN % i for i in range(len(frames))]
+        for name, frame in zip(names, frames):
+            _save_png(frame, tmp / name, folder / name)
+        _private_to_normal(tmp, 0o777)
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+            old.rmdir()  # a free name beside it (renaming onto a folder fails on Windows)
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+    except OSError as err:
+        raise InvalidInputError(f"Cannot write the PNG frames into {folder}: {err.strerror or err}.") from None
+    finally:
+        if tmp.exists():  # it failed before the rename: the old folder goes back if it was set aside
+            shutil.rmtree(tmp, ignore_errors=True)
+            if old is not None and not folder.exists():
+                os.replace(old, folder)
+        if old is not None and old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+    return folder / DEFAULT_PNG_PATTERN, tuple(folder / name for name in names)
+
+
+def _write_png_files(frames: np.ndarray, path: Path) -> tuple[Path, tuple[Path, ...]]:
+    """``name.png`` (one frame) or a ``%``-pattern: each frame under a temporary name, then all renamed into place,
+    then the pattern's frames left from an older, longer video removed."""
+    pattern = path if "%" in path.name or len(frames) == 1 else path.with_name(f"{path.stem}_%05d.png")
     _ensure_parent(pattern)
-    files = []
-    for i, frame in enumerate(frames):
-        target = pattern.with_name(pattern.name % i) if "%" in pattern.name else pattern
-        try:
-            Image.fromarray(frame).save(target, format="PNG")
-        except OSError as err:
-            raise InvalidInputError(f"Cannot write {target}: {err.strerror or err}.") from None
-        files.append(target)
-    logger.info("Wrote %d PNG frames as %s", len(files), pattern)
-    return pattern, tuple(files)
+    targets = [pattern.with_name(pattern.name % i) if "%" in pattern.name else pattern for i in range(len(frames))]
+    temps: list[Path] = []
+    try:
+        for target, frame in zip(targets, frames):
+            temps.append(_temp_sibling(target))
+            _save_png(frame, temps[-1], target)
+            _private_to_normal(temps[-1])
+        for tmp, target in zip(temps, targets):
+            os.replace(tmp, target)
+    except OSError as err:
+        raise InvalidInputError(f"Cannot write {pattern}: {err.strerror or err}.") from None
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+    if "%" in pattern.name:
+        for stale in set(_png_files(pattern)) - set(targets):
+            stale.unlink(missing_ok=True)
+    return pattern, tuple(targets)
 
 
 def write_video(
@@ -331,35 +463,33 @@ def write_video(
     - a directory (no suffix), ``name_%05d.png``-style pattern, or ``name.png``: PNG frames
       (``frames_%05d.png`` inside a directory; ``name_%05d.png`` for ``name.png`` with several frames).
 
+    An existing output is overwritten as a whole, and only once the new one is complete: a file is replaced; a PNG
+    folder is replaced by a folder holding exactly the new frames (a folder holding anything but PNG files is
+    refused rather than emptied); a pattern's frames are replaced and those past the new last frame removed. A
+    failed write leaves the old output as it was.
+
     Returns a :class:`VideoWriteResult`. Raises :class:`InvalidInputError` for bad frames, a bad fps, an unknown
     suffix, a path that cannot be written (folder cannot be created, directory in the way, no permission), or an
     ``.mp4`` without PyAV installed.
     """
     data = _as_uint8_frames(frames)
-    try:
-        fps = float(fps)
-    except (TypeError, ValueError):
-        fps = float("nan")
-    if not 0 < fps <= 1000:
-        raise InvalidInputError(f"fps must be a positive number of frames per second (e.g. 16), got {fps!r}.")
+    fps = check_fps(fps)
     path = Path(path).expanduser()
-    suffix = path.suffix.lower()
+    kind = check_video_target(path)
     height, width = data.shape[1:3]
-    if suffix == ".mp4":
-        _check_file_target(path)
+    files: tuple[Path, ...] = ()
+    if kind == "mp4":
+        _ensure_parent(path)
         codec, size = _write_mp4(data, path, fps)
-        return VideoWriteResult(path, len(data), size, float(fps), codec)
-    if suffix in (".webp", ".gif"):
-        _check_file_target(path)
-        codec = _write_pillow(data, path, fps, quality, lossless)
-        return VideoWriteResult(path, len(data), (width, height), float(fps), codec)
-    if suffix in ("", ".png") or "%" in path.name or path.is_dir():
-        pattern, files = _write_pngs(data, path)
-        return VideoWriteResult(pattern, len(data), (width, height), float(fps), "png", files)
-    raise InvalidInputError(
-        f"Cannot write {path.name}: unknown video suffix {suffix!r}. Use .mp4, .webp, .gif, a directory or a PNG "
-        f"pattern like {DEFAULT_PNG_PATTERN}."
-    )
+    elif kind in ("webp", "gif"):
+        _ensure_parent(path)
+        codec, size = _write_pillow(data, path, fps, quality, lossless), (width, height)
+    else:
+        writer = _write_png_folder if kind == "png-folder" else _write_png_files
+        (path, files), codec, size = writer(data, path), "png", (width, height)
+        logger.debug("Wrote %d PNG frames as %s", len(files), path)
+    nbytes = sum(f.stat().st_size for f in files) if files else path.stat().st_size
+    return VideoWriteResult(path, len(data), size, fps, codec, files, nbytes)
 
 
 # --------------------------------------------------------------------------------------------------- readers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import importlib.util
+import os
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -352,3 +353,112 @@ def test_load_image_bad_sizes_and_files(tmp_path: Path) -> None:
     (tmp_path / "not_image.png").write_text("hello")
     with pytest.raises(InvalidInputError, match="Cannot read"):
         load_image(tmp_path / "not_image.png", 32, 32)
+
+
+# ------------------------------------------------------------------------------------------ all-or-nothing outputs
+def _frames_with_value(t: int, value: int) -> np.ndarray:
+    return np.full((t, 16, 16, 3), value, np.uint8)
+
+
+def test_a_png_folder_is_replaced_as_a_whole(tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    write_video(_frames_with_value(10, 10), folder)
+    result = write_video(_frames_with_value(5, 200), folder)
+    assert sorted(p.name for p in folder.iterdir()) == [f"frames_{i:05d}.png" for i in range(5)]
+    assert np.array_equal(read_video_frames(folder), _frames_with_value(5, 200))
+    assert result.path == folder / "frames_%05d.png" and len(result.files) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]  # no temporary or old folder left
+
+
+def test_a_failed_png_folder_write_leaves_the_old_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "frames"
+    write_video(_frames_with_value(10, 10), folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    real_save, saved = Image.Image.save, []
+
+    def failing_save(self: Image.Image, fp: Any, *args: Any, **kwargs: Any) -> None:
+        if len(saved) == 3:
+            Path(fp).write_bytes(b"\x89PNG truncated")  # a half frame ...
+            raise OSError(errno.ENOSPC, "No space left on device")
+        saved.append(fp)
+        real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", failing_save)
+    with pytest.raises(InvalidInputError, match="No space left on device"):
+        write_video(_frames_with_value(5, 200), folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # ... never under a valid name here
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]
+
+
+def test_a_png_folder_holding_other_files_is_refused_untouched(tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(InvalidInputError, match=r"holds other things than PNG frames \(notes\.txt\).*new or empty"):
+        write_video(_frames_with_value(2, 1), folder)
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+
+
+def test_a_pattern_drops_the_frames_of_a_longer_old_video(tmp_path: Path) -> None:
+    write_video(_frames_with_value(10, 10), tmp_path / "f_%03d.png")
+    (tmp_path / "other.png").write_bytes(b"not ours")
+    write_video(_frames_with_value(5, 200), tmp_path / "f_%03d.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"f_{i:03d}.png" for i in range(5)] + ["other.png"]
+    assert np.array_equal(read_video_frames(tmp_path / "f_%03d.png"), _frames_with_value(5, 200))
+
+
+def test_outputs_get_the_permissions_of_normal_new_files(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        clip = write_video(_frames_with_value(3, 5), tmp_path / "clip.webp").path
+        folder = tmp_path / "pngs"
+        write_video(_frames_with_value(3, 5), folder)
+    finally:
+        os.umask(old)
+    assert clip.stat().st_mode & 0o777 == 0o644
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o644}
+
+
+def test_check_video_target_refuses_before_writing_and_creates_nothing(tmp_path: Path) -> None:
+    from causal_forcing_core.video_io import check_fps, check_video_target
+
+    assert check_video_target(tmp_path / "new" / "deeper" / "clip.mp4") == "mp4"
+    assert check_video_target(tmp_path / "pngs") == "png-folder"
+    assert check_video_target(tmp_path / "f_%05d.png") == "png-pattern"
+    assert not (tmp_path / "new").exists()
+    for name in ("clip.avi", "clip.MOV"):
+        with pytest.raises(InvalidInputError, match=r"unknown video suffix '\.(avi|mov)'. Use \.mp4, \.webp, \.gif"):
+            check_video_target(tmp_path / name)
+    assert check_video_target(tmp_path / "CLIP.MP4") == "mp4"
+    for fps in (0, -3, 5000, float("nan")):
+        with pytest.raises(InvalidInputError, match="fps must be a positive number of frames per second up to 1000"):
+            check_fps(fps)
+    assert check_fps(16) == 16.0
+
+
+def test_write_results_read_as_one_line(tmp_path: Path) -> None:
+    result = write_video(_pattern(), tmp_path / "clip.webp", lossless=True)
+    assert str(result) == f"{T} frames {W}x{H} webp-lossless at 16 fps, {result.nbytes / 1e3:.1f} kB"
+    assert result.nbytes == (tmp_path / "clip.webp").stat().st_size
+    big = VideoWriteResult(Path("x.mp4"), 81, (832, 480), 16.0, "h264", nbytes=2_100_000)
+    assert str(big) == "81 frames 832x480 h264 at 16 fps, 2.1 MB"
+
+
+def test_writing_an_mp4_prints_nothing_but_our_log_line(tmp_path: Path) -> None:
+    """FFmpeg's encoder probing (libx264's "using cpu capabilities" ...) must not reach stderr, even with the
+    application logging at DEBUG and PyAV's FFmpeg log level raised."""
+    import subprocess
+
+    code = (
+        "import logging, numpy as np, av\n"
+        "logging.basicConfig(level=logging.DEBUG, format='%(name)s %(message)s')\n"
+        "av.logging.set_level(av.logging.VERBOSE)\n"
+        "from causal_forcing_core.video_io import write_video, read_video_frames\n"
+        f"write_video(np.zeros((9, 32, 32, 3), np.uint8), {str(tmp_path / 'x.mp4')!r})\n"
+        f"read_video_frames({str(tmp_path / 'x.mp4')!r})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == ["causal_forcing_core.video_io Wrote x.mp4 (h264 yuv420p 32x32, 16 fps, 9 frames)"]
