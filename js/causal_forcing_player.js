@@ -288,7 +288,7 @@ class CausalForcingPlayer {
   _render() {
     if (this.disposed) return;
     const s = this.queue.status();
-    this.statusEl.textContent = formatStatus(s, { paused: !this.playing });
+    this.statusEl.textContent = formatStatus(s, { paused: !this.playing, runPaused: this.live?.live?.state === "paused" });
     this.statusEl.title = this.statusEl.textContent;
     if (s.state === "done" || s.state === "unavailable") {
       this.playBtn.textContent = ICON_REPLAY;
@@ -522,8 +522,10 @@ const ERROR_COLOR = "var(--error-text, #ff6b6b)";
  * of its own that is never serialised (not in the API prompt, not in the workflow's widgets_values).
  */
 class LivePanel {
-  constructor(node) {
+  /** `onChange()`: called after the live state changed (the player re-renders: it says when the run is paused). */
+  constructor(node, { onChange = () => {} } = {}) {
     this.node = node;
+    this.onChange = onChange;
     this.live = initialLive();
     this.limiter = new RateLimiter(RATE_LIMIT);
     this.autoText = null; // the prompt text last put in the box by the panel itself (not typed)
@@ -651,6 +653,11 @@ class LivePanel {
       b.style.cursor = active ? "pointer" : "default";
     }
     this.recacheLabel.style.opacity = active ? "1" : "0.45";
+    try {
+      this.onChange();
+    } catch (err) {
+      warn("live panel listener", err);
+    }
   }
 
   /** Put the run's prompt in the box when the box is empty or still holds what the panel put there. */
@@ -748,7 +755,7 @@ function attachPlayer(node) {
   Object.defineProperty(node, "__cfPlayer", { value: player, configurable: true, enumerable: false });
   if (isLiveNode(comfyClassOf(node))) {
     try {
-      player.live = new LivePanel(node); // under the player
+      player.live = new LivePanel(node, { onChange: () => player._render() }); // under the player
     } catch (err) {
       warn("live controls", err);
     }

@@ -23,9 +23,10 @@ export const ACTIONS = Object.freeze(["prompt", "pause", "resume", "stop"]);
 /** Why a live run ended (`ended_by`), as shown in the status line. */
 export const ENDED_LABELS = Object.freeze({
   stop: "stopped",
-  max_chunks: "reached max chunks",
-  interrupted: "interrupted",
-  disconnected: "disconnected",
+  interrupted: "cancelled from the queue",
+  max_chunks: "reached its maximum length",
+  disconnected: "page disconnected",
+  error: "ended by an error",
 });
 
 /** A state never goes back to a lower rank within one run (websocket events and HTTP replies can cross). */
@@ -78,9 +79,9 @@ export function normalizeEvents(list) {
 }
 
 /**
- * A clean `{node, run, state, chunk, maxChunks, prompt, events, endedBy}` from a `causal_forcing.live` event's
- * detail, or null when it names no node, no run token or no known state. Optional fields that are malformed are
- * null (chunk, maxChunks, endedBy, prompt) or [] (events).
+ * A clean `{node, run, state, chunk, maxChunks, prompt, events, endedBy, error}` from a `causal_forcing.live`
+ * event's detail, or null when it names no node, no run token or no known state. Optional fields that are malformed
+ * are null (chunk, maxChunks, endedBy, prompt, error) or [] (events).
  */
 export function normalizeLiveEvent(detail) {
   if (!detail || typeof detail !== "object") return null;
@@ -100,7 +101,14 @@ export function normalizeLiveEvent(detail) {
     prompt: typeof detail.prompt === "string" ? detail.prompt : null,
     events: normalizeEvents(detail.events),
     endedBy: typeof detail.ended_by === "string" && detail.ended_by ? detail.ended_by : null,
+    error: typeof detail.error === "string" && detail.error.trim() ? detail.error.trim() : null,
   };
+}
+
+/** The message under the status line for a run that an error ended (the outputs keep what was made). */
+export function errorMessage(error, chunk) {
+  const made = chunk === 1 ? "1 chunk" : `${chunk ?? 0} chunks`;
+  return { kind: "error", text: `${error} — the run ended; its outputs keep the ${made} made.` };
 }
 
 /** The state of a node's live controls before any event. */
@@ -113,6 +121,7 @@ export function initialLive() {
     prompt: "", // the run's current prompt
     events: [], // [{chunk, text}] prompt changes so far
     endedBy: null,
+    error: null, // why an error ended the run (the server's message)
     pending: null, // {action: "pause" | "resume", chunk}: requested, not yet confirmed by an event
     sentPrompt: null, // the last prompt text the server accepted from this client
     message: null, // {kind: "error" | "info", text}: shown under the status line
@@ -180,6 +189,8 @@ export function reduceLive(live, action) {
           prompt: n.prompt ?? "",
           events: n.events,
           endedBy: n.endedBy,
+          error: n.error,
+          message: n.error ? errorMessage(n.error, n.chunk) : null,
         };
       }
       const state = higherOrSame(cur.state, n.state) ? n.state : cur.state;
@@ -192,6 +203,8 @@ export function reduceLive(live, action) {
         prompt: n.prompt ?? cur.prompt,
         events: n.events.length || !cur.events.length ? n.events : cur.events,
         endedBy: n.endedBy ?? cur.endedBy,
+        error: n.error ?? cur.error,
+        message: n.error && !cur.error ? errorMessage(n.error, chunk) : cur.message,
         pending: settlePending(cur.pending, state, chunk),
       };
     }
@@ -225,10 +238,7 @@ export function reduceLive(live, action) {
         pending = null;
       } else if (action.action === "prompt") {
         sentPrompt = typeof action.text === "string" ? action.text : null;
-        message = {
-          kind: "info",
-          text: reply.appliesAt !== null ? `prompt sent: applies from chunk ${reply.appliesAt} (as in the schedule)` : "prompt sent",
-        };
+        message = { kind: "info", text: acceptedText(reply.appliesAt) };
       }
       return { ...cur, state, chunk, pending: settlePending(pending, state, chunk), sentPrompt, message };
     }
@@ -244,6 +254,15 @@ export function reduceLive(live, action) {
     default:
       return cur;
   }
+}
+
+/**
+ * What the panel says when the server accepted a prompt (it was checked and encoded): the chunk it drives from,
+ * counted from 1 like the status line, and the line of the schedule output that records it (which counts from 0).
+ */
+export function acceptedText(appliesAt) {
+  if (appliesAt === null || appliesAt === undefined) return "prompt accepted";
+  return `prompt accepted: from chunk ${appliesAt + 1} on (line “${appliesAt}:” of the schedule output)`;
 }
 
 // ------------------------------------------------------------------------------------------------- requests
@@ -339,10 +358,16 @@ export function stateLabel(live) {
   return s;
 }
 
-/** The status line under the prompt box, e.g. `running · chunk 37 / 640 · “a fox runs…”`. */
+/** How many chunks a run made, e.g. `37 chunks made (at most 640)` (the player counts the same chunks from 1). */
+export function madeLabel(chunk, maxChunks) {
+  const made = chunk === 1 ? "1 chunk made" : `${chunk} chunks made`;
+  return maxChunks ? `${made} (at most ${maxChunks})` : made;
+}
+
+/** The status line under the prompt box, e.g. `running · 37 chunks made (at most 640) · “a fox runs…”`. */
 export function formatLiveStatus(live) {
   if (!live || !live.run) return "no live run \u2014 queue the workflow to start one";
-  const parts = [stateLabel(live), live.maxChunks ? `chunk ${live.chunk} / ${live.maxChunks}` : `chunk ${live.chunk}`];
+  const parts = [stateLabel(live), madeLabel(live.chunk, live.maxChunks)];
   if (live.prompt) parts.push(`\u201c${ellipsize(live.prompt)}\u201d`);
   return parts.join(SEP);
 }

@@ -187,8 +187,12 @@ export function pickTargets(eventNode, candidates) {
 
 // ------------------------------------------------------------------------------------------------ status text
 
-/** The status line under the image, e.g. `chunk 2/7 · frame 17 · 16 fps`. */
-export function formatStatus(s, { paused = false } = {}) {
+/**
+ * The status line under the image, e.g. `chunk 2/7 · frame 17 · 16 fps`: the chunk playing, counted from 1, of the
+ * run's length when it is known (a live run's is not until it ends). `paused`: the player is paused; `runPaused`: the
+ * live run generating the frames is paused (said instead of waiting for the next chunk).
+ */
+export function formatStatus(s, { paused = false, runPaused = false } = {}) {
   if (!s || s.state === "empty") return "no frames yet \u2014 run the node";
   const fps = `${Math.round(Number(s.fps) * 100) / 100 || DEFAULT_FPS} fps`;
   const of = (i) => (s.chunks ? `${i}/${s.chunks}` : `${i}`);
@@ -198,7 +202,8 @@ export function formatStatus(s, { paused = false } = {}) {
   } else {
     parts.push(`chunk ${of(s.chunk || 1)}`, fps);
   }
-  if (s.state === "waiting" && s.waitingFor) parts.push(`waiting for chunk ${of(s.waitingFor)}`);
+  if (s.state === "waiting" && runPaused) parts.push("live run paused");
+  else if (s.state === "waiting" && s.waitingFor) parts.push(`waiting for chunk ${of(s.waitingFor)}`);
   else if (s.state === "loading") parts.push("loading");
   else if (s.state === "unavailable") parts.push("frames unavailable");
   if (s.dropped > 0) parts.push(`${s.dropped} skipped`);

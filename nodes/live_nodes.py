@@ -226,7 +226,7 @@ class CausalForcingLive:
         stream.model.prepare(stream.model.cache_bytes(
             settings.latent_height, settings.latent_width, settings.window_frames or stream.model.max_frames))
         reporter = ChunkReporter(stream.model, stream.stream, max_chunks, unique_id, previewer=frames, sid=client,
-                                 keep_frames=True, check_interrupt=False)  # the loop's check() does it
+                                 keep_frames=True, check_interrupt=False, open_ended=True)  # the loop checks
         watch = _DisconnectWatch(client, session)
 
         def on_chunk(snapshot: Any, index: int) -> None:

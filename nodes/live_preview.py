@@ -7,7 +7,7 @@ image), and its frames written as JPEGs to ComfyUI's temp folder and announced w
 video's frame rate.
 
 The event's data: ``node`` (the node id), ``run`` (an id per node run), ``chunk`` (index of the
-chunk in the stream), ``chunk_in_run``, ``chunks_in_run``, ``fps``, ``width``, ``height`` and ``frames``: a list of
+chunk in the stream), ``chunk_in_run``, ``chunks_in_run`` (null for a live run, whose length is known only when it ends), ``fps``, ``width``, ``height`` and ``frames``: a list of
 ``{"filename", "subfolder", "type": "temp"}`` for ``/view``.
 """
 
@@ -72,20 +72,23 @@ class ChunkReporter:
 
     def __init__(
         self, model: CFModel, stream: Stream, num_chunks: int, node_id: str | None, *, previewer: Any = None,
-        sid: str | None = None, keep_frames: bool = False, check_interrupt: bool = True,
+        sid: str | None = None, keep_frames: bool = False, check_interrupt: bool = True, open_ended: bool = False,
     ) -> None:
         """``previewer``: the decoder for the frames (default: the model's preview decoder; anything with
         ``stream().decode(latents) -> [B, t, 3, H, W] in [0, 1]``). ``sid``: the client the events go to (default: the one
         that queued the running prompt, like ComfyUI's own progress events; everyone when unknown).
         ``keep_frames``: also keep every decoded frame (:meth:`images`), which are then an output: a decoder
         failure raises (the caller keeps what was made before it) instead of turning previews off.
-        ``check_interrupt``: check for a queue interrupt at every step (off when the caller's loop checks itself)."""
+        ``check_interrupt``: check for a queue interrupt at every step (off when the caller's loop checks itself).
+        ``open_ended``: ``num_chunks`` is a maximum, not the run's length (a live run): the events then say
+        ``chunks_in_run: null``, so the player shows no total until the run ends."""
         sampler = stream.settings.sampler
         first = stream.num_chunks
         self.total_steps = sum(len(sampler.steps_for_chunk(first + i)) for i in range(num_chunks))
         self.bar = rt.ProgressBar(self.total_steps, node_id)
         self.node_id = node_id
         self.num_chunks = num_chunks
+        self.open_ended = open_ended
         self.fps = WAN21.fps
         self.run_id = uuid.uuid4().hex[:12]
         self.done_steps = 0
@@ -127,7 +130,7 @@ class ChunkReporter:
         if files:
             rt.send_sync(CHUNK_EVENT, {
                 "node": self.node_id, "run": self.run_id, "chunk": stream.num_chunks - 1,
-                "chunk_in_run": self.chunks_done - 1, "chunks_in_run": self.num_chunks, "fps": self.fps,
+                "chunk_in_run": self.chunks_done - 1, "chunks_in_run": None if self.open_ended else self.num_chunks, "fps": self.fps,
                 "width": int(frames.shape[-1]), "height": int(frames.shape[-2]), "frames": files,
             }, self.sid)
         # last: a chunk whose showing failed is in neither the outputs nor the replay (the live loop drops it)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import re
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -169,11 +170,12 @@ def test_the_fields_the_js_reads_are_sent(py: SimpleNamespace) -> None:
     reads ``body.*``) come from the real session and route handler."""
     controls = js_sources()["cf_live_controls.js"]
     session = py.live_nodes.LiveSession("c" * 32, "7", None, py.live.LiveControl(), max_chunks=4)
-    session.ended_by = py.protocol.RunEnd.STOP
+    session.ended_by, session.error = py.protocol.RunEnd.ERROR, "RuntimeError: out of memory"
     assert fields_read(controls, "detail") <= set(session.status())
-    session.ended_by = None
+    session.ended_by = session.error = None
     py.live_nodes.REGISTRY.open(session)
-    try:
+    try:  # the running loop encodes the prompt while the request waits
+        threading.Timer(0.05, session.control.serve_prompts, args=(lambda text: None,)).start()
         status, reply = py.routes.handle_control({}, {"run": session.token, "action": "prompt", "text": "a cat"})
         _, refused = py.routes.handle_control({}, {"run": session.token, "action": "explode"})
     finally:

@@ -55,7 +55,7 @@ test("normalizes live events and rejects malformed ones", () => {
   const n = normalizeLiveEvent(ev({ ended_by: "stop", events: [{ chunk: 0, text: "a" }, { chunk: -1, text: "b" }, null] }));
   assert.deepEqual(n, {
     node: "9", run: TOKEN, state: "running", chunk: 3, maxChunks: 640, prompt: "a fox runs through snow",
-    events: [{ chunk: 0, text: "a" }], endedBy: "stop",
+    events: [{ chunk: 0, text: "a" }], endedBy: "stop", error: null,
   });
   assert.equal(normalizeLiveEvent(ev({ node: 12 })).node, "12");
   assert.equal(normalizeLiveEvent(ev({ node: "12:5" })).node, "12:5");
@@ -67,6 +67,8 @@ test("normalizes live events and rejects malformed ones", () => {
   assert.equal(loose.maxChunks, null);
   assert.equal(loose.prompt, null);
   assert.deepEqual(loose.events, []);
+  assert.equal(normalizeLiveEvent(ev({ error: "  " })).error, null);
+  assert.equal(normalizeLiveEvent(ev({ error: 7 })).error, null);
 });
 
 test("reducer: a run starts, counts chunks, finishes; a new token starts afresh", () => {
@@ -76,11 +78,11 @@ test("reducer: a run starts, counts chunks, finishes; a new token starts afresh"
   assert.equal(s1.run, TOKEN);
   assert.equal(s1.state, "running");
   assert.equal(isActive(s1), true);
-  assert.equal(formatLiveStatus(s1), "running · chunk 0 / 640 · \u201ca fox runs through snow\u201d");
+  assert.equal(formatLiveStatus(s1), "running · 0 chunks made (at most 640) · \u201ca fox runs through snow\u201d");
   const s2 = feed(s1, ev({ chunk: 37, prompt: "a fox sleeps", events: [{ chunk: 0, text: "a" }, { chunk: 20, text: "a fox sleeps" }] }));
   assert.equal(s2.chunk, 37);
   assert.equal(s2.prompt, "a fox sleeps");
-  assert.equal(formatLiveStatus(s2), "running · chunk 37 / 640 · \u201ca fox sleeps\u201d");
+  assert.equal(formatLiveStatus(s2), "running · 37 chunks made (at most 640) · \u201ca fox sleeps\u201d");
   assert.match(formatLiveTitle(s2), /prompt changes:\n {2}chunk 1: a\n {2}chunk 21: a fox sleeps/);
   // chunk counts never go back within a run; malformed events change nothing
   assert.equal(feed(s2, ev({ chunk: 5 })).chunk, 37);
@@ -88,7 +90,7 @@ test("reducer: a run starts, counts chunks, finishes; a new token starts afresh"
   assert.equal(reduceLive(s2, null), s2);
   const s3 = feed(s2, ev({ state: "finished", chunk: 40, ended_by: "stop" }));
   assert.equal(isActive(s3), false);
-  assert.equal(formatLiveStatus(s3), "finished (stopped) · chunk 40 / 640 · \u201ca fox runs through snow\u201d");
+  assert.equal(formatLiveStatus(s3), "finished (stopped) · 40 chunks made (at most 640) · \u201ca fox runs through snow\u201d");
   // a finished run never comes back to life, even from a crossed event
   assert.equal(feed(s3, ev({ state: "running", chunk: 41 })).state, "finished");
   // a new token: fresh state (message and pending gone)
@@ -99,7 +101,8 @@ test("reducer: a run starts, counts chunks, finishes; a new token starts afresh"
   assert.equal(s4.chunk, 0);
   assert.equal(formatLiveStatus(initialLive()), "no live run \u2014 queue the workflow to start one");
   // without max_chunks
-  assert.equal(formatLiveStatus(feed(s0, ev({ max_chunks: null, prompt: "" }))), "running · chunk 3");
+  assert.equal(formatLiveStatus(feed(s0, ev({ max_chunks: null, prompt: "" }))), "running · 3 chunks made");
+  assert.equal(formatLiveStatus(feed(s0, ev({ max_chunks: 9, chunk: 1, prompt: "" }))), "running · 1 chunk made (at most 9)");
 });
 
 test("reducer: pause/resume requests stay pending until an event confirms them", () => {
@@ -140,7 +143,8 @@ test("reducer: pause/resume requests stay pending until an event confirms them",
 test("reducer: stop, prompt replies, errors, stale replies, prompt end", () => {
   let s = feed(initialLive(), ev({ chunk: 36 }));
   s = reduceLive(s, { type: "response", run: TOKEN, action: "prompt", text: "owls", reply: ok({ appliesAt: 37 }) });
-  assert.deepEqual(s.message, { kind: "info", text: "prompt sent: applies from chunk 37 (as in the schedule)" });
+  // counted from 1 like the status line (37 made: the next is the 38th), with the 0-based schedule line named
+  assert.deepEqual(s.message, { kind: "info", text: "prompt accepted: from chunk 38 on (line \u201c37:\u201d of the schedule output)" });
   assert.equal(s.sentPrompt, "owls");
   s = reduceLive(s, { type: "response", run: TOKEN, action: "prompt", text: "x", reply: parseControlResponse(400, { error: "prompt too long" }) });
   assert.deepEqual(s.message, { kind: "error", text: "prompt too long" });
@@ -254,4 +258,23 @@ test("ellipsize", () => {
   assert.equal(ellipsize("abcdef", 4), "abc\u2026");
   assert.equal(ellipsize("\u{1F98A}\u{1F98A}\u{1F98A}", 2), "\u{1F98A}\u2026");
   assert.equal(ellipsize(null), "");
+});
+
+test("a run an error ended says so, with the server's message and what the outputs keep", () => {
+  let s = feed(initialLive(), ev({ chunk: 13 }));
+  s = feed(s, ev({ state: "finished", chunk: 14, ended_by: "error", error: "RuntimeError: CUDA out of memory" }));
+  assert.equal(stateLabel(s), "finished (ended by an error)");
+  assert.equal(formatLiveStatus(s), "finished (ended by an error) · 14 chunks made (at most 640) · \u201ca fox runs through snow\u201d");
+  assert.deepEqual(s.message, {
+    kind: "error", text: "RuntimeError: CUDA out of memory \u2014 the run ended; its outputs keep the 14 chunks made.",
+  });
+  assert.equal(isActive(s), false);
+  // a cancel from the queue reads as such (not "stopped"), and so does each other end
+  for (const [endedBy, label] of [["interrupted", "cancelled from the queue"], ["stop", "stopped"],
+    ["max_chunks", "reached its maximum length"], ["disconnected", "page disconnected"]]) {
+    assert.equal(stateLabel(feed(initialLive(), ev({ state: "finished", ended_by: endedBy }))), `finished (${label})`);
+  }
+  // a page that opens after the error (first event it sees) shows the message too
+  const late = feed(initialLive(), ev({ state: "finished", chunk: 1, ended_by: "error", error: "boom" }));
+  assert.equal(late.message.text, "boom \u2014 the run ended; its outputs keep the 1 chunk made.");
 });

@@ -364,25 +364,25 @@ test("live panel: follows live events, steers the run, shows errors, mirrors the
 
   // a run starts (matched like chunk events: a subgraph path falls back to the last segment)
   api.emit("causal_forcing.live", liveEvent("4:9"));
-  assert.equal(status(), "running · chunk 0 / 640 · \u201ca fox in snow\u201d");
+  assert.equal(status(), "running · 0 chunks made (at most 640) · \u201ca fox in snow\u201d");
   assert.ok(controls().every((c) => !c.disabled), "enabled while running");
   assert.equal(panel.textarea.value, "a fox in snow", "the empty box takes the run's prompt");
   api.emit("causal_forcing.live", liveEvent("9", { chunk: 37 }));
-  assert.match(status(), /^running · chunk 37 \/ 640 · /);
+  assert.match(status(), /^running · 37 chunks made \(at most 640\) · /);
   api.emit("causal_forcing.live", liveEvent("10", { chunk: 99 })); // another node
-  assert.match(status(), /chunk 37 \/ 640/);
+  assert.match(status(), /37 chunks made \(at most 640\)/);
 
   // send with Ctrl+Enter: trimmed text, the token, re-cache
   panel.textarea.value = "  owls at night \n";
   api.reply = () => ({ status: 200, body: { ok: true, state: "running", chunk: 37, applies_at_chunk: 38 } });
   const { event } = panel.textarea.fire("keydown", { key: "Enter", ctrlKey: true });
   assert.equal(event.defaultPrevented, true);
-  await until(() => api.calls.length === 1 && /prompt sent/.test(panel.messageEl.textContent));
+  await until(() => api.calls.length === 1 && /prompt accepted/.test(panel.messageEl.textContent));
   assert.equal(api.calls[0].route, "/causal_forcing/live/control");
   assert.equal(api.calls[0].init.method, "POST");
   assert.equal(api.calls[0].init.headers["Content-Type"], "application/json");
   assert.deepEqual(api.calls[0].body, { run: "tok-1", action: "prompt", text: "owls at night", recache: true });
-  assert.equal(panel.messageEl.textContent, "prompt sent: applies from chunk 38 (as in the schedule)");
+  assert.equal(panel.messageEl.textContent, "prompt accepted: from chunk 39 on (line \u201c38:\u201d of the schedule output)");
 
   // the Send button, re-cache unchecked, Cmd+Enter too
   panel.recacheBox.checked = false;
@@ -434,10 +434,10 @@ test("live panel: follows live events, steers the run, shows errors, mirrors the
   panel.pauseBtn.click();
   await until(() => panel.pauseBtn.textContent === "Resume");
   assert.deepEqual(api.calls.at(-1).body, { run: "tok-1", action: "pause" });
-  assert.match(status(), /^running → pausing · chunk 37/);
+  assert.match(status(), /^running → pausing · 37 chunks made/);
   assert.equal(panel.messageEl.textContent, "", "a successful request clears the error");
   api.emit("causal_forcing.live", liveEvent("9", { chunk: 38, state: "paused" }));
-  assert.match(status(), /^paused · chunk 38 \/ 640/);
+  assert.match(status(), /^paused · 38 chunks made \(at most 640\)/);
   assert.ok(controls().every((c) => !c.disabled), "enabled while paused");
   api.reply = () => ({ status: 200, body: { ok: true, state: "running", chunk: 38 } });
   panel.pauseBtn.click();
@@ -452,11 +452,11 @@ test("live panel: follows live events, steers the run, shows errors, mirrors the
   assert.deepEqual(api.calls.at(-1).body, { run: "tok-1", action: "stop" });
   assert.ok(controls().every((c) => c.disabled), "disabled while stopping");
   api.emit("causal_forcing.live", liveEvent("9", { chunk: 39, state: "finished", ended_by: "stop" }));
-  assert.match(status(), /^finished \(stopped\) · chunk 39 \/ 640/);
+  assert.match(status(), /^finished \(stopped\) · 39 chunks made \(at most 640\)/);
 
   // a new run: fresh state; the box follows the run's prompt while it holds what was sent, else keeps the draft
   api.emit("causal_forcing.live", liveEvent("9", { run: "tok-2", prompt: "rain", max_chunks: 8 }));
-  assert.match(status(), /^running · chunk 0 \/ 8 · \u201crain\u201d$/);
+  assert.match(status(), /^running · 0 chunks made \(at most 8\) · \u201crain\u201d$/);
   assert.equal(panel.textarea.value, "rain");
   assert.equal(panel.messageEl.textContent, "");
   panel.textarea.value = "an unsent draft";
@@ -464,7 +464,7 @@ test("live panel: follows live events, steers the run, shows errors, mirrors the
   assert.equal(panel.textarea.value, "an unsent draft");
   // the prompt ends without a finished event: controls off
   api.emit("execution_interrupted", {});
-  assert.match(status(), /^finished · chunk 0 \/ 8/);
+  assert.match(status(), /^finished · 0 chunks made \(at most 8\)/);
   assert.ok(controls().every((c) => c.disabled));
   // malformed live events never throw
   assert.doesNotThrow(() => api.emit("causal_forcing.live", null));
@@ -487,6 +487,11 @@ test("live node frames play on across chunks of one run", async () => {
   assert.equal(p.queue.runId, "L");
   assert.equal(p.queue.history.length, 9);
   assert.match(text(p), /^chunk 3 · frame 9 · 200 fps · waiting for chunk 4$/);
+  // the live run pauses: the player says so instead of waiting (the panel tells it)
+  api.emit("causal_forcing.live", { node: "11", run: "tok-L", state: "paused", chunk: 3, max_chunks: 80, prompt: "p" });
+  assert.match(text(p), /^chunk 3 · frame 9 · 200 fps · live run paused$/);
+  api.emit("causal_forcing.live", { node: "11", run: "tok-L", state: "running", chunk: 3, max_chunks: 80, prompt: "p" });
+  assert.match(text(p), /waiting for chunk 4$/);
   api.emit("execution_success", {});
   await until(() => p.queue.status().state === "done");
   node.onRemoved();

@@ -348,6 +348,8 @@ test("malformed events never throw", () => {
   loadAll(q2);
   drain(q2);
   assert.equal(formatStatus(q2.status()), "chunk 2 \u00b7 frame 3 \u00b7 16 fps \u00b7 waiting for chunk 3");
+  // a live run that is paused: the player says so instead of waiting for a chunk that will not come yet
+  assert.equal(formatStatus(q2.status(), { runPaused: true }), "chunk 2 \u00b7 frame 3 \u00b7 16 fps \u00b7 live run paused");
 });
 
 test("history is bounded", () => {
