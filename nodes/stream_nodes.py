@@ -43,8 +43,11 @@ SIZE_STEP = WAN21.size_multiple()
 
 
 def size_problem(width: int, height: int) -> str | None:
-    """None, or a message naming the nearest valid sizes (multiples of 16 up to the widgets' maximum)."""
-    return "; ".join(WAN21.size_problems(height, width, SIZE_STEP, MAX_SIZE)) or None
+    """None, or one message about the whole size naming the nearest valid sides (multiples of 16 up to the widgets'
+    maximum), e.g. ``"size 70 x 480 (width x height): width 70 is not a multiple of 16 (try 64 or 80)"``. ComfyUI
+    lists a VALIDATE_INPUTS message under each input it takes, so it reads right under "width" and under "height"."""
+    problems = WAN21.size_problems(height, width, SIZE_STEP, MAX_SIZE)
+    return f"size {width} x {height} (width x height): {'; '.join(problems)}" if problems else None
 
 
 def _context(

@@ -118,6 +118,8 @@ def test_start_validates_sizes_before_the_run(pack: ModuleType) -> None:
     start = pack.NODE_CLASS_MAPPINGS["CausalForcingStart"]
     assert start.VALIDATE_INPUTS(width=832, height=480) is True
     message = start.VALIDATE_INPUTS(width=830, height=480)
-    assert isinstance(message, str) and "width 830 is not a multiple of 16 (try 816 or 832)" in message
+    # ComfyUI shows the message under both inputs: it names the whole size, so it reads right under "height" too
+    assert message == "size 830 x 480 (width x height): width 830 is not a multiple of 16 (try 816 or 832)"
     # the core's size rule (height first, like every (height, width) in the core), with the widgets' maximum
-    assert start.VALIDATE_INPUTS(width=0, height=4112) == "height 4112 is outside 16..4096; width 0 is outside 16..4096"
+    assert start.VALIDATE_INPUTS(width=0, height=4112) == (
+        "size 0 x 4112 (width x height): height 4112 is outside 16..4096; width 0 is outside 16..4096")
