@@ -29,7 +29,16 @@ import torch
 from .config import WAN_TEXT_LEN, DiTConfig, SamplerConfig, sampler_preset
 from .dit import CausalWanModel
 from .errors import CheckpointError
-from .weights import load_torch_file, read_metadata, read_weights, strip_prefix, weight_format
+from .weights import (
+    SAFETENSORS_SUFFIXES,
+    check_tensor_values,
+    key_problems,
+    load_torch_file,
+    read_metadata,
+    read_weights,
+    strip_prefix,
+    weight_format,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +161,7 @@ def read_diffusers_folder(folder: Path) -> RawCheckpoint:
     elif (folder / DIFFUSERS_WEIGHTS).exists():
         shards = [DIFFUSERS_WEIGHTS]
     else:
-        shards = sorted(p.name for p in folder.glob("*.safetensors"))
+        shards = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in SAFETENSORS_SUFFIXES and p.is_file())
     if not shards:
         raise CheckpointError(f"{folder} has no {DIFFUSERS_WEIGHTS} (or shards / index); nothing to load.")
     sd: dict[str, torch.Tensor] = {}
@@ -226,19 +235,10 @@ def check_keys(state_dict: Mapping[str, torch.Tensor], config: DiTConfig) -> Non
     """Raise CheckpointError naming missing, unexpected and mis-shaped keys (first 10 of each, with counts)."""
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in CausalWanModel(config).state_dict().items()}
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    shapes = sorted(
-        f"{k}: file {list(state_dict[k].shape)} vs model {list(expected[k])}"
-        for k in set(expected) & set(state_dict) if tuple(state_dict[k].shape) != expected[k]
-    )
-    problems = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
-        if items:
-            problems.append(f"{len(items)} {label}: {', '.join(items[:10])}{' ...' if len(items) > 10 else ''}")
+    problems = key_problems(state_dict, expected)
     if problems:
         hint = ""
-        if any(k.startswith("img_emb.") or ".k_img." in k for k in unexpected):
+        if any((k.startswith("img_emb.") or ".k_img." in k) and k not in expected for k in state_dict):
             hint = " The extra img_emb / k_img keys belong to Wan I2V (CLIP image conditioning), which students lack."
         raise CheckpointError(
             f"Checkpoint keys do not match the Wan DiT (dim {config.dim}, {config.num_layers} layers, "
@@ -347,6 +347,7 @@ def load_dit(
     raw = read_checkpoint(path, prefer_ema)
     config = config_for(raw, num_heads, config)
     check_keys(raw.state_dict, config)
+    check_tensor_values(raw.state_dict, what=f"DiT file {Path(path).name}", floating_only=True)
     storage = resolve_weight_dtype(weight_dtype)
     if storage is not None:
         cast_state_dict(raw.state_dict, storage, compute_dtype or torch.bfloat16)

@@ -26,12 +26,16 @@ from typing import Any
 import torch
 
 from .config import WAN_TEXT_LEN
-from .errors import CheckpointError
-from .weights import read_state_dict
+from .errors import CheckpointError, InvalidInputError
+from .weights import check_tensor_values, key_problems, read_state_dict
 
 logger = logging.getLogger(__name__)
 
 TOKENIZER_HUB_ID = "google/umt5-xxl"
+#: a tokenizer folder holds one of these (the fast tokenizer's JSON, or a sentencepiece model)
+TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer.model", "sentencepiece.bpe.model")
+#: characters of a prompt quoted in messages
+_QUOTED = 40
 #: key prefixes of umT5 weights inside other files (ComfyUI's text-encoder layout, wrapped state dicts)
 _FILE_PREFIXES = ("text_encoders.umt5xxl.transformer.", "model.")
 _REFERENCE_RENAMES = (
@@ -121,22 +125,27 @@ def config_from_weights(sd: Mapping[str, torch.Tensor]) -> Any:
     )
 
 
-def build_encoder(sd: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device | str) -> torch.nn.Module:
-    """UMT5EncoderModel with exactly these weights (strict key check, reported by name)."""
+def build_encoder(
+    sd: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device | str, name: str = "state dict"
+) -> torch.nn.Module:
+    """UMT5EncoderModel with exactly these weights: keys and shapes checked strictly and NaN / inf refused, both
+    reported by tensor name (``name``, the file's, is used in messages)."""
     from transformers import UMT5EncoderModel
 
     with torch.device("meta"):
         model = UMT5EncoderModel(config_from_weights(sd))
-    expected = set(model.state_dict())
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     sd = dict(sd)
     if "encoder.embed_tokens.weight" in expected:
         sd["encoder.embed_tokens.weight"] = sd["shared.weight"]
-    missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
-    if missing or unexpected:
+    problems = key_problems(sd, expected)
+    if problems:
+        config = model.config
         raise CheckpointError(
-            f"umT5 weights do not match the encoder: {len(missing)} missing ({', '.join(missing[:8])}), "
-            f"{len(unexpected)} unexpected ({', '.join(unexpected[:8])})."
+            f"umT5 weights of {name} do not match the encoder (d_model {config.d_model}, {config.num_layers} layers, "
+            f"{config.num_heads} heads, read from their shapes): {'; '.join(problems)}."
         )
+    check_tensor_values({k: v for k, v in sd.items() if k != "encoder.embed_tokens.weight"}, what=f"umT5 text encoder {name}")
     model.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=True)
     return model.to(device).eval().requires_grad_(False)
 
@@ -148,12 +157,18 @@ def load_tokenizer(path: str | Path | None, *, allow_download: bool = False) -> 
 
     if path is not None:
         folder = Path(path)
+        put = ("Put the google/umt5-xxl tokenizer files (tokenizer.json / spiece.model, tokenizer_config.json) there, "
+               "or pass --download.")
         if not folder.is_dir():
-            raise CheckpointError(
-                f"The umT5 tokenizer folder {folder} does not exist. Put the google/umt5-xxl tokenizer files "
-                "(tokenizer.json / spiece.model, tokenizer_config.json) there, or pass --download."
-            )
-        return AutoTokenizer.from_pretrained(str(folder))
+            raise CheckpointError(f"The umT5 tokenizer folder {folder} does not exist. {put}")
+        if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            found = ", ".join(sorted(p.name for p in folder.iterdir())[:5]) or "nothing"
+            raise CheckpointError(f"The umT5 tokenizer folder {folder} has no tokenizer files (found: {found}). {put}")
+        try:
+            return AutoTokenizer.from_pretrained(str(folder))
+        except Exception as err:  # noqa: BLE001 - transformers raises OSError / ValueError / its own for bad files
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            raise CheckpointError(f"Cannot load the umT5 tokenizer from {folder} ({first}). {put}") from None
     if not allow_download:
         raise CheckpointError(
             "No umT5 tokenizer given. Keep the google/umt5-xxl tokenizer files in a folder (the Wan2.1-T2V-1.3B "
@@ -182,10 +197,26 @@ class TextEncoder:
         self.model = self.model.to(device)
         return self
 
+    def check_prompts(self, prompts: list[str]) -> None:
+        """Raise :class:`InvalidInputError` naming the first prompt longer than :attr:`text_len` tokens (EOS
+        included); only the tokenizer runs, so a caller can check prompts before any weights load."""
+        cleaned = [clean_prompt(p) for p in prompts]
+        if not cleaned:
+            return
+        counts = [len(ids) for ids in self.tokenizer(cleaned, add_special_tokens=True)["input_ids"]]
+        for prompt, count in zip(prompts, counts):
+            if count > self.text_len:
+                shown = prompt if len(prompt) <= _QUOTED else prompt[:_QUOTED] + "..."
+                raise InvalidInputError(
+                    f"The prompt {shown!r} has {count} tokens; this model reads at most {self.text_len}. Shorten it."
+                )
+
     def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cleaned, EOS-terminated, padded ids and mask, both [B, text_len] int64."""
+        """Cleaned, EOS-terminated, padded ids and mask, both [B, text_len] int64; a prompt longer than
+        :attr:`text_len` tokens is refused (:meth:`check_prompts`), never cut short."""
+        self.check_prompts(prompts)
         batch = self.tokenizer(
-            [clean_prompt(p) for p in prompts], padding="max_length", truncation=True, max_length=self.text_len,
+            [clean_prompt(p) for p in prompts], padding="max_length", max_length=self.text_len,
             add_special_tokens=True, return_tensors="pt",
         )
         return batch["input_ids"], batch["attention_mask"]
@@ -224,6 +255,6 @@ def load_text_encoder(
 ) -> TextEncoder:
     """Load the umT5 encoder from any supported file and its tokenizer."""
     tokenizer = load_tokenizer(tokenizer_path, allow_download=allow_download)
-    model = build_encoder(read_text_encoder_weights(weights_path), dtype, device)
+    model = build_encoder(read_text_encoder_weights(weights_path), dtype, device, Path(weights_path).name)
     logger.info("Loaded umT5 encoder from %s (%s on %s)", Path(weights_path).name, dtype, device)
     return TextEncoder(model, tokenizer, text_len)

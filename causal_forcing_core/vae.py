@@ -22,7 +22,7 @@ from torch import nn
 from .errors import CheckpointError, InvalidInputError
 from .geometry import WAN21
 from .vae_blocks import CausalConv3d, Decoder3d, Encoder3d, TimeCache
-from .weights import read_state_dict
+from .weights import check_tensor_values, key_problems, read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -247,13 +247,12 @@ def vae_from_state_dict(
         )
     with torch.device("meta"):
         vae = WanVAE(config)
-    expected = set(vae.state_dict())
-    missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
-    if missing or unexpected:
+    problems = key_problems(sd, {k: tuple(v.shape) for k, v in vae.state_dict().items()})
+    if problems:
         raise CheckpointError(
-            f"VAE keys of {name} do not match the Wan 2.1 VAE: {len(missing)} missing ({', '.join(missing[:8])}), "
-            f"{len(unexpected)} unexpected ({', '.join(unexpected[:8])})."
+            f"VAE keys of {name} do not match the Wan 2.1 VAE (dim {config.dim}): {'; '.join(problems)}."
         )
+    check_tensor_values(sd, what=f"VAE {name}")
     vae.load_state_dict(dict(sd), strict=True, assign=True)
     vae.latent_mean = torch.tensor(WAN21_LATENT_MEAN)
     vae.latent_std = torch.tensor(WAN21_LATENT_STD)

@@ -16,6 +16,10 @@ A *state dict* here is a flat ``dict[str, Tensor]``; a torch file holding ``{"st
 
 Every reader takes ``what`` (the file's role in messages: "VAE file"), ``expected`` (what should be there, added to
 the messages of unreadable files: "taew2_1.safetensors") and ``advice`` (what to do about an unreadable file).
+
+The checks every model loader runs on what it read live here too: :func:`key_problems` (missing, unexpected and
+mis-shaped keys against a model's own state dict) and :func:`check_tensor_values` (NaN / inf weights, integer tensors
+where weights must be floating point), each naming the tensors.
 """
 
 from __future__ import annotations
@@ -94,10 +98,15 @@ class _File:
         return f" Expected {self.expected}." if self.expected else ""
 
     def require(self) -> None:
-        """CheckpointError when the file is missing or a folder."""
+        """CheckpointError when the file is missing, a folder or empty."""
         if not self.path.is_file():
             why = "is a directory, not a file" if self.path.is_dir() else "does not exist"
             raise CheckpointError(f"The {self.what} {self.path} {why}.{self._tail()}")
+        if self.path.stat().st_size == 0:
+            raise CheckpointError(
+                f"The {self.what} {self.path} is empty (0 bytes): a download or copy that did not finish; "
+                f"{self.advice}.{self._tail()}"
+            )
 
     def check(self) -> WeightFormat:
         """The file's format; CheckpointError when it is missing, a folder, or of no format we read."""
@@ -113,7 +122,7 @@ class _File:
     def unreadable(self, kind: WeightFormat, err: Exception | str) -> CheckpointError:
         """The file is not a readable ``kind`` file; ``err``'s first sentence says why."""
         first = (str(err).strip().splitlines() or [""])[0]
-        detail = err if isinstance(err, str) else f"{type(err).__name__}: {first}"
+        detail = err if isinstance(err, str) else f"{type(err).__name__}: {first}" if first else type(err).__name__
         detail = detail.split(". ")[0].rstrip(".")
         return CheckpointError(
             f"Cannot read the {self.what} {self.path} as {_AS[kind]} ({detail}). The file is truncated, corrupt or "
@@ -274,3 +283,53 @@ def read_metadata(path: str | Path, *, what: str = "weight file") -> dict[str, s
             return dict(f.metadata() or {})
     except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for bad headers
         raise file.unreadable("safetensors", err) from None
+
+
+# ---------------------------------------------------------------------------------------------------- checks
+#: how many tensor names a message lists before "..."
+NAMES_SHOWN = 10
+
+
+def _names(items: list[str], limit: int = NAMES_SHOWN) -> str:
+    return ", ".join(items[:limit]) + (" ..." if len(items) > limit else "")
+
+
+def key_problems(found: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """What differs between the tensors a file gave and the ``{name: shape}`` a model expects, one phrase per kind
+    with counts and the first names: ``"2 missing: a, b"``, ``"1 unexpected: c"``,
+    ``"1 wrong shape: d: file [128] vs model [96]"``; empty when they match."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = sorted(
+        f"{k}: file {list(found[k].shape)} vs model {list(expected[k])}"
+        for k in set(expected) & set(found) if tuple(found[k].shape) != tuple(expected[k])
+    )
+    return [f"{len(items)} {label}: {_names(items)}"
+            for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)) if items]
+
+
+def check_tensor_values(
+    tensors: Mapping[str, torch.Tensor], *, what: str, floating_only: bool = False, limit: int = 5
+) -> None:
+    """Raise CheckpointError naming (up to ``limit``) the tensors that hold NaN or infinite values, and with
+    ``floating_only`` the integer / bool tensors (a model's weights are all floating point).
+
+    Cheap enough for every load: one float32 sum per floating tensor (a NaN or inf anywhere makes it non-finite;
+    finite weights cannot overflow a float32 sum), no copy of the weights.
+    """
+    if floating_only:
+        integer = sorted(f"{k} ({v.dtype})".replace("torch.", "") for k, v in tensors.items()
+                         if not v.is_floating_point())
+        if integer:
+            raise CheckpointError(
+                f"The {what} holds {len(integer)} non-floating-point tensors where weights should be floats: "
+                f"{_names(integer, limit)}. It is not a checkpoint of this model (or in a quantised format it does "
+                "not read); use the released fp32/bf16/fp16/fp8 weights."
+            )
+    bad = sorted(k for k, v in tensors.items()
+                 if v.is_floating_point() and v.numel() and not torch.isfinite(v.sum(dtype=torch.float32)))
+    if bad:
+        raise CheckpointError(
+            f"The {what} has NaN or infinite values in {len(bad)} tensors: {_names(bad, limit)}. The file is "
+            "corrupt or was saved from a diverged run; download or export it again."
+        )

@@ -498,3 +498,66 @@ def test_a_failed_download_keeps_what_was_there(tmp_path, monkeypatch) -> None:
     left = sorted(str(p.relative_to(repo)) for p in repo.rglob("*"))
     assert left == [".cache", ".cache/huggingface", ".cache/huggingface/CACHEDIR.TAG", "chunkwise",
                     "chunkwise/causal_forcing.pt"]
+
+
+# ------------------------------------------------------------------------------------------ bad values, odd names
+def test_integer_tensors_in_a_dit_are_refused_by_name(tmp_path, reference_sd) -> None:
+    sd = dict(reference_sd)
+    sd["head.head.bias"] = sd["head.head.bias"].round().to(torch.int32)
+    sd["blocks.0.norm3.weight"] = sd["blocks.0.norm3.weight"].to(torch.int64)
+    path = _write_safetensors(tmp_path / "ints.safetensors", sd)
+    with pytest.raises(CheckpointError, match=r"^The DiT file ints\.safetensors holds 2 non-floating-point tensors "
+                                              r"where weights should be floats: blocks\.0\.norm3\.weight \(int64\), "
+                                              r"head\.head\.bias \(int32\)\."):
+        load_dit(path, num_heads=2)
+
+
+def test_nan_weights_in_a_dit_are_refused_by_name(tmp_path, reference_sd) -> None:
+    sd = {k: v.clone() for k, v in reference_sd.items()}
+    sd["blocks.1.ffn.0.weight"][3, 4] = float("nan")
+    path = _write_safetensors(tmp_path / "nan.safetensors", sd)
+    with pytest.raises(CheckpointError, match=r"^The DiT file nan\.safetensors has NaN or infinite values in 1 "
+                                              r"tensors: blocks\.1\.ffn\.0\.weight\. The file is corrupt"):
+        load_dit(path, num_heads=2)
+    with pytest.raises(CheckpointError, match="NaN or infinite"):  # and nothing is converted from it
+        convert_release_to_safetensors(path, tmp_path / "out.safetensors", variant="chunkwise-4step", num_heads=2)
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_upper_case_safetensors_students_load(tmp_path, reference_sd) -> None:
+    path = _write_safetensors(tmp_path / "STUDENT.SAFETENSORS", reference_sd,
+                              metadata={"dit_config": json.dumps(TINY.to_dict()), "variant": "framewise-4step"})
+    loaded = load_dit(path)
+    assert loaded.config == TINY and loaded.sampler.name == "framewise-4step"
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    _write_safetensors(folder / "WEIGHTS.SAFETENSORS", reference_sd)
+    _same_weights(load_dit(folder, num_heads=2).model, reference_sd)
+
+
+def test_an_empty_release_file_says_so(tmp_path) -> None:
+    (tmp_path / "causal_forcing.pt").touch()
+    with pytest.raises(CheckpointError, match=r"causal_forcing\.pt is empty \(0 bytes\)"):
+        load_dit(tmp_path / "causal_forcing.pt")
+
+
+def test_converter_output_folders_and_permissions(tmp_path, reference_sd) -> None:
+    src = _write_pt(tmp_path / "student.pt", {"generator": {f"model.{k}": v for k, v in reference_sd.items()}})
+    old = os.umask(0o022)
+    try:
+        into_new = convert_release_to_safetensors(src, f"{tmp_path / 'new' / 'folder'}/", variant="chunkwise-4step",
+                                                  num_heads=2)
+        into_existing = convert_release_to_safetensors(src, tmp_path / "new", variant="chunkwise-4step", num_heads=2)
+        upper = convert_release_to_safetensors(src, tmp_path / "S.SAFETENSORS", variant="chunkwise-4step",
+                                               num_heads=2)
+    finally:
+        os.umask(old)
+    assert into_new == tmp_path / "new" / "folder" / "student.safetensors"
+    assert into_existing == tmp_path / "new" / "student.safetensors"
+    for path in (into_new, into_existing, upper):
+        assert path.stat().st_mode & 0o777 == 0o644  # readable by others, like any new file
+        assert load_dit(path).sampler.name == "chunkwise-4step"
+    with pytest.raises(CheckpointError, match=r"^Cannot create the folder .*student\.pt for x\.safetensors: .*"
+                                              r"Choose another output path\.$"):
+        convert_release_to_safetensors(src, tmp_path / "student.pt" / "x.safetensors", variant="chunkwise-4step",
+                                       num_heads=2)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from causal_forcing_core.errors import CheckpointError
+from causal_forcing_core.errors import CheckpointError, InvalidInputError
 from causal_forcing_core.text_encoder import (
     TextEncoder,
     build_encoder,
@@ -126,3 +126,53 @@ def test_a_dit_is_not_a_text_encoder(tmp_path) -> None:
         read_text_encoder_weights(path)
     with pytest.raises(CheckpointError, match="does not exist"):
         read_text_encoder_weights(tmp_path / "absent.pth")
+
+
+def test_a_wrong_shaped_tensor_is_named(tmp_path) -> None:
+    sd = tiny_reference_t5()
+    sd["blocks.1.attn.k.weight"] = sd["blocks.1.attn.k.weight"][:, :16].clone()
+    path = tmp_path / "bad.pth"
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError, match=r"^umT5 weights of bad\.pth do not match the encoder \(d_model 32, 2 "
+                                              r"layers, 4 heads, read from their shapes\): 1 wrong shape: "
+                                              r"encoder\.block\.1\.layer\.0\.SelfAttention\.k\.weight: file \[32, 16\] "
+                                              r"vs model \[32, 32\]\.$"):
+        load_text_encoder(path, write_tiny_tokenizer(tmp_path / "tok"), dtype=torch.float32)
+
+
+def test_nan_weights_are_refused_by_name(tmp_path) -> None:
+    sd = tiny_reference_t5()
+    sd["norm.weight"][0] = float("inf")
+    path = tmp_path / "inf.pth"
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError, match=r"^The umT5 text encoder inf\.pth has NaN or infinite values in 1 "
+                                              r"tensors: encoder\.final_layer_norm\.weight\."):
+        load_text_encoder(path, write_tiny_tokenizer(tmp_path / "tok"), dtype=torch.float32)
+
+
+def test_an_empty_tokenizer_folder_says_what_belongs_there(tmp_path) -> None:
+    from causal_forcing_core.text_encoder import load_tokenizer
+
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "README").write_text("not a tokenizer")
+    with pytest.raises(CheckpointError, match=r"^The umT5 tokenizer folder .*tok has no tokenizer files \(found: "
+                                              r"README\)\. Put the google/umt5-xxl tokenizer files .* there, or pass "
+                                              r"--download\.$"):
+        load_tokenizer(tmp_path / "tok")
+
+
+def test_a_prompt_longer_than_text_len_is_refused_not_cut(tmp_path) -> None:
+    weights, tok = write_tiny_text_encoder(tmp_path)
+    enc = load_text_encoder(weights, tok, dtype=torch.float32, text_len=16)
+    long = " ".join(["a red cat walks"] * 4)  # 16 words + EOS = 17 tokens
+    fits = " ".join(["a red cat walks"] * 3) + " left up down"  # 15 words + EOS = 16 tokens
+    enc.check_prompts(["a cat", fits])
+    assert enc.encode([fits]).shape == (1, 16, 32)
+    message = (r"^The prompt 'a red cat walks a red cat walks a red ca\.\.\.' has 17 tokens; this model reads at most "
+               r"16\. Shorten it\.$")  # the first 40 characters
+    for call in (enc.check_prompts, enc.tokenize, enc.encode):
+        with pytest.raises(InvalidInputError, match=message):
+            call(["a cat", long])
+    tokenizer_only = TextEncoder(None, enc.tokenizer, text_len=16)  # no model needed to check
+    with pytest.raises(InvalidInputError, match="has 17 tokens"):
+        tokenizer_only.check_prompts([long])

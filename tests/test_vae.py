@@ -114,8 +114,15 @@ def test_wrong_files_are_refused(tmp_path) -> None:
     sd = {k: v for k, v in tiny_vae().state_dict().items()}
     del sd["decoder.head.2.bias"]
     save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "partial.safetensors"))
-    with pytest.raises(CheckpointError, match="1 missing \\(decoder.head.2.bias\\)"):
+    with pytest.raises(CheckpointError, match="1 missing: decoder.head.2.bias"):
         load_vae(tmp_path / "partial.safetensors")
+    sd = {k: v.contiguous() for k, v in tiny_vae().state_dict().items()}
+    sd["decoder.head.2.bias"] = torch.zeros(5)
+    save_file(sd, str(tmp_path / "misshaped.safetensors"))
+    with pytest.raises(CheckpointError, match=r"^VAE keys of misshaped\.safetensors do not match the Wan 2\.1 VAE "
+                                              r"\(dim 2\): 1 wrong shape: decoder\.head\.2\.bias: file \[5\] vs model "
+                                              r"\[3\]\.$"):
+        load_vae(tmp_path / "misshaped.safetensors")
     with pytest.raises(CheckpointError, match="does not exist"):
         read_vae_weights(tmp_path / "absent.pth")
 
@@ -129,3 +136,13 @@ def test_code_running_pickle_is_refused(tmp_path) -> None:
     torch.save({"encoder.conv1.weight": _Evil()}, tmp_path / "evil.pth")
     with pytest.raises(UnsafeCheckpointError, match="wants to run code"):
         load_vae(tmp_path / "evil.pth")
+
+
+def test_nan_or_inf_weights_are_refused_by_name(tmp_path) -> None:
+    sd = {k: v.contiguous() for k, v in tiny_vae().state_dict().items()}
+    sd["decoder.head.2.bias"] = torch.tensor([0.0, float("nan"), 1.0])
+    sd["encoder.conv1.bias"] = torch.full_like(sd["encoder.conv1.bias"], float("inf"))
+    save_file(sd, str(tmp_path / "nan.safetensors"))
+    with pytest.raises(CheckpointError, match=r"^The VAE nan\.safetensors has NaN or infinite values in 2 tensors: "
+                                              r"decoder\.head\.2\.bias, encoder\.conv1\.bias\. The file is corrupt"):
+        load_vae(tmp_path / "nan.safetensors")

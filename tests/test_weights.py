@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import sys
 from pathlib import Path
 
@@ -149,3 +150,37 @@ def test_prefix_strip(tmp_path: Path) -> None:
     assert list(strip_prefix({"model.model.x": torch.zeros(1)}, ("model.",))) == ["model.x"]  # once, first match
     with pytest.raises(CheckpointError, match="'x' appears twice"):
         strip_prefix({"model.x": torch.zeros(1), "x": torch.zeros(1)}, "model.")
+
+
+def test_an_empty_file_says_it_is_empty(tmp_path: Path) -> None:
+    for name in ("student.pt", "student.safetensors"):
+        (tmp_path / name).touch()
+        shown = re.escape(str(tmp_path / name))
+        with pytest.raises(CheckpointError, match=rf"^The student {shown} is empty \(0 bytes\): a download or copy "
+                                                  r"that did not finish; download it again\.$"):
+            read_weights(tmp_path / name, what="student")
+
+
+def test_upper_case_suffixes_are_their_formats(tmp_path: Path) -> None:
+    save_file({"x": torch.ones(2)}, str(tmp_path / "W.SAFETENSORS"))
+    torch.save({"x": torch.ones(2)}, tmp_path / "W.PTH")
+    assert weight_format(tmp_path / "W.SAFETENSORS") == "safetensors" and weight_format(tmp_path / "W.PTH") == "torch"
+    assert torch.equal(read_state_dict(tmp_path / "W.SAFETENSORS")["x"], torch.ones(2))
+    assert torch.equal(read_state_dict(tmp_path / "W.PTH")["x"], torch.ones(2))
+
+
+def test_tensor_value_checks_name_the_tensors() -> None:
+    from causal_forcing_core.weights import check_tensor_values, key_problems
+
+    good = {"a": torch.ones(3), "b": torch.ones(2, dtype=torch.bfloat16), "c": torch.ones(2).to(torch.float8_e4m3fn)}
+    check_tensor_values(good, what="DiT file x", floating_only=True)
+    bad = dict(good, n=torch.tensor([1.0, float("nan")]), i=torch.tensor([float("-inf")], dtype=torch.float16),
+               huge=torch.full((4,), 6e4, dtype=torch.float16))  # finite, though its fp16 sum would overflow
+    with pytest.raises(CheckpointError, match=r"^The DiT file x has NaN or infinite values in 2 tensors: i, n\. "):
+        check_tensor_values(bad, what="DiT file x")
+    with pytest.raises(CheckpointError, match=r"holds 2 non-floating-point tensors where weights should be floats: "
+                                              r"k \(int64\), m \(bool\)\."):
+        check_tensor_values(dict(good, k=torch.arange(3), m=torch.ones(1, dtype=torch.bool)), what="DiT file x",
+                            floating_only=True)
+    assert key_problems({"a": torch.ones(3), "z": torch.ones(1)}, {"a": (4,), "b": (1,)}) == [
+        "1 missing: b", "1 unexpected: z", "1 wrong shape: a: file [3] vs model [4]"]
