@@ -1,11 +1,15 @@
 // Drive the Causal Forcing Live node in a real ComfyUI page with headless Chromium, end to end:
 //
 //   node scripts/browser_live_check.mjs --url http://127.0.0.1:PORT --prompt-file tiny_live_api.json --out DIR
+//        [--text PROMPT] [--bad-text PROMPT --bad-word WORD]
 //
 // The page loads the API prompt as its graph (same node ids, so the live events reach the Live node's player),
-// queues that prompt with the page's own client id, waits for frames on the player, types a new prompt into the
-// Live node's panel and presses Ctrl+Enter, waits for the status line to show it and for more frames, presses
-// Stop, waits for "finished", then checks that /history's recorded schedule has the typed prompt at a chunk > 0.
+// queues that prompt with the page's own client id, waits for frames on the player; with --bad-text it first types
+// a prompt the encoder refuses (a misspelled toy word) and checks that the route answers 400 naming --bad-word, that
+// the panel shows the message and that the take goes on; then it types the new prompt into the Live node's panel
+// and presses Ctrl+Enter, waits for the status line to show it and for more frames, presses Stop, waits for
+// "finished", then checks that /history's recorded schedule has the typed prompt at a chunk > 0 (and not the
+// refused one).
 // Writes DIR/{running,after_prompt,finished}.png and DIR/report.json, prints the report, exits 1 on a failed
 // check (2 on bad arguments). Env: PLAYWRIGHT_CORE_DIR (the playwright-core package folder, else normal module
 // resolution), CHROMIUM (default /usr/bin/chromium), BROWSER_CHECK_TIMEOUT_S (whole run, default 300).
@@ -16,11 +20,13 @@ import { loadPlaywright } from './playwright_loader.mjs';
 import { parseArgs } from 'node:util';
 
 const { values: args } = parseArgs({ options: { url: { type: 'string' }, 'prompt-file': { type: 'string' },
-  out: { type: 'string' }, text: { type: 'string', default: 'a snowy owl glides low over a frozen lake' } } });
+  out: { type: 'string' }, text: { type: 'string', default: 'a snowy owl glides low over a frozen lake' },
+  'bad-text': { type: 'string' }, 'bad-word': { type: 'string' } } });
 // the typed prompt must fit the status line unshortened (it ellipsizes at 80 characters)
-if (!args.url || !args['prompt-file'] || !args.out || !args.text.trim() || args.text.length > 79) {
+if (!args.url || !args['prompt-file'] || !args.out || !args.text.trim() || args.text.length > 79
+  || !args['bad-text'] !== !args['bad-word']) {
   console.error('usage: node browser_live_check.mjs --url http://127.0.0.1:PORT --prompt-file API.json --out DIR'
-    + ' [--text PROMPT (one line, < 80 characters)]');
+    + ' [--text PROMPT (one line, < 80 characters)] [--bad-text PROMPT --bad-word WORD (the word it is refused for)]');
   process.exit(2);
 }
 const OUT = path.resolve(args.out);
@@ -151,8 +157,36 @@ async function run() {
   check('frames on the player', running.chunkEvents >= 3 && running.img, running);
   await shot('running');
 
-  // a new prompt, typed into the panel and sent with Ctrl+Enter
   const box = page.locator(`textarea.cf-live-prompt`).first();
+  if (args['bad-text']) {
+    // a prompt the encoder refuses: answered at the route, shown in the panel, and the take goes on
+    await box.click();
+    await page.keyboard.press('Control+A');
+    await page.keyboard.type(args['bad-text']);
+    const [badReply] = await Promise.all([
+      page.waitForResponse((r) => r.url().includes('/causal_forcing/live/control'), { timeout: 15000 }),
+      page.keyboard.press('Control+Enter'),
+    ]);
+    const refused = { status: badReply.status(), body: await badReply.json().catch(() => null) };
+    report.refused_reply = refused;
+    step('bad prompt sent', refused);
+    report.console_errors = report.console_errors.filter((e) => !/HTTP 400.*live\/control/.test(e)); // expected
+    check('the route refuses the bad prompt with 400 naming the word', refused.status === 400
+      && String(refused.body?.error ?? '').includes(args['bad-word']), refused);
+    const chunksAtRefusal = (await panel()).chunkEvents;
+    await waitFor('the refusal in the panel and 2 more chunks of the take', ([id, word, n]) => {
+      const p = window.app.graph.getNodeById(id).__cfPlayer;
+      return p.live.messageEl.textContent.includes(word) && p.live.live.state === 'running' && window.__cf.chunks >= n + 2;
+    }, [liveId, args['bad-word'], chunksAtRefusal], 60000);
+    const afterRefusal = await panel();
+    report.refusal_panel = afterRefusal;
+    step('after the refused prompt', afterRefusal);
+    check('the panel shows the refusal and the take goes on', afterRefusal.message.includes(args['bad-word'])
+      && afterRefusal.chunkEvents >= chunksAtRefusal + 2, afterRefusal);
+    await shot('refused');
+  }
+
+  // a new prompt, typed into the panel and sent with Ctrl+Enter
   await box.click();
   await page.keyboard.press('Control+A');
   await page.keyboard.type(TYPED);
@@ -207,6 +241,8 @@ async function run() {
       : 'no history entry within 60 s');
   const schedule = schedId ? entry?.outputs?.[schedId]?.text?.[0] ?? null : null;
   report.schedule = schedule;
+  if (args['bad-text']) check('the refused prompt is not in the schedule', schedule !== null
+    && !schedule.includes(args['bad-text']), { schedule });
   const lines = (schedule ?? '').split('\n').map((l) => l.match(/^\s*(\d+)\s*:\s*(.*?)\s*$/)).filter(Boolean);
   const hit = lines.find((m) => +m[1] > 0 && m[2] === TYPED);
   check('schedule has the typed prompt at a chunk > 0', hit,

@@ -114,16 +114,19 @@ def test_example_workflows_are_what_the_frontend_exports(tmp_path: Path) -> None
     print(f"frontend {version}: {len(names)} workflows re-exported, each the same graph and /prompt form")
 
 
-@pytest.mark.comfyui
-def test_live_node_steered_from_the_browser(tmp_path: Path) -> None:
+def _browser_live_check(tmp_path: Path, make_prompt, args: tuple[str, ...] = (), toy: bool = False) -> dict:
+    """Start a server (the toy bundle's environment with ``toy``), queue ``make_prompt(object_info)`` from a page
+    and drive its Live node with ``scripts/browser_live_check.mjs`` (extra ``args``); the report, all checks passed."""
     comfyui, python, node = _requirements()
     out = tmp_path / "browser"
-    server = comfyui_smoke.start_tiny_server(comfyui, python, tmp_path / "comfyui")
+    env = comfyui_smoke.toy_bundle_env(tmp_path)[0] if toy else None
+    server = comfyui_smoke.start_tiny_server(comfyui, python, tmp_path / "comfyui", env=env)
     try:
-        prompt_file = tmp_path / "tiny_live_api.json"
-        prompt_file.write_text(json.dumps(tiny_live_prompt(object_info(server)), indent=2))
+        prompt_file = tmp_path / "live_api.json"
+        prompt_file.write_text(json.dumps(make_prompt(object_info(server)), indent=2))
         done = subprocess.run([node, str(SCRIPT), "--url", server.url, "--prompt-file", str(prompt_file),
-                               "--out", str(out)], capture_output=True, text=True, timeout=420, cwd=ROOT, check=False)
+                               "--out", str(out), *args], capture_output=True, text=True, timeout=420, cwd=ROOT,
+                              check=False)
     finally:
         server.stop()
     report_path = out / "report.json"
@@ -138,4 +141,32 @@ def test_live_node_steered_from_the_browser(tmp_path: Path) -> None:
             "status finished (stopped)", "schedule has the typed prompt at a chunk > 0"} <= names, names
     for name in SCREENSHOTS:
         assert Path(report["screenshots"][name]).is_file(), report["screenshots"]
-    print(f"browser live check: {report['seconds']} s, schedule {report['schedule']!r}, screenshots in {out}")
+    return report
+
+
+@pytest.mark.comfyui
+def test_live_node_steered_from_the_browser(tmp_path: Path) -> None:
+    report = _browser_live_check(tmp_path, tiny_live_prompt)
+    print(f"browser live check: {report['seconds']} s, schedule {report['schedule']!r}, screenshots in {tmp_path}")
+
+
+def toy_live_prompt(schemas: dict) -> dict:
+    """The toy live example workflow as it is (the embedded toy model), for 120 s of real-time video at most."""
+    prompt = comfyui_smoke.smoke_prompt("causal_forcing_toy_live", schemas)
+    live = [node for node in prompt.values() if node["class_type"] == "CausalForcingLive"]
+    assert len(live) == 1 and live[0]["inputs"]["realtime"] is True, prompt
+    live[0]["inputs"].update(max_seconds=120)
+    return prompt
+
+
+@pytest.mark.comfyui
+def test_a_misspelled_prompt_is_refused_at_the_route_and_the_toy_take_goes_on(tmp_path: Path) -> None:
+    """The toy live workflow in a real page: "a bleu circle" is answered 400 naming "bleu", the panel shows it, the
+    take goes on, and the correct prompt typed next is what the schedule records."""
+    report = _browser_live_check(tmp_path, toy_live_prompt, toy=True, args=(
+        "--bad-text", "a bleu circle moves down slowly", "--bad-word", "bleu",
+        "--text", "a blue circle moves down slowly"))
+    names = {c["name"] for c in report["checks"]}
+    assert {"the route refuses the bad prompt with 400 naming the word",
+            "the panel shows the refusal and the take goes on", "the refused prompt is not in the schedule"} <= names
+    print(f"toy browser live check: refused {report['refused_reply']}, schedule {report['schedule']!r}")

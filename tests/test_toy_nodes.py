@@ -142,7 +142,13 @@ def _expected_frames(prompt: dict) -> int:
         elif node["class_type"] == "CausalForcingGenerateSchedule":
             assert inputs["unit"] == "seconds"
             chunks += round(inputs["length"] / WAN21.chunk_seconds(3))
+        elif node["class_type"] == "CausalForcingLive":
+            chunks += WAN21.seconds_to_chunks(inputs["max_seconds"], 3)
     return WAN21.pixel_frames(chunks * 3)
+
+
+#: a live run lasts as long as its viewer wants; the test lets the toy live workflow run 3 s of video, unpaced
+LIVE_TEST_INPUTS = {"max_seconds": 3, "realtime": False}
 
 
 @pytest.mark.parametrize(
@@ -154,6 +160,9 @@ def test_toy_workflow_runs_as_it_is(name: str, pack, user_models, toy_bundle, tm
     monkeypatch.setattr(rt, "temp_directory", lambda: tmp_path / "temp")
     monkeypatch.setattr(SaveVideo, "folder", tmp_path / "out")
     prompt = workflow_prompt(name, pack)
+    for node in prompt.values():
+        if node["class_type"] == "CausalForcingLive":
+            node["inputs"].update(LIVE_TEST_INPUTS)
     comfy = MiniComfy({**pack.NODE_CLASS_MAPPINGS, "CreateVideo": CreateVideo, "SaveVideo": SaveVideo})
     save = next(k for k, v in prompt.items() if v["class_type"] == "SaveVideo")
     comfy.run(prompt, save)

@@ -498,7 +498,8 @@ def test_native_vae_tiny_variant_keeps_load_vae(schemas: Schemas) -> None:
 
 # =============================================================================================== tests: toy workflows
 def test_there_are_toy_workflows_and_no_toy_image_to_video() -> None:
-    assert TOY_NAMES == ["causal_forcing_toy_long_video", "causal_forcing_toy_prompt_switch", "causal_forcing_toy_t2v"]
+    assert TOY_NAMES == ["causal_forcing_toy_live", "causal_forcing_toy_long_video", "causal_forcing_toy_prompt_switch",
+                         "causal_forcing_toy_t2v"]
 
 
 @pytest.mark.parametrize("name", TOY_NAMES)
