@@ -92,14 +92,14 @@ def strip_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     return strip_prefix(state_dict, _PREFIXES)
 
 
-def read_release_pt(path: Path, prefer_ema: bool | None = None) -> RawCheckpoint:
+def read_release_pt(path: Path, prefer_ema: bool | None = None, device: str = "cpu") -> RawCheckpoint:
     """A release ``.pt``: pick ``generator_ema``/``generator`` (or a bare state dict) and strip prefixes.
 
     ``prefer_ema`` None takes ``generator_ema`` when present; True/False pick that entry and fall back (with a
     warning) to the other when the file holds only one (release files hold exactly one, reference §3.2).
     """
     path = Path(path)
-    obj = load_torch_file(path, what="checkpoint")
+    obj = load_torch_file(path, what="checkpoint", device=device)
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path.name} holds a {type(obj).__name__}, expected a dict of weights.")
     present = [k for k in ("generator_ema", "generator") if k in obj]
@@ -131,9 +131,9 @@ def _decode_metadata(raw: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-def read_safetensors_file(path: Path) -> RawCheckpoint:
+def read_safetensors_file(path: Path, device: str = "cpu") -> RawCheckpoint:
     """One ``.safetensors`` file: prefixes stripped, JSON metadata values decoded."""
-    loaded = read_weights(path, what="checkpoint")
+    loaded = read_weights(path, what="checkpoint", device=device)
     return RawCheckpoint(strip_prefixes(loaded.tensors), _decode_metadata(loaded.metadata))
 
 
@@ -144,7 +144,7 @@ def _read_json(path: Path) -> Any:
         raise CheckpointError(f"Cannot read {path} as JSON: {err}") from None
 
 
-def read_diffusers_folder(folder: Path) -> RawCheckpoint:
+def read_diffusers_folder(folder: Path, device: str = "cpu") -> RawCheckpoint:
     """``config.json`` plus one or several ``diffusion_pytorch_model*.safetensors`` files."""
     folder = Path(folder)
     config_path = folder / "config.json"
@@ -167,24 +167,26 @@ def read_diffusers_folder(folder: Path) -> RawCheckpoint:
     sd: dict[str, torch.Tensor] = {}
     meta: dict[str, Any] = {}
     for shard in shards:
-        part = read_weights(folder / shard, what="checkpoint shard")
+        part = read_weights(folder / shard, what="checkpoint shard", device=device)
         sd.update(part.tensors)
         meta.update(_decode_metadata(part.metadata))
     return RawCheckpoint(strip_prefixes(sd), meta, config)
 
 
-def read_checkpoint(path: str | Path, prefer_ema: bool | None = None) -> RawCheckpoint:
-    """Read any supported layout into bare Wan keys (no model is built)."""
+def read_checkpoint(path: str | Path, prefer_ema: bool | None = None, *, shapes_only: bool = False) -> RawCheckpoint:
+    """Read any supported layout into bare Wan keys (no model is built). ``shapes_only`` reads no tensor data:
+    the tensors are meta tensors with the file's shapes and dtypes (see :func:`.weights.read_weights`)."""
     path = Path(path)
+    device = "meta" if shapes_only else "cpu"
     if not path.exists():
         raise CheckpointError(f"No checkpoint at {path}.")
     if path.is_dir():
-        return read_diffusers_folder(path)
+        return read_diffusers_folder(path, device)
     fmt = weight_format(path)
     if fmt == "safetensors":
-        return read_safetensors_file(path)
+        return read_safetensors_file(path, device)
     if fmt == "torch":
-        return read_release_pt(path, prefer_ema)
+        return read_release_pt(path, prefer_ema, device)
     raise CheckpointError(f"Unsupported checkpoint {path.name}: expected .safetensors, .pt/.pth or a folder.")
 
 
@@ -321,6 +323,33 @@ def sampler_of_file(path: str | Path, variant: str | None = None) -> SamplerConf
     path = Path(path)
     metadata = read_metadata(path, what="student") if path.is_file() and weight_format(path) == "safetensors" else {}
     return _sampler_for(variant, metadata)
+
+
+@dataclass(frozen=True)
+class DiTFileInfo:
+    """What a student file is, read without its tensor data (:func:`describe_dit`)."""
+
+    #: the architecture it will load with
+    config: DiTConfig
+    #: the sampler its metadata names (its kind: chunk-wise or frame-wise), None when it does not say
+    own_sampler: SamplerConfig | None
+    #: the sampler it will run with: the ``variant`` asked for, else ``own_sampler``
+    sampler: SamplerConfig | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def describe_dit(
+    path: str | Path, *, prefer_ema: bool | None = None, variant: str | None = None, num_heads: int | None = None,
+) -> DiTFileInfo:
+    """A student's architecture and sampler from its header, metadata and tensor shapes only (no
+    weights are read), with the checks :func:`load_dit` makes that need no values: keys and shapes, and
+    non-floating tensors. So a caller can check sizes, memory and options before the minutes of loading."""
+    raw = read_checkpoint(path, prefer_ema, shapes_only=True)
+    config = config_for(raw, num_heads)
+    check_keys(raw.state_dict, config)
+    check_tensor_values(raw.state_dict, what=f"DiT file {Path(path).name}", floating_only=True)
+    own = _sampler_for(None, raw.metadata)
+    return DiTFileInfo(config, own, _sampler_for(variant, raw.metadata), raw.metadata)
 
 
 def load_dit(

@@ -1,5 +1,10 @@
 """``python -m causal_forcing_core generate``: a prompt (or a schedule) to a video file, with live progress.
 
+Everything that can be wrong with the command is found before anything loads (:func:`check_generate`): the output
+path, suffix and fps, the report path, the size, frame count and schedule against the student's sampler, the
+image and the student's kind (image-to-video, ``--steps``), the prompts' length (with the tokenizer alone), and
+whether the KV cache, the weights and the decoded frames fit in memory (from the student's header and shapes).
+
 Order of work keeps peak memory low: prompts are encoded first and the text encoder is released, then the DiT
 generates chunk by chunk, then the VAE decodes the latents chunk by chunk (streaming) into the output file.
 """
@@ -9,20 +14,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from . import model_files as mf
-from .checkpoints import load_dit, sampler_of_file
-from .config import SAMPLER_PRESETS, SamplerConfig, sampler_preset
+from .checkpoints import DiTFileInfo, describe_dit, estimate_dit_bytes, load_dit
+from .config import SAMPLER_PRESETS, WAN_TEXT_LEN, DiTConfig, SamplerConfig, sampler_preset
 from .errors import InvalidInputError
 from .geometry import WAN21
+from .kv_cache import KVCache, validate_window
 from .prompt import Prompt, trim_padding
 from .schedule import ScheduleEntry, parse_schedule, schedule_prompts
 from .stream import Stream, start_stream
+from .video_io import check_file_target, check_fps, check_video_target
 
 logger = logging.getLogger("causal_forcing_core.cli")
 #: the sampler of a student whose file and name do not say (the released chunk-wise student's)
@@ -108,19 +118,50 @@ def _schedule_text(args: argparse.Namespace) -> str:
     if len(given) != 1:
         raise InvalidInputError("Give exactly one of --prompt, --schedule or --schedule-file.")
     if args.schedule_file:
-        return args.schedule_file.read_text()
+        return _read_schedule_file(args.schedule_file)
     return args.schedule or args.prompt
 
 
-def _check_output(path: Path) -> None:
-    """Fail before any heavy work when the output cannot be written."""
-    target = path if not path.suffix else path.parent
+def _read_schedule_file(path: Path) -> str:
+    """The text of ``--schedule-file`` (UTF-8), or InvalidInputError saying why it cannot be read."""
     try:
-        target.mkdir(parents=True, exist_ok=True)
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInputError(
+            f"--schedule-file {path} does not exist; give a text file with lines like '0: a cat walks'."
+        ) from None
+    except IsADirectoryError:
+        raise InvalidInputError(f"--schedule-file {path} is a folder; give a text file.") from None
+    except UnicodeDecodeError as err:
+        raise InvalidInputError(
+            f"--schedule-file {path} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at position {err.start}); "
+            "save it as UTF-8."
+        ) from None
     except OSError as err:
-        raise InvalidInputError(f"Cannot write the output {path}: {err.strerror} ({target}).") from None
-    if path.suffix and path.is_dir():
-        raise InvalidInputError(f"The output {path} is a folder; give a file name such as {path / 'video.mp4'}.")
+        raise InvalidInputError(f"Cannot read --schedule-file {path}: {err.strerror or err}.") from None
+
+
+def _probe_folder(folder: Path, what: str, path: Path) -> None:
+    """Create ``folder`` (as writing will) and a file in it, so a folder that cannot be written fails now (the
+    permission bits alone do not tell: root, read-only mounts, /proc)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".cf-write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as err:
+        raise InvalidInputError(f"Cannot write the {what} {path}: {err.strerror or err} ({folder}).") from None
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """``--output`` (a suffix write_video supports, nothing in the way), ``--fps`` and ``--report``, before any
+    work; the output's folder is created."""
+    check_fps(args.fps)
+    check_video_target(args.output)
+    _probe_folder(args.output.expanduser().parent, "output", args.output)  # files, PNGs, the temporary sibling
+    if args.report is not None:
+        check_file_target(args.report.expanduser(), what="timing report")
+        _probe_folder(args.report.expanduser().parent, "timing report", args.report)
 
 
 def plan_chunks(
@@ -128,7 +169,7 @@ def plan_chunks(
 ) -> tuple[int, list[ScheduleEntry]]:
     """The number of chunks ``--frames`` asks of ``sampler`` (an I2V image is the first latent frame) and the
     schedule over them; raises InvalidInputError naming the nearest frame counts, or what is wrong with the
-    schedule."""
+    schedule (every bad line; chunk indices past the end; more ``a | b`` segments than chunks)."""
     given = 1 if args.image is not None else 0
     generated = latent_frames - given
     n = sampler.frames_per_block
@@ -142,74 +183,208 @@ def plan_chunks(
     return generated // n, parse_schedule(text, generated // n)
 
 
-def run_generate(args: argparse.Namespace) -> Timing:
-    """The whole ``generate`` command; returns the timing report."""
+def _kind(sampler: SamplerConfig) -> str:
+    return "frame-wise" if sampler.frames_per_block == 1 else "chunk-wise"
+
+
+def check_model_kind(
+    args: argparse.Namespace, name: str, own: SamplerConfig | None, planned: SamplerConfig
+) -> None:
+    """``--steps`` must make chunks of the size the student was trained on (``own``: what its metadata or
+    release name says, None when unknown), and ``--image`` needs a frame-wise student."""
+    if args.steps != "auto" and own is not None and own.frames_per_block != planned.frames_per_block:
+        fitting = [p for p, c in SAMPLER_PRESETS.items() if c.frames_per_block == own.frames_per_block]
+        raise InvalidInputError(
+            f"--steps {args.steps} is for {_kind(planned)} students ({planned.frames_per_block}-frame chunks), but "
+            f"{name} is a {_kind(own)} model ({own.name}, {own.frames_per_block}-frame chunks); use --steps "
+            f"{' or '.join(fitting)} (or auto)."
+        )
+    if args.image is not None and not planned.supports_i2v:
+        unknown = "" if own is not None else (" The file does not say its kind; if it is frame-wise, say so with "
+                                              "--steps framewise-4step (or -2step / -1step).")
+        raise InvalidInputError(
+            f"--image needs a frame-wise student (image-to-video starts from the image as the first 1-frame chunk), "
+            f"but {name} runs {_kind(planned)} ({planned.name}, {planned.frames_per_block}-frame chunks). Use --model "
+            f"framewise (or framewise-2step / framewise-1step) or a frame-wise file.{unknown}"
+        )
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes the run may use on ``device``: free CUDA memory, MPS's recommended maximum, else the machine's
+    physical RAM; None when the platform does not say."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type == "mps" and hasattr(torch.mps, "recommended_max_memory"):
+        return int(torch.mps.recommended_max_memory())
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
+        return None
+
+
+def cache_frames(args: argparse.Namespace, latent_frames: int) -> int:
+    """Latent frames the KV cache holds: the window, else the whole video (allocated once, up front)."""
+    return args.window or latent_frames
+
+
+def memory_estimate(
+    config: DiTConfig, args: argparse.Namespace, latent_frames: int, dtype: torch.dtype
+) -> dict[str, int]:
+    """Bytes the run needs, from the architecture alone: ``kv_cache`` and ``weights`` on the device (the formula
+    the cache itself allocates by, :meth:`.kv_cache.KVCache.estimate_bytes`), ``frames`` (the decoded video,
+    float32 pieces, their concatenation and the uint8 copy) in host memory."""
+    lat_h, lat_w = WAN21.latent_size(args.height, args.width, config.patch_size[1:])
+    kv = KVCache.estimate_bytes(
+        num_layers=config.num_layers, batch=1, num_heads=config.num_heads, head_dim=config.head_dim,
+        frame_tokens=config.tokens_per_frame(lat_h, lat_w), capacity_frames=cache_frames(args, latent_frames),
+        dtype=dtype,
+    )
+    pixels = WAN21.pixel_frames(latent_frames) * 3 * args.height * args.width
+    return {"kv_cache": kv, "weights": estimate_dit_bytes(config, dtype), "frames": pixels * (4 + 4 + 1)}
+
+
+def check_memory(
+    config: DiTConfig, args: argparse.Namespace, latent_frames: int, device: torch.device, dtype: torch.dtype
+) -> None:
+    """Refuse a size whose KV cache and weights (on the device) or decoded frames (in RAM) cannot fit, with the
+    estimate in the message."""
+    need = memory_estimate(config, args, latent_frames, dtype)
+    gib = 2**30
+    what = (f"--height {args.height} --width {args.width} with {args.frames} frames"
+            + (f" and --window {args.window}" if args.window else ""))
+    model = f"this model (dim {config.dim}, {config.num_layers} layers, {dtype})".replace("torch.", "")
+    on_device = need["kv_cache"] + need["weights"] + (need["frames"] if device.type == "cpu" else 0)
+    available = available_memory(device)
+    if available is not None and on_device > available:
+        frames = f", {need['frames'] / gib:.1f} GiB of decoded frames" if device.type == "cpu" else ""
+        raise InvalidInputError(
+            f"{what} needs about {need['kv_cache'] / gib:.1f} GiB of KV cache for {model} (plus "
+            f"{need['weights'] / gib:.1f} GiB of weights{frames}: {on_device / gib:.1f} GiB on {device}); at most "
+            f"{available / gib:.1f} GiB is available. Use a smaller size, fewer frames or a local window (--window)."
+        )
+    host = available_memory(torch.device("cpu")) if device.type != "cpu" else None
+    if host is not None and need["frames"] > host:
+        raise InvalidInputError(
+            f"{what} decodes to about {need['frames'] / gib:.1f} GiB of frames in memory; this machine has "
+            f"{host / gib:.1f} GiB. Use a smaller size or fewer frames."
+        )
+
+
+@dataclass
+class GeneratePlan:
+    """What :func:`check_generate` found: every file, the student's architecture and sampler, the schedule."""
+
+    device: torch.device
+    dtype: torch.dtype
+    latent_frames: int
+    text: str
+    prompts: list[str]
+    student: Path
+    encoder: Path
+    tokenizer: Any
+    vae: Path
+    info: DiTFileInfo
+    sampler: SamplerConfig
+    num_chunks: int
+    schedule: list[ScheduleEntry]
+    image: torch.Tensor | None
+    prefer_ema: bool | None
+    variant: str | None
+
+
+def check_generate(args: argparse.Namespace) -> GeneratePlan:
+    """Every check of ``generate`` that needs no weights, in the order a user fixes things; raises
+    InvalidInputError / CheckpointError with one line saying what to do. Reads only the student's header and
+    shapes, the tokenizer and the image."""
     from .image_io import load_image
+    from .text_encoder import TextEncoder, load_tokenizer
+
+    device = _device(args.device)
+    dtype = _dtype(args.dtype, device)
+    models_dir = args.models_dir or mf.default_models_dir()
+    check_outputs(args)
+    WAN21.check_size(args.height, args.width, WAN21.size_multiple(), what="--height and --width")
+    latent_frames = WAN21.latent_frames(args.frames, what="--frames")
+    text = _schedule_text(args)
+    prompts = schedule_prompts(text)
+    image = None
+    if args.image is not None:  # small: read (and checked) now, encoded once the VAE is there
+        image = load_image(args.image, args.height, args.width, mode=args.image_mode)
+
+    # ---- every file, so a missing one fails before minutes of work
+    release = mf.STUDENTS.get(args.model)
+    student = mf.resolve(
+        None if release else args.model, mf.STUDENT_REPO, release.filename if release else "",
+        models_dir, download=args.download, what="student",
+    )
+    encoder = mf.resolve(args.text_encoder, mf.WAN_BASE_REPO, mf.TEXT_ENCODER_FILE, models_dir,
+                         download=args.download, what="umT5 text encoder")
+    tokenizer_path = mf.resolve(args.tokenizer, mf.WAN_BASE_REPO, mf.TOKENIZER_DIR + "/*", models_dir,
+                                download=args.download, what="umT5 tokenizer")
+    vae = mf.resolve(args.vae, mf.WAN_BASE_REPO, mf.VAE_FILE, models_dir, download=args.download, what="VAE")
+
+    # ---- the student from its header and shapes: kind, sampler, frame count, schedule, memory
+    variant = args.steps if args.steps != "auto" else (release.variant if release else None)
+    prefer_ema = release.prefer_ema if release else None
+    info = describe_dit(student, prefer_ema=prefer_ema, variant=variant)
+    own = info.own_sampler or (sampler_preset(release.variant) if release else None)
+    sampler = info.sampler or sampler_preset(DEFAULT_SAMPLER)
+    check_model_kind(args, student.name if not release else f"the {args.model} release", own, sampler)
+    validate_window(args.window or None, args.sink, sampler.frames_per_block)
+    num_chunks, schedule = plan_chunks(args, sampler, latent_frames, text)
+    check_memory(info.config, args, latent_frames, device, dtype)
+
+    # ---- the prompts' length, with the tokenizer alone
+    tokenizer = load_tokenizer(tokenizer_path, allow_download=args.download)
+    TextEncoder(None, tokenizer, text_len=min(WAN_TEXT_LEN, info.config.text_len)).check_prompts(prompts)
+    if info.sampler is None:
+        logger.warning("No sampler preset known for %s; using %s (set --steps).", student.name, DEFAULT_SAMPLER)
+    return GeneratePlan(device, dtype, latent_frames, text, prompts, student, encoder, tokenizer, vae, info, sampler,
+                        num_chunks, schedule, image, prefer_ema, variant)
+
+
+def run_generate(args: argparse.Namespace) -> Timing:
+    """The whole ``generate`` command (everything checked first, :func:`check_generate`); returns the timing
+    report."""
     from .text_encoder import load_text_encoder
     from .vae import load_vae
     from .video_io import frames_to_uint8, write_video
 
     t_start = time.perf_counter()
     timing = Timing()
-    device = _device(args.device)
-    dtype = _dtype(args.dtype, device)
-    models_dir = args.models_dir or mf.default_models_dir()
-    _check_output(args.output)
-    WAN21.check_size(args.height, args.width, WAN21.size_multiple(), what="--height and --width")
-    latent_frames = WAN21.latent_frames(args.frames, what="--frames")
-    text = _schedule_text(args)
-
-    # ---- resolve every file first, so a missing one fails before minutes of work
-    release = mf.STUDENTS.get(args.model)
-    student_path = mf.resolve(
-        None if release else args.model, mf.STUDENT_REPO, release.filename if release else "",
-        models_dir, download=args.download, what="student",
-    )
-    encoder_path = mf.resolve(args.text_encoder, mf.WAN_BASE_REPO, mf.TEXT_ENCODER_FILE, models_dir,
-                              download=args.download, what="umT5 text encoder")
-    tokenizer_path = mf.resolve(args.tokenizer, mf.WAN_BASE_REPO, mf.TOKENIZER_DIR + "/*", models_dir,
-                                download=args.download, what="umT5 tokenizer")
-    vae_path = mf.resolve(args.vae, mf.WAN_BASE_REPO, mf.VAE_FILE, models_dir, download=args.download, what="VAE")
-    # ---- and the frame count and schedule against the student's sampler (from its metadata), before any loading
-    variant = args.steps if args.steps != "auto" else (release.variant if release else None)
-    planned = sampler_of_file(student_path, variant) or sampler_preset(DEFAULT_SAMPLER)
-    plan_chunks(args, planned, latent_frames, text)
+    plan = check_generate(args)
+    device, dtype = plan.device, plan.dtype
 
     # ---- 1. prompts, then free the text encoder
     t0 = time.perf_counter()
-    encoder = load_text_encoder(encoder_path, tokenizer_path, device=device, dtype=dtype,
-                                allow_download=args.download)
-    prompts_text = schedule_prompts(text)
-    embeddings = dict(zip(prompts_text, encoder.encode(prompts_text).split(1)))
+    encoder = load_text_encoder(plan.encoder, device=device, dtype=dtype, tokenizer=plan.tokenizer)
+    embeddings = dict(zip(plan.prompts, encoder.encode(plan.prompts).split(1)))
     encoder.release()
     del encoder
     timing.text_encoding_s = time.perf_counter() - t0
 
     # ---- 2. the student
     t0 = time.perf_counter()
-    loaded = load_dit(student_path, weight_dtype=dtype if dtype != torch.float32 else "fp32", compute_dtype=dtype,
-                      device=device, prefer_ema=release.prefer_ema if release else None, variant=variant)
-    sampler = loaded.sampler or sampler_preset(DEFAULT_SAMPLER)
-    if loaded.sampler is None:
-        logger.warning("No sampler preset known for %s; using %s (set --steps).", student_path.name, DEFAULT_SAMPLER)
-    vae = load_vae(vae_path, device=device, dtype=dtype)
+    loaded = load_dit(plan.student, weight_dtype=dtype if dtype != torch.float32 else "fp32", compute_dtype=dtype,
+                      device=device, prefer_ema=plan.prefer_ema, variant=plan.variant)
+    vae = load_vae(plan.vae, device=device, dtype=dtype)
     timing.model_load_s = time.perf_counter() - t0
     text_len = loaded.config.text_len
     prompts = {p: Prompt(trim_padding(e, text_len), p) for p, e in embeddings.items()}
 
     context = None
-    if args.image is not None:
-        image = load_image(args.image, args.height, args.width, mode=args.image_mode).to(device, dtype)
+    if plan.image is not None:
         with torch.no_grad():
-            context = vae.encode(image)
-    num_chunks, schedule = plan_chunks(args, sampler, latent_frames, text)  # again: a folder's sampler shows now
+            context = vae.encode(plan.image.to(device, dtype))
+    sampler, schedule, num_chunks = plan.sampler, plan.schedule, plan.num_chunks
     n = sampler.frames_per_block
     generated = num_chunks * n
 
     # ---- 3. generate chunk by chunk
     stream = start_stream(loaded.model, sampler, height=args.height, width=args.width,
                           prompt=prompts[schedule[0].prompt], seed=args.seed, window_frames=args.window or None,
-                          sink_frames=args.sink, context=context)
+                          sink_frames=args.sink, context=context,
+                          capacity_frames=cache_frames(args, plan.latent_frames))
     stream, timing.first_chunk_s, timing.generation_s = _generate_with_progress(
         stream, schedule, prompts, num_chunks, args.recache, device
     )
@@ -233,7 +408,7 @@ def run_generate(args: argparse.Namespace) -> Timing:
         WAN21.added_pixel_frames(generated) / timing.generation_s if timing.generation_s else 0.0
     )
     timing.total_s = time.perf_counter() - t_start
-    logger.info("Wrote %s: %s", args.output, info)
+    logger.info("Wrote %s: %s", info.path, info)
     return timing
 
 

@@ -134,7 +134,10 @@ def equal_segments(prompts: list[str], num_chunks: int) -> list[ScheduleEntry]:
     if any(not p for p in prompts):
         raise InvalidInputError("A segment of the 'a | b | c' schedule is empty.")
     if len(prompts) > num_chunks:
-        raise InvalidInputError(f"{len(prompts)} segments do not fit into {num_chunks} chunks.")
+        raise InvalidInputError(
+            f"{len(prompts)} segments do not fit into {num_chunks} chunks (each segment needs at least one); use at "
+            f"most {num_chunks} segments, or a longer video."
+        )
     base, extra = divmod(num_chunks, len(prompts))
     entries, start = [], 0
     for i, prompt in enumerate(prompts):

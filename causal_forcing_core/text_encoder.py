@@ -252,9 +252,12 @@ def load_text_encoder(
     dtype: torch.dtype = torch.bfloat16,
     text_len: int = WAN_TEXT_LEN,
     allow_download: bool = False,
+    tokenizer: Any = None,
 ) -> TextEncoder:
-    """Load the umT5 encoder from any supported file and its tokenizer."""
-    tokenizer = load_tokenizer(tokenizer_path, allow_download=allow_download)
+    """Load the umT5 encoder from any supported file and its tokenizer (``tokenizer``, one already loaded with
+    :func:`load_tokenizer`, is used as is)."""
+    if tokenizer is None:
+        tokenizer = load_tokenizer(tokenizer_path, allow_download=allow_download)
     model = build_encoder(read_text_encoder_weights(weights_path), dtype, device, Path(weights_path).name)
     logger.info("Loaded umT5 encoder from %s (%s on %s)", Path(weights_path).name, dtype, device)
     return TextEncoder(model, tokenizer, text_len)

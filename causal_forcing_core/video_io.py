@@ -175,11 +175,15 @@ def _ensure_parent(path: Path) -> None:
         ) from None
 
 
-def _check_file_target(path: Path) -> None:
+def check_file_target(path: Path, what: str = "video file") -> None:
+    """Raise :class:`InvalidInputError` unless a file can be written at ``path`` (a folder is not in the way, its
+    folder exists or can be created and is writable, an existing file is not read-only); nothing is created.
+    ``what`` names the file in messages ("timing report")."""
     if path.is_dir():
+        png = (f", or give a directory without a video suffix to write PNG frames ({DEFAULT_PNG_PATTERN})"
+               if what == "video file" else "")
         raise InvalidInputError(
-            f"Cannot write the video file {path}: a directory with that name exists. Choose another name, or give a "
-            f"directory without a video suffix to write PNG frames ({DEFAULT_PNG_PATTERN})."
+            f"Cannot write the {what} {path}: a directory with that name exists. Choose another name{png}."
         )
     problem = _parent_problem(path)
     if problem:
@@ -235,7 +239,7 @@ def check_video_target(path: str | Path) -> str:
     path = Path(path).expanduser()
     kind = output_kind(path)
     if kind in ("mp4", "webp", "gif"):
-        _check_file_target(path)
+        check_file_target(path)
     elif kind == "png-folder":
         if path.exists() and not path.is_dir():
             raise InvalidInputError(

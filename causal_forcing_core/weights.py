@@ -158,10 +158,26 @@ class _File:
 
 
 # ---------------------------------------------------------------------------------------------------- reading
+#: safetensors header dtype names -> torch dtypes (for shape-only reads on the meta device)
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64, "I32": torch.int32,
+    "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}
+
+
+def _header_tensor(f: Any, key: str) -> torch.Tensor:
+    """A data-less (meta) tensor with the shape and dtype the header records for ``key``."""
+    piece = f.get_slice(key)
+    dtype = _SAFETENSORS_DTYPES.get(piece.get_dtype(), torch.uint8)  # unknown kinds still show as non-float
+    return torch.empty(piece.get_shape(), dtype=dtype, device="meta")
+
+
 def _read_safetensors(file: _File, device: str) -> WeightFile:
     try:
-        with safe_open(str(file.path), framework="pt", device=device) as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        with safe_open(str(file.path), framework="pt", device="cpu" if device == "meta" else device) as f:
+            read = _header_tensor if device == "meta" else (lambda f, k: f.get_tensor(k))
+            tensors = {k: read(f, k) for k in f.keys()}
             metadata = dict(f.metadata() or {})
     except Exception as err:  # noqa: BLE001 - corrupt header, truncated data, not safetensors at all
         raise file.unreadable("safetensors", err) from None
@@ -243,7 +259,9 @@ def read_weights(
 ) -> WeightFile:
     """Tensors and metadata of one weight file (safetensors, or a weights-only torch state dict).
 
-    ``prefix``: see :func:`strip_prefix` (None keeps the keys as stored). ``device``: where the tensors land.
+    ``prefix``: see :func:`strip_prefix` (None keeps the keys as stored). ``device``: where the tensors land;
+    ``"meta"`` reads no tensor data at all (the safetensors header, or the pickle with its storages left unread):
+    names, shapes and dtypes only, for checks before a model loads.
     Raises CheckpointError (UnsafeCheckpointError for a pickle that wants to run code).
     """
     file = _File(Path(path), what, expected, advice)
@@ -315,7 +333,8 @@ def check_tensor_values(
     ``floating_only`` the integer / bool tensors (a model's weights are all floating point).
 
     Cheap enough for every load: one float32 sum per floating tensor (a NaN or inf anywhere makes it non-finite;
-    finite weights cannot overflow a float32 sum), no copy of the weights.
+    finite weights cannot overflow a float32 sum), no copy of the weights. Meta tensors (shape-only reads) have no
+    values to check.
     """
     if floating_only:
         integer = sorted(f"{k} ({v.dtype})".replace("torch.", "") for k, v in tensors.items()
@@ -327,7 +346,8 @@ def check_tensor_values(
                 "not read); use the released fp32/bf16/fp16/fp8 weights."
             )
     bad = sorted(k for k, v in tensors.items()
-                 if v.is_floating_point() and v.numel() and not torch.isfinite(v.sum(dtype=torch.float32)))
+                 if v.is_floating_point() and v.numel() and not v.is_meta
+                 and not torch.isfinite(v.sum(dtype=torch.float32)))
     if bad:
         raise CheckpointError(
             f"The {what} has NaN or infinite values in {len(bad)} tensors: {_names(bad, limit)}. The file is "

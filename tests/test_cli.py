@@ -62,6 +62,26 @@ def run_main(argv: list[str], caplog: pytest.LogCaptureFixture) -> tuple[int, st
     return code, caplog.text
 
 
+def run_main_without_weights(argv: list[str], caplog: pytest.LogCaptureFixture) -> tuple[int, str]:
+    """:func:`run_main` with the weight reader's tensor readers (looked up at call time) refusing to read tensor
+    data: only headers and shapes (the meta device) may be read before the input is checked."""
+    from causal_forcing_core import weights as weight_reader
+
+    real = {name: getattr(weight_reader, name) for name in ("_read_safetensors", "_load_torch")}
+
+    def header_only(name: str):
+        def read(file, device, *rest):
+            if str(device) != "meta":
+                raise AssertionError(f"weights of {file.path.name} were read before the input was checked")
+            return real[name](file, device, *rest)
+        return read
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in real:
+            mp.setattr(weight_reader, name, header_only(name))
+        return run_main(argv, caplog)
+
+
 def test_generate_with_a_schedule_writes_a_video(weights, tmp_path) -> None:
     out = tmp_path / "video.mp4"
     result = run_cli(weights, "--schedule", "0: a red square moves left\n2: a blue circle moves up", "--frames", "33",
@@ -99,16 +119,8 @@ def test_image_to_video_with_a_framewise_model(weights, tmp_path) -> None:
     ],
 )
 def test_bad_input_is_one_clear_line(weights, args, message, caplog) -> None:
-    """Refused before any weights are read (only the student's metadata header), with exit code 2 and one line."""
-    from causal_forcing_core import weights as weight_reader
-
-    def no_loading(*_a, **_k):
-        raise AssertionError("weights were read before the input was checked")
-
-    with pytest.MonkeyPatch.context() as mp:  # the reader's own tensor readers, looked up at call time
-        mp.setattr(weight_reader, "_read_safetensors", no_loading)
-        mp.setattr(weight_reader, "_load_torch", no_loading)
-        code, logged = run_main(_generate_args(weights, *args), caplog)
+    """Refused before any weights are read (only the student's header), with exit code 2 and one line."""
+    code, logged = run_main_without_weights(_generate_args(weights, *args), caplog)
     assert code == 2
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and re.search(message, errors[0].getMessage()), logged
