@@ -44,11 +44,17 @@ def trim_padding(embeds: torch.Tensor, text_len: int) -> torch.Tensor:
     otherwise the prompt is too long for the model and :class:`InvalidInputError` says so."""
     if embeds.dim() != 3 or embeds.shape[1] <= text_len:
         return embeds
-    if embeds[:, text_len:].abs().amax() > 0:
-        raise InvalidInputError(
-            f"The prompt is longer than the {text_len} tokens this model reads; shorten it."
-        )
+    used = embeds.abs().amax(dim=(0, 2)).nonzero()  # token rows that are not padding
+    tokens = int(used[-1]) + 1 if used.numel() else 0
+    if tokens > text_len:
+        raise InvalidInputError(too_many_tokens(tokens, text_len))
     return embeds[:, :text_len]
+
+
+def too_many_tokens(tokens: int, text_len: int, prompt: str | None = None) -> str:
+    """The one message for a prompt longer than the model reads (``prompt``: its text, quoted when given)."""
+    which = f"The prompt {prompt!r}" if prompt is not None else "The prompt"
+    return f"{which} has {tokens} tokens; this model reads at most {text_len}. Shorten it."
 
 
 def check_prompt_embeds(embeds: torch.Tensor, text_dim: int, text_len: int, batch: int = 1) -> None:
@@ -62,8 +68,6 @@ def check_prompt_embeds(embeds: torch.Tensor, text_dim: int, text_len: int, batc
             "(umT5-XXL gives 4096 for Wan 2.1). Encode the prompt with the Wan 2.1 text encoder."
         )
     if embeds.shape[1] > text_len:
-        raise InvalidInputError(
-            f"The prompt has {embeds.shape[1]} tokens; this model reads at most {text_len}. Shorten it."
-        )
+        raise InvalidInputError(too_many_tokens(embeds.shape[1], text_len))
     if embeds.shape[0] not in (1, batch):
         raise InvalidInputError(f"Prompt batch {embeds.shape[0]} does not match the stream batch {batch} (or 1).")

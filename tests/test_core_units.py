@@ -173,3 +173,15 @@ def test_a_real_size_layout_is_a_few_ranges() -> None:
     layout = teacher_forcing_layout(21, 3, 1560)  # 2 x 21 frames x 1560 tokens: a dense mask would be 4.3 GB
     assert layout.length == 65_520 and len(layout.blocks) == 14
     assert layout.blocks[8].keys == ((0, 1560 * 3), (32_760 + 1560 * 3, 32_760 + 1560 * 6))  # noisy block 1
+
+
+def test_trim_padding_cuts_padding_and_counts_the_tokens_of_a_long_prompt() -> None:
+    from causal_forcing_core.errors import InvalidInputError
+    from causal_forcing_core.prompt import trim_padding
+
+    embeds = torch.zeros(1, 20, 4)
+    embeds[:, :11] = 1.0
+    assert torch.equal(trim_padding(embeds, 16), embeds[:, :16])
+    embeds[:, 17, 2] = -0.5  # a real token at row 17: 18 tokens
+    with pytest.raises(InvalidInputError, match=r"^The prompt has 18 tokens; this model reads at most 16\. Shorten it\.$"):
+        trim_padding(embeds, 16)

@@ -274,6 +274,25 @@ def test_a_misspelled_prompt_is_refused_at_the_route_and_the_take_goes_on(live, 
     assert last["ended_by"] == "max_chunks" and "error" not in last
 
 
+def test_a_prompt_longer_than_the_model_reads_is_refused_at_the_route(live, monkeypatch) -> None:
+    stream, encoder = _start(live.env)
+    text_len = stream.model.config.text_len
+    too_long = " ".join(["snow"] * (text_len + 5))  # under the 2000-character limit, over the token limit
+    assert len(too_long) < 2000
+    browser = Browser(live, monkeypatch)
+    sent = {}
+
+    def page(event, data, sid):
+        if event == "causal_forcing.live" and data["state"] == "running" and data["chunk"] == 2 and not sent:
+            sent["box"] = browser.send({"run": data["run"], "action": "prompt", "text": too_long})
+
+    live.listeners.append(page)
+    handle, _, schedule = _run_live(live, stream, encoder, seconds=3)["result"]
+    (status, answer), = browser.answers([sent["box"]])
+    assert status == 400 and f"this model reads at most {text_len}" in answer["error"]
+    assert handle.stream.num_chunks == 4 and schedule == f"0: {PROMPTS[0]}"
+
+
 def test_a_misspelled_first_prompt_fails_the_node_before_any_chunk(live) -> None:
     stream, encoder = _start(live.env)
     encoder.toy_vocabulary = True
