@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import model_files as mf
@@ -30,7 +31,7 @@ from .errors import InvalidInputError
 from .geometry import WAN21
 from .kv_cache import KVCache, validate_window
 from .prompt import Prompt, trim_padding
-from .schedule import ScheduleEntry, parse_schedule, schedule_prompts
+from .schedule import ScheduleEntry, parse_schedule
 from .stream import Stream, start_stream
 from .video_io import check_file_target, check_fps, check_video_target
 
@@ -231,8 +232,8 @@ def memory_estimate(
     config: DiTConfig, args: argparse.Namespace, latent_frames: int, dtype: torch.dtype
 ) -> dict[str, int]:
     """Bytes the run needs, from the architecture alone: ``kv_cache`` and ``weights`` on the device (the formula
-    the cache itself allocates by, :meth:`.kv_cache.KVCache.estimate_bytes`), ``frames`` (the decoded video,
-    float32 pieces, their concatenation and the uint8 copy) in host memory."""
+    the cache itself allocates by, :meth:`.kv_cache.KVCache.estimate_bytes`), ``frames`` (the decoded video: uint8
+    pieces and their concatenation) in host memory."""
     lat_h, lat_w = WAN21.latent_size(args.height, args.width, config.patch_size[1:])
     kv = KVCache.estimate_bytes(
         num_layers=config.num_layers, batch=1, num_heads=config.num_heads, head_dim=config.head_dim,
@@ -240,7 +241,7 @@ def memory_estimate(
         dtype=dtype,
     )
     pixels = WAN21.pixel_frames(latent_frames) * 3 * args.height * args.width
-    return {"kv_cache": kv, "weights": estimate_dit_bytes(config, dtype), "frames": pixels * (4 + 4 + 1)}
+    return {"kv_cache": kv, "weights": estimate_dit_bytes(config, dtype), "frames": 2 * pixels}
 
 
 def check_memory(
@@ -256,10 +257,10 @@ def check_memory(
     on_device = need["kv_cache"] + need["weights"] + (need["frames"] if device.type == "cpu" else 0)
     available = available_memory(device)
     if available is not None and on_device > available:
-        frames = f", {need['frames'] / gib:.1f} GiB of decoded frames" if device.type == "cpu" else ""
+        frames = f" and {need['frames'] / gib:.1f} GiB of decoded frames" if device.type == "cpu" else ""
         raise InvalidInputError(
-            f"{what} needs about {need['kv_cache'] / gib:.1f} GiB of KV cache for {model} (plus "
-            f"{need['weights'] / gib:.1f} GiB of weights{frames}: {on_device / gib:.1f} GiB on {device}); at most "
+            f"{what} needs about {need['kv_cache'] / gib:.1f} GiB of KV cache for {model}, plus "
+            f"{need['weights'] / gib:.1f} GiB of weights{frames}: {on_device / gib:.1f} GiB on {device}; at most "
             f"{available / gib:.1f} GiB is available. Use a smaller size, fewer frames or a local window (--window)."
         )
     host = available_memory(torch.device("cpu")) if device.type != "cpu" else None
@@ -306,7 +307,6 @@ def check_generate(args: argparse.Namespace) -> GeneratePlan:
     WAN21.check_size(args.height, args.width, WAN21.size_multiple(), what="--height and --width")
     latent_frames = WAN21.latent_frames(args.frames, what="--frames")
     text = _schedule_text(args)
-    prompts = schedule_prompts(text)
     image = None
     if args.image is not None:  # small: read (and checked) now, encoded once the VAE is there
         image = load_image(args.image, args.height, args.width, mode=args.image_mode)
@@ -331,7 +331,8 @@ def check_generate(args: argparse.Namespace) -> GeneratePlan:
     sampler = info.sampler or sampler_preset(DEFAULT_SAMPLER)
     check_model_kind(args, student.name if not release else f"the {args.model} release", own, sampler)
     validate_window(args.window or None, args.sink, sampler.frames_per_block)
-    num_chunks, schedule = plan_chunks(args, sampler, latent_frames, text)
+    num_chunks, schedule = plan_chunks(args, sampler, latent_frames, text)  # every bad line at once
+    prompts = list(dict.fromkeys(e.prompt for e in schedule))
     check_memory(info.config, args, latent_frames, device, dtype)
 
     # ---- the prompts' length, with the tokenizer alone
@@ -392,13 +393,14 @@ def run_generate(args: argparse.Namespace) -> Timing:
     # ---- 4. decode (streaming) and write
     t0 = time.perf_counter()
     decoder = vae.stream_decoder()
-    pieces = []
+    pieces = []  # uint8 [t, H, W, 3] per chunk: a quarter of the float frames' memory
     with torch.no_grad():
         latents = stream.latents
         for s in range(0, latents.shape[1], n):
-            pieces.append(decoder.decode(latents[:, s : s + n]).float().cpu())
-    video = torch.cat(pieces, dim=1)[0]  # [T, 3, H, W] in [-1, 1]
-    info = write_video(frames_to_uint8(video), args.output, fps=args.fps)
+            pieces.append(frames_to_uint8(decoder.decode(latents[:, s : s + n])[0]))
+    video = np.concatenate(pieces)
+    del pieces
+    info = write_video(video, args.output, fps=args.fps)
     _sync(device)
     timing.decode_s = time.perf_counter() - t0
 

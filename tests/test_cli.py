@@ -94,6 +94,8 @@ def test_generate_with_a_schedule_writes_a_video(weights, tmp_path) -> None:
     assert report["latent_frames"] == 9 and report["pixel_frames"] == 33
     assert report["first_chunk_s"] > 0 and report["pixel_fps_without_decode"] > 0
     assert "first chunk" in result.stderr
+    assert re.search(rf"INFO Wrote {re.escape(str(out))}: 33 frames 64x64 h264 at 16 fps, \d+\.\d kB\n", result.stderr)
+    assert "VideoWriteResult" not in result.stderr
 
 
 def test_image_to_video_with_a_framewise_model(weights, tmp_path) -> None:
