@@ -21,7 +21,7 @@ logger = logging.getLogger("causal_forcing_core")
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     conv = sub.add_parser("convert", help="convert a release .pt student to safetensors with metadata")
     conv.add_argument("src", help="release .pt file (generator / generator_ema)")
-    conv.add_argument("dst", help="output .safetensors path")
+    conv.add_argument("dst", help="output .safetensors path, or a folder (ending in /) for <src name>.safetensors")
     conv.add_argument("--variant", required=True, choices=sorted(SAMPLER_PRESETS))
     ema = conv.add_mutually_exclusive_group()
     ema.add_argument("--ema", dest="prefer_ema", action="store_true", default=None, help="take generator_ema")

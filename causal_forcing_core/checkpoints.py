@@ -34,7 +34,6 @@ from .weights import (
     check_tensor_values,
     key_problems,
     load_torch_file,
-    read_metadata,
     read_weights,
     strip_prefix,
     weight_format,
@@ -315,14 +314,6 @@ def _sampler_for(variant: str | None, metadata: Mapping[str, Any]) -> SamplerCon
     except Exception:
         logger.warning("The file names an unknown sampler variant %r; pass variant= explicitly", name)
         return None
-
-
-def sampler_of_file(path: str | Path, variant: str | None = None) -> SamplerConfig | None:
-    """The sampler a student file will load with (:attr:`LoadedDiT.sampler`), read without loading its tensors:
-    ``variant`` when given, else a single safetensors file's metadata; None when neither says."""
-    path = Path(path)
-    metadata = read_metadata(path, what="student") if path.is_file() and weight_format(path) == "safetensors" else {}
-    return _sampler_for(variant, metadata)
 
 
 @dataclass(frozen=True)

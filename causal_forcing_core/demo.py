@@ -29,6 +29,7 @@ import torch
 from .errors import InvalidInputError
 from .prompt import trim_padding
 from .schedule import ScheduleEntry, parse_schedule
+from .video_io import VIDEO_SUFFIXES, check_file_target
 
 logger = logging.getLogger("causal_forcing_core.demo")
 
@@ -44,7 +45,6 @@ SHEET_FRAMES, SHEET_SCALE = 4, 2
 #: CPU threads: the toy model's tensors are so small that more threads mostly add overhead (and on a busy machine
 #: contention makes several threads many times slower than one)
 DEFAULT_THREADS = 1
-_VIDEO_SUFFIXES = (".mp4", ".webp", ".gif")
 
 
 @dataclass
@@ -110,10 +110,11 @@ def sheet_path_for(video: Path) -> Path:
 
 
 def _check_out(path: Path) -> None:
-    if path.suffix.lower() not in _VIDEO_SUFFIXES:
-        raise InvalidInputError(f"--out {path}: give a video file name ending in {', '.join(_VIDEO_SUFFIXES)}.")
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise InvalidInputError(f"--out {path}: give a video file name ending in {', '.join(VIDEO_SUFFIXES)}.")
     if path.is_dir():
         raise InvalidInputError(f"--out {path} is a folder; give a file name such as {path / 'toy_demo.mp4'}.")
+    check_file_target(path)
 
 
 def run_demo(

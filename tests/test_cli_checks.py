@@ -223,3 +223,11 @@ def test_convert_into_a_new_folder_and_from_an_empty_file(tmp_path, caplog) -> N
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert code == 2 and errors == [f"The checkpoint {tmp_path / 'empty.pt'} is empty (0 bytes): a download or copy "
                                     "that did not finish; download it again."]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_says_to_use_the_cpu(weights, caplog) -> None:  # noqa: F811
+    argv = _generate_args(weights, "--prompt", "a cat")
+    argv[argv.index("--device") + 1] = "cuda"
+    assert _one_error(argv, caplog) == ("--device cuda: this machine has no CUDA device that torch can use; use "
+                                        "--device cpu (or auto).")
