@@ -27,6 +27,7 @@ import torch
 
 from .config import WAN_TEXT_LEN
 from .errors import CheckpointError, InvalidInputError
+from .prompt import too_many_tokens
 from .weights import check_tensor_values, key_problems, read_state_dict
 
 logger = logging.getLogger(__name__)
@@ -207,9 +208,7 @@ class TextEncoder:
         for prompt, count in zip(prompts, counts):
             if count > self.text_len:
                 shown = prompt if len(prompt) <= _QUOTED else prompt[:_QUOTED] + "..."
-                raise InvalidInputError(
-                    f"The prompt {shown!r} has {count} tokens; this model reads at most {self.text_len}. Shorten it."
-                )
+                raise InvalidInputError(too_many_tokens(count, self.text_len, shown))
 
     def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Cleaned, EOS-terminated, padded ids and mask, both [B, text_len] int64; a prompt longer than
