@@ -79,3 +79,20 @@ def test_the_core_table_check_catches_a_difference() -> None:
     for message in ("CreateVideo.fps: max 60.0", "SaveVideo.codec: options ['auto'] lack ['h264']",
                     "VAELoader: outputs", "PreviewAny: not in /object_info"):
         assert any(message in p for p in problems), (message, problems)
+
+
+@pytest.mark.comfyui
+def test_a_live_run_queued_from_the_api_keeps_its_token_private_in_a_real_comfyui(tmp_path: Path) -> None:
+    """``scripts/live_privacy_check.py``: another page sees the frames of a run queued without a client id but never
+    its steering token, and the control route answers every malformed body (deep nesting included) with a 4xx."""
+    comfyui = os.environ.get("COMFYUI_PATH")
+    if not comfyui:
+        pytest.skip("set COMFYUI_PATH (and COMFYUI_PYTHON) to run the pack in a real ComfyUI")
+    command = [sys.executable, str(ROOT / "scripts" / "live_privacy_check.py"), "--comfyui", comfyui,
+               "--python", os.environ.get("COMFYUI_PYTHON", sys.executable), "--work", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.stdout.strip(), done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["ok"] and done.returncode == 0, json.dumps(report["checks"], indent=2)
+    assert report["malformed"]["nested 16,000 deep"]["status"] == 400
+    assert report["api_run"]["events"].get("causal_forcing.chunk", 0) > 0 and not report["api_run"]["tokens"]
