@@ -42,9 +42,10 @@ class VideoGeometry:
         ``"width 72 is not a multiple of 16 (try 64 or 80)"``."""
         problems = []
         for name, value in (("height", height), ("width", width)):
-            if value < multiple or (max_size is not None and value > max_size):
-                top = f"..{max_size}" if max_size is not None else " or more"
-                problems.append(f"{name} {value} is outside {multiple}{top}")
+            if value < multiple:
+                problems.append(f"{name} {value} is below the smallest size, {multiple}")
+            elif max_size is not None and value > max_size:
+                problems.append(f"{name} {value} is above the largest size, {max_size}")
             elif value % multiple:
                 low = value // multiple * multiple
                 problems.append(f"{name} {value} is not a multiple of {multiple} (try {low} or {low + multiple})")

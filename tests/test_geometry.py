@@ -41,8 +41,8 @@ def test_size_rule_and_messages() -> None:
     assert WAN21.latent_size(480, 832) == (60, 104)
     assert WAN21.size_problems(480, 832, 16) == []
     assert WAN21.size_problems(470, 832, 16, max_size=4096) == ["height 470 is not a multiple of 16 (try 464 or 480)"]
-    assert WAN21.size_problems(480, 8192, 16, max_size=4096) == ["width 8192 is outside 16..4096"]
-    with pytest.raises(InvalidInputError, match=r"multiples of 16 pixels: height 0 is outside 16 or more; "
+    assert WAN21.size_problems(480, 8192, 16, max_size=4096) == ["width 8192 is above the largest size, 4096"]
+    with pytest.raises(InvalidInputError, match=r"multiples of 16 pixels: height 0 is below the smallest size, 16; "
                                                 r"width 70 is not a multiple of 16 \(try 64 or 80\)"):
         WAN21.latent_size(0, 70)
     assert WAN21.pixel_size(60, 104) == (480, 832)

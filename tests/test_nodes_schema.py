@@ -122,4 +122,4 @@ def test_start_validates_sizes_before_the_run(pack: ModuleType) -> None:
     assert message == "size 830 x 480 (width x height): width 830 is not a multiple of 16 (try 816 or 832)"
     # the core's size rule (height first, like every (height, width) in the core), with the widgets' maximum
     assert start.VALIDATE_INPUTS(width=0, height=4112) == (
-        "size 0 x 4112 (width x height): height 4112 is outside 16..4096; width 0 is outside 16..4096")
+        "size 0 x 4112 (width x height): height 4112 is above the largest size, 4096; width 0 is below the smallest size, 16")
