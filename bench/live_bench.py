@@ -515,7 +515,7 @@ def prompt_change_run(models: Models, *, realtime: bool, changes: int, seed: int
             in_progress = control.generating
             state["want"] = {"text": text, "set_t": time.perf_counter(), "chunks_done": chunks_done,
                              "in_progress": in_progress}
-            state["want"]["predicted"] = control.set_prompt(text)
+            state["want"]["request"] = control.set_prompt(text)  # the loop encodes it, then says its chunk
         if not seen.wait(60):
             missed += 1
             logger.warning("prompt change %d not seen within 60 s", i + 1)
@@ -536,7 +536,7 @@ def prompt_change_run(models: Models, *, realtime: bool, changes: int, seed: int
         "latency_chunks": {"median": statistics.median(in_chunks), "max": max(in_chunks), "values": in_chunks,
                            "what": "chunks finished after set_prompt up to and including the first chunk made "
                                    "with the new prompt (1 = the very next chunk)"} if in_chunks else {},
-        "set_prompt_predicted_index_wrong": sum(f["predicted"] != f["index"] for f in found),
+        "announced_chunk_wrong": sum(f["request"].wait(0) != f["index"] for f in found),
         "changes_during_a_chunk": sum(bool(f["in_progress"]) for f in found),
         "chunks_made": result.chunks,
         "wall_s": round(box["wall_s"], 3),
