@@ -6,9 +6,9 @@ image), and its frames written as JPEGs to ComfyUI's temp folder and announced w
 :data:`.protocol.CHUNK_EVENT` websocket event, which the player in ``js/causal_forcing_player.js`` plays at the
 video's frame rate.
 
-The event's data: ``node`` (the node id), ``run`` (an id per node run), ``chunk`` (index of the
-chunk in the stream), ``chunk_in_run``, ``chunks_in_run`` (null for a live run, whose length is known only when it ends), ``fps``, ``width``, ``height`` and ``frames``: a list of
-``{"filename", "subfolder", "type": "temp"}`` for ``/view``.
+The event's data: ``node`` (the node id), ``run`` (an id per node run), ``chunk`` (index of the chunk in the
+stream), ``chunk_in_run``, ``chunks_in_run`` (null for a live run, whose length is known only when it ends), ``fps``,
+``width``, ``height`` and ``frames``: a list of ``{"filename", "subfolder", "type": "temp"}`` for ``/view``.
 """
 
 from __future__ import annotations
@@ -130,7 +130,8 @@ class ChunkReporter:
         if files:
             rt.send_sync(CHUNK_EVENT, {
                 "node": self.node_id, "run": self.run_id, "chunk": stream.num_chunks - 1,
-                "chunk_in_run": self.chunks_done - 1, "chunks_in_run": None if self.open_ended else self.num_chunks, "fps": self.fps,
+                "chunk_in_run": self.chunks_done - 1, "chunks_in_run": None if self.open_ended else self.num_chunks,
+                "fps": self.fps,
                 "width": int(frames.shape[-1]), "height": int(frames.shape[-2]), "frames": files,
             }, self.sid)
         # last: a chunk whose showing failed is in neither the outputs nor the replay (the live loop drops it)

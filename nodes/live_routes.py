@@ -70,19 +70,27 @@ def handle_control(query: dict[str, str], body: Any) -> tuple[int, dict[str, Any
             recache = body.get("recache", True)
             if not isinstance(recache, bool):
                 return 400, {"error": "'recache' must be true or false."}
-            request = control.set_prompt(body.get("text"), recache)
-            try:
-                extra["applies_at_chunk"] = request.wait(PROMPT_WAIT_S)
-            except TimeoutError:
-                if control.withdraw(request):
-                    return 503, {"error": f"The live run did not get to the prompt within {PROMPT_WAIT_S:g} s "
-                                          "(it is busy); nothing changed, send it again.", "retry_in_ms": 1000}
-                extra["applies_at_chunk"] = request.wait(PROMPT_WAIT_S)  # being encoded right now
+            applies_at = _wait_for_encoding(control, control.set_prompt(body.get("text"), recache))
+            if applies_at is None:
+                return 503, {"error": f"The live run did not get to the prompt within {PROMPT_WAIT_S:g} s (it is "
+                                      "busy); nothing changed, send it again.", "retry_in_ms": 1000}
+            extra["applies_at_chunk"] = applies_at
         else:
             getattr(control, action)()
     except CausalForcingError as err:
         return error_status(err), {"error": str(err)}
     return 200, {"ok": True, **control.status(), **extra}
+
+
+def _wait_for_encoding(control: Any, request: Any) -> int | None:
+    """The chunk the loop says ``request`` applies to once it encoded it; None when it did not get to it in time
+    (the request is then withdrawn). Raises what refused it (:class:`CausalForcingError`)."""
+    try:
+        return request.wait(PROMPT_WAIT_S)
+    except TimeoutError:
+        if control.withdraw(request):
+            return None
+        return request.wait()  # the loop took it as the wait ended: the encoder answers every request it takes
 
 
 def handle_status(query: dict[str, str], body: Any) -> tuple[int, dict[str, Any]]:

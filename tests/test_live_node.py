@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import sys
 import threading
+import time
 from types import ModuleType, SimpleNamespace
 
 import pytest
@@ -233,6 +234,12 @@ def test_the_http_status_comes_from_the_error_type(live, monkeypatch) -> None:
         busy = routes.handle_control({}, {"run": session.token, "action": "prompt", "text": "b"})
         assert busy[0] == 503 and busy[1]["retry_in_ms"] > 0 and "nothing changed" in busy[1]["error"]
         session.control.serve_prompts(lambda text: pytest.fail(f"{text!r} was withdrawn and must not be encoded"))
+        # a prompt the loop takes just as the wait ends is being encoded: the route waits for the encoder's answer
+        slow = threading.Timer(0.0, session.control.serve_prompts, args=(lambda text: time.sleep(0.1),))
+        monkeypatch.setattr(routes, "PROMPT_WAIT_S", 0.03)
+        threading.Timer(0.01, slow.start).start()
+        taken = routes.handle_control({}, {"run": session.token, "action": "prompt", "text": "c"})
+        assert taken[0] == 200 and taken[1]["applies_at_chunk"] == 0
         session.control.stop()
         late = routes.handle_control({}, {"run": session.token, "action": "resume"})
         assert late[0] == 409 and "ended" in late[1]["error"]
