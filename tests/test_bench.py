@@ -62,3 +62,15 @@ def test_live_bench_quick_prints_json() -> None:
     decoders = report["live_fps"]["decoders"]
     assert set(decoders) == {"none", "latent2rgb", "tiny_preview", "tiny_wan_vae"}
     assert all(d["pixel_frames_per_s"]["median"] > 0 for d in decoders.values())
+
+
+def test_rolling_bench_quick_prints_json() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "rolling_bench.py"), "--quick", "--blocks", "6"],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+    (run,) = json.loads(out.stdout)["results"]
+    assert run["config"] == "tiny" and run["blocks"] == 6
+    # counted, not estimated: 4 denoising forwards + 1 refresh per plain block; 9 windows x 2 passes for 6 rolling ones
+    assert run["plain"]["forwards_per_block"] == 5.0 and run["plain"]["query_frames_per_block"] == 15.0
+    assert run["rolling"]["forwards_per_block"] == 3.0 and run["rolling"]["s_per_block_mean"] > 0
