@@ -21,9 +21,8 @@ official code is copied here or committed. What it does, case by case (``CASES``
    - the pipeline's ``frame_seq_length`` (1560) and ``num_transformer_blocks`` (30) attributes, and its two cache
      initialisers (24 frames x 1560 tokens x 12 heads x 128, 512 text tokens), become the same layout sized for the
      tiny model;
-   - ``torch.cuda.current_device`` answers "cpu" while the official modules import (``wan/modules/t5.py`` calls
-     it for a default argument), and ``wan.image2video`` (imported by ``wan/__init__.py`` for the image-to-video
-     pipeline, which needs torchvision) is a stand-in;
+   - while the official modules import, ``torch.cuda.current_device`` answers 0 and ``wan.image2video``
+     (image-to-video, which needs torchvision) is a stand-in (``scripts/official_patches.py``);
    - ``torch.randn_like`` draws from a seeded generator and records every tensor it returns (``renoise``);
    - the text encoder is a stub returning a seeded prompt embedding; the VAE is never reached (latents are
      compared: ``return_latents=True``, and the pixel decode is a stub);
@@ -38,13 +37,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from official_patches import RecordedRandn, importing_official_code, sdpa  # noqa: E402
 
 #: the tiny DiT of the shared parity fixtures (dit_tiny.safetensors), chunk-wise
 DIT_CONFIG = {"model_type": "t2v", "patch_size": [1, 2, 2], "text_len": 16, "in_dim": 16, "dim": 64, "ffn_dim": 128,
@@ -60,43 +61,6 @@ CASES = {
     "square": {"latent_hw": [8, 8], "num_blocks": 12, "seed": 11},
     "nonsquare": {"latent_hw": [8, 12], "num_blocks": 9, "seed": 12},
 }
-
-
-def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-    """The official attention signature ([B, L, H, D] in and out), in float32 without a mask."""
-    out = torch.nn.functional.scaled_dot_product_attention(
-        q.transpose(1, 2).float(), k.transpose(1, 2).float(), v.transpose(1, 2).float(),
-        scale=1.0 / math.sqrt(q.shape[-1]))
-    return out.transpose(1, 2).type_as(v)
-
-
-#: modules of the official ``wan`` package that ``wan/__init__.py`` imports for the image-to-video pipeline, which
-#: the rolling one never calls (it needs torchvision)
-UNUSED_IMPORTS = {"wan.image2video": "WanI2V"}
-
-
-def stub_unused_imports() -> None:
-    """Stand-ins for :data:`UNUSED_IMPORTS` (a module with the one name ``wan/__init__.py`` imports from it)."""
-    import types
-
-    for name, attribute in UNUSED_IMPORTS.items():
-        if name not in sys.modules:
-            module = types.ModuleType(name)
-            setattr(module, attribute, None)
-            sys.modules[name] = module
-
-
-class RecordedRandn:
-    """``torch.randn_like`` from a seeded generator, remembering every tensor it returned."""
-
-    def __init__(self, seed: int) -> None:
-        self.gen = torch.Generator().manual_seed(seed)
-        self.drawn: list[torch.Tensor] = []
-
-    def __call__(self, like: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        out = torch.randn(like.shape, generator=self.gen, dtype=torch.float32).to(like.dtype)
-        self.drawn.append(out.clone())
-        return out
 
 
 def block_renoise(drawn: list[torch.Tensor], num_blocks: int, steps: int, n: int) -> list[list[torch.Tensor]]:
@@ -116,17 +80,11 @@ def block_renoise(drawn: list[torch.Tensor], num_blocks: int, steps: int, n: int
 
 
 def run_case(name: str, spec: dict, official: Path, weights: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    sys.path.insert(0, str(official))
-    current_device = torch.cuda.current_device
-    torch.cuda.current_device = lambda: "cpu"  # wan/modules/t5.py evaluates it as a default argument at import
-    stub_unused_imports()
-    try:
+    with importing_official_code(str(official)):
         import wan.modules.causal_model as causal_model
         import wan.modules.model as wan_model
         from pipeline.rolling_forcing_inference import CausalInferencePipeline
         from utils.wan_wrapper import WanDiffusionWrapper
-    finally:
-        torch.cuda.current_device = current_device
     from safetensors.torch import load_file
 
     h, w = spec["latent_hw"]

@@ -1,0 +1,64 @@
+"""Runtime patches shared by the scripts that run official reference code on tiny weights on the CPU
+(``make_rolling_fixtures.py``, ``make_longlive_fixtures.py``): nothing here changes an official file."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """The official attention signature ([B, L, H, D] in and out), in float32 without a mask."""
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(1, 2).float(), k.transpose(1, 2).float(), v.transpose(1, 2).float(),
+        scale=1.0 / math.sqrt(q.shape[-1]))
+    return out.transpose(1, 2).type_as(v)
+
+
+#: modules of the official ``wan`` package that ``wan/__init__.py`` imports for the image-to-video pipeline, which
+#: the rolling one never calls (it needs torchvision)
+UNUSED_IMPORTS = {"wan.image2video": "WanI2V"}
+
+
+def stub_unused_imports() -> None:
+    """Stand-ins for :data:`UNUSED_IMPORTS` (a module with the one name ``wan/__init__.py`` imports from it)."""
+    import types
+
+    for name, attribute in UNUSED_IMPORTS.items():
+        if name not in sys.modules:
+            module = types.ModuleType(name)
+            setattr(module, attribute, None)
+            sys.modules[name] = module
+
+
+class RecordedRandn:
+    """``torch.randn_like`` from a seeded generator, remembering every tensor it returned."""
+
+    def __init__(self, seed: int) -> None:
+        self.gen = torch.Generator().manual_seed(seed)
+        self.drawn: list[torch.Tensor] = []
+
+    def __call__(self, like: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        out = torch.randn(like.shape, generator=self.gen, dtype=torch.float32).to(like.dtype)
+        self.drawn.append(out.clone())
+        return out
+
+
+@contextmanager
+def importing_official_code(folder: str) -> Iterator[None]:
+    """While the official modules import: ``folder`` first on ``sys.path``, :func:`stub_unused_imports`, and
+    ``torch.cuda.current_device`` answering 0 (``wan/modules/t5.py`` and ``utils/memory.py`` call it at import,
+    for a default argument and a module-level ``cuda:N`` device object that CPU runs never use)."""
+    sys.path.insert(0, folder)
+    current_device = torch.cuda.current_device
+    torch.cuda.current_device = lambda: 0
+    stub_unused_imports()
+    try:
+        yield
+    finally:
+        torch.cuda.current_device = current_device
