@@ -31,6 +31,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
@@ -67,6 +68,39 @@ class BlockCache(AttentionCache, Protocol):
     def commit_block(self) -> None:
         """End the open block: its last written K/V become part of the cache."""
         ...
+
+
+class Recache(str, Enum):
+    """Which cached frames a prompt switch re-encodes under the new prompt (LongLive re-cache, reference §6); the
+    value is what options and schedules write."""
+
+    #: only the text K/V change; the cached frames keep the K/V of the prompt they were made with
+    OFF = "off"
+    #: re-encode the recent (non-sink) frames; the sink keeps the video's first frames
+    RECENT = "recent"
+    #: re-encode the last window of frames; its oldest frames become the sink
+    WINDOW = "window"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __bool__(self) -> bool:  # ``recache and ...`` reads as "a re-cache was asked for"
+        return self is not Recache.OFF
+
+    @classmethod
+    def of(cls, value: "bool | str | Recache | None") -> "Recache":
+        """``True`` (and None, for a re-cache that was asked for) is :attr:`RECENT`, ``False`` :attr:`OFF`; a
+        name is looked up, with an :class:`InvalidInputError` listing the choices when it is unknown."""
+        if value is None or value is True:
+            return cls.RECENT
+        if value is False:
+            return cls.OFF
+        try:
+            return cls(value)
+        except ValueError:
+            raise InvalidInputError(
+                f"Unknown re-cache mode {value!r}; use one of {', '.join(m.value for m in cls)}."
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -258,17 +292,25 @@ class KVCache:
         end = self.local_end + num_frames
         self.open_plan = WritePlan(self.local_end, end, end, start_frame + num_frames)
 
-    def open_recache(self) -> tuple[int, int] | None:
-        """Open a re-encode of every cached frame that is not a sink frame (LongLive re-cache): slots
-        ``[sink, local_end)``, attending to ``[0, local_end)``. Destructive (the old K/V of those frames are
-        overwritten); the pointers do not move. Returns (absolute index of the first re-encoded frame, number of
-        frames), or None (nothing opened) when no frame is to be re-encoded."""
-        sink = min(self.sink_frames, self.local_end)
-        if self.local_end <= sink:
+    def open_recache(self, mode: Recache | None = None) -> tuple[int, int] | None:
+        """Open a re-encode of cached frames under a new prompt (LongLive re-cache, reference §6), in ``mode``
+        (default :attr:`Recache.RECENT`):
+
+        - ``RECENT``: every cached frame that is not a sink frame, slots ``[sink, local_end)``; the sink keeps the
+          video's first frames (LongLive's ``global_sink: true``);
+        - ``WINDOW``: the last ``local_end`` frames of the video, into slots ``[0, local_end)``, so the sink slots
+          take the oldest re-encoded frames and the first frames of the video leave the cache (LongLive's
+          ``global_sink: false``, how it trains).
+
+        Queries attend to ``[0, local_end)``. Destructive (old K/V are overwritten); the pointers do not move.
+        Returns (absolute index of the first re-encoded frame, number of frames), or None (nothing opened) when no
+        frame is to be re-encoded."""
+        first = min(self.sink_frames, self.local_end) if Recache.of(mode) is Recache.RECENT else 0
+        if self.local_end <= first:
             return None
         self.destructive_writes += 1
-        self.open_plan = WritePlan(sink, self.local_end, self.local_end, self.global_end)
-        count = self.local_end - sink
+        self.open_plan = WritePlan(first, self.local_end, self.local_end, self.global_end)
+        count = self.local_end - first
         return self.global_end - count, count
 
     def commit_block(self) -> None:

@@ -34,7 +34,7 @@ from .config import SamplerConfig
 from .dit import CausalWanModel
 from .errors import InvalidInputError, StreamStateError
 from .geometry import WAN21
-from .kv_cache import KVCache, TextKVCache, validate_window
+from .kv_cache import KVCache, Recache, TextKVCache, validate_window
 from .noise import NoiseSource, SeededNoise
 from .prompt import Prompt, check_prompt_embeds
 from .sampling import StepCallback, cache_block, sample_block
@@ -62,9 +62,11 @@ class ChunkEvent:
 
 @dataclass(frozen=True, eq=False)
 class RecacheEvent:
-    """A prompt switch that re-encodes the cached non-sink frames under ``prompt`` (LongLive, reference §6)."""
+    """A prompt switch that re-encodes cached frames under ``prompt`` (LongLive, reference §6): the recent ones
+    (``Recache.RECENT``) or the whole last window, whose oldest frames become the sink (``Recache.WINDOW``)."""
 
     prompt: Prompt
+    mode: Recache = Recache.RECENT
 
 
 Event = ContextEvent | ChunkEvent | RecacheEvent
@@ -158,8 +160,8 @@ class StreamStorage:
             cache_block(self.model, self.cache, latents[:, s : s + step], t, self.text.get(prompt),
                         self.cache.global_end)
 
-    def _recache(self, prompt: Prompt, history: tuple[Event, ...]) -> None:
-        opened = self.cache.open_recache()
+    def _recache(self, prompt: Prompt, mode: Recache, history: tuple[Event, ...]) -> None:
+        opened = self.cache.open_recache(mode)
         if opened is None:
             return
         first, count = opened
@@ -193,7 +195,7 @@ class StreamStorage:
             elif isinstance(event, ChunkEvent):
                 self._cache_clean(event.latents, self.settings.sampler.context_noise, event.prompt)
             else:
-                self._recache(event.prompt, history_before)
+                self._recache(event.prompt, event.mode, history_before)
             return event
 
         self._extend(history_before, write)
@@ -285,13 +287,16 @@ class Stream:
             return self.storage.cache
 
     # ------------------------------------------------------------------------------------------- operations
-    def switch_prompt(self, prompt: Prompt, recache: bool = False) -> "Stream":
-        """Use ``prompt`` from the next chunk on. With ``recache`` the cached non-sink frames are re-encoded at
-        their original positions under the new prompt (LongLive); without it only the text K/V change."""
+    def switch_prompt(self, prompt: Prompt, recache: bool | str | Recache = False) -> "Stream":
+        """Use ``prompt`` from the next chunk on. ``recache`` (a :class:`.kv_cache.Recache`; True = ``RECENT``)
+        re-encodes cached frames at their original positions under the new prompt (LongLive): the non-sink ones,
+        or with ``WINDOW`` the last window of frames, which then holds the sink too; without it only the text K/V
+        change."""
         _check_prompt(prompt, self.storage.model, self.settings.batch)
+        mode = Recache.of(recache)
         history = self.history
-        if recache and self.num_frames > 0:
-            history = history + (RecacheEvent(prompt),)
+        if mode is not Recache.OFF and self.num_frames > 0:
+            history = history + (RecacheEvent(prompt, mode),)
         return replace(self, history=history, prompt=prompt)
 
     def generate(
@@ -299,7 +304,7 @@ class Stream:
         num_chunks: int = 1,
         *,
         prompt: Prompt | None = None,
-        recache: bool = False,
+        recache: bool | str | Recache = False,
         noise: NoiseSource | None = None,
         on_step: StepCallback | None = None,
         on_chunk: Callable[["Stream"], None] | None = None,
