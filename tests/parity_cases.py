@@ -18,7 +18,7 @@ from causal_forcing_core.attention import block_causal_layout
 from causal_forcing_core.config import DiTConfig, SamplerConfig
 from causal_forcing_core.dit import CausalWanModel
 from causal_forcing_core.geometry import WAN21
-from causal_forcing_core.kv_cache import KVCache
+from causal_forcing_core.kv_cache import KVCache, Recache
 from causal_forcing_core.noise import RecordedNoise
 from causal_forcing_core.scheduler import FlowMatchScheduler
 from causal_forcing_core.stream import Prompt, Stream, start_stream
@@ -125,8 +125,6 @@ def switch_chunk(meta: dict) -> int | None:
 
 def run_sample_case(case: Case, model: CausalWanModel) -> None:
     meta, t = case.meta, case.tensors()
-    if meta.get("global_sink") is False:
-        raise NotImplementedError(f"{case.name}: LongLive re-cache with global_sink=False is not supported")
     sampler = sampler_for(meta)
     fsl = meta["frame_seq_length"]
     c, h, w = meta.get("latent_shape_per_frame") or t["noise"].shape[2:]
@@ -169,6 +167,11 @@ def run_sample_case(case: Case, model: CausalWanModel) -> None:
             assert_close(v, t[f"kv_final.layer{layer}.v"], f"{case.name}.kv_final.layer{layer}.v")
 
 
+def recache_mode(meta: dict) -> Recache:
+    """LongLive's ``global_sink`` flag as our mode: true keeps the sink (RECENT), false re-encodes it (WINDOW)."""
+    return Recache.WINDOW if meta.get("global_sink") is False else Recache.RECENT
+
+
 def switch_with_recache(stream: Stream, prompt_b: Prompt, meta: dict, t: dict[str, torch.Tensor]) -> Stream:
     """Switch with re-cache, checking the cache right before and after it against the LongLive fixture."""
     fsl = meta["frame_seq_length"]
@@ -178,7 +181,7 @@ def switch_with_recache(stream: Stream, prompt_b: Prompt, meta: dict, t: dict[st
         k, v = before.valid(layer)
         assert_close(k, t[f"kv_before_recache.layer{layer}.k"][:, : k.shape[1]], f"kv_before_recache.layer{layer}.k")
         assert_close(v, t[f"kv_before_recache.layer{layer}.v"][:, : v.shape[1]], f"kv_before_recache.layer{layer}.v")
-    switched = stream.switch_prompt(prompt_b, recache=True)
+    switched = stream.switch_prompt(prompt_b, recache=recache_mode(meta))
     after = switched.kv_cache
     start = meta["recache"]["recache_start_frame"]
     frames = meta["recache"]["current_start_frame"] - start
