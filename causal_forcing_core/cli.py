@@ -29,7 +29,7 @@ from .checkpoints import DiTFileInfo, describe_dit, estimate_dit_bytes, load_dit
 from .config import SAMPLER_PRESETS, WAN_TEXT_LEN, DiTConfig, SamplerConfig, sampler_preset
 from .errors import InvalidInputError
 from .geometry import WAN21
-from .kv_cache import KVCache, validate_window
+from .kv_cache import KVCache, Recache, validate_window
 from .prompt import Prompt, trim_padding
 from .schedule import ScheduleEntry, parse_schedule
 from .stream import Stream, start_stream
@@ -68,7 +68,11 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--image-mode", choices=["crop", "pad", "stretch"], default="crop")
     what.add_argument("--window", type=int, default=0, help="local attention window in latent frames (0 = all)")
     what.add_argument("--sink", type=int, default=0, help="sink frames kept at the start of the window")
-    what.add_argument("--recache", action="store_true", help="re-encode the cached frames on prompt switches")
+    what.add_argument("--recache", nargs="?", const=Recache.RECENT.value, default=Recache.OFF.value,
+                      choices=[m.value for m in Recache],
+                      help="re-encode cached frames under the new prompt at each switch: recent (the default of a "
+                           "bare --recache: the frames after the sink; the sink keeps the first frames) or window "
+                           "(the last window of frames, whose oldest become the sink, as LongLive trains)")
     what.add_argument("--output", type=Path, default=Path("output.mp4"), help=".mp4, .webp, .gif or a folder (PNGs)")
     what.add_argument("--fps", type=int, default=WAN21.fps)
     models = parser.add_argument_group("models")
@@ -387,7 +391,7 @@ def run_generate(args: argparse.Namespace) -> Timing:
                           sink_frames=args.sink, context=context,
                           capacity_frames=cache_frames(args, plan.latent_frames))
     stream, timing.first_chunk_s, timing.generation_s = _generate_with_progress(
-        stream, schedule, prompts, num_chunks, args.recache, device
+        stream, schedule, prompts, num_chunks, Recache.of(args.recache), device
     )
 
     # ---- 4. decode (streaming) and write
@@ -420,7 +424,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _generate_with_progress(
-    stream: Stream, schedule, prompts: dict[str, Prompt], num_chunks: int, recache: bool, device: torch.device
+    stream: Stream, schedule, prompts: dict[str, Prompt], num_chunks: int, recache: Recache, device: torch.device
 ) -> tuple[Stream, float, float]:
     """Generate ``num_chunks`` chunks following ``schedule``, with a progress bar and live frames/s."""
     from tqdm import tqdm
@@ -432,7 +436,7 @@ def _generate_with_progress(
         for chunk in range(num_chunks):
             prompt = prompts[starts[chunk]] if chunk in starts else None
             t_chunk = time.perf_counter()
-            stream = stream.generate(1, prompt=prompt, recache=recache and chunk > 0)
+            stream = stream.generate(1, prompt=prompt, recache=recache if chunk > 0 else Recache.OFF)
             _sync(device)
             if chunk == 0:
                 first_chunk = time.perf_counter() - t_chunk

@@ -16,6 +16,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from causal_forcing_core.config import TINY
+from causal_forcing_core.geometry import WAN21
 from causal_forcing_core.video_io import read_video_frames
 from test_vae import tiny_vae
 from tiny import tiny_model
@@ -139,3 +140,33 @@ def test_missing_weights_point_to_download(tmp_path, caplog) -> None:
                              "--output", str(tmp_path / "v.mp4")], caplog)
     assert code == 2
     assert "--download" in logged and "zhuhz22/Causal-Forcing" in logged
+
+
+def test_recache_takes_a_mode_and_a_bare_flag_means_recent() -> None:
+    import argparse
+
+    from causal_forcing_core.cli import add_generate_arguments
+
+    parser = argparse.ArgumentParser()
+    add_generate_arguments(parser)
+    assert parser.parse_args([]).recache == "off"
+    assert parser.parse_args(["--recache"]).recache == "recent"
+    assert parser.parse_args(["--recache", "window"]).recache == "window"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--recache", "sink"])
+
+
+def test_generate_with_a_window_recache(weights, tmp_path) -> None:
+    """The LongLive-training re-cache (the window, sink included) through the command line: another video than the
+    default re-cache from the switch on, the same before it."""
+    schedule = "0: a red square moves left\n2: a blue circle moves up"
+    videos = {}
+    for mode in ("recent", "window"):
+        out = tmp_path / f"{mode}.mp4"
+        result = run_cli(weights, "--schedule", schedule, "--frames", "33", "--seed", "3", "--window", "6",
+                         "--sink", "3", "--recache", mode, "--output", str(out))
+        assert result.returncode == 0, result.stderr
+        videos[mode] = read_video_frames(out).astype(float)
+    switch = WAN21.pixel_frames(2 * 3)  # pixel frames of the first 2 chunks (decoded identically)
+    assert np.abs(videos["recent"][:switch - 3] - videos["window"][:switch - 3]).max() <= 2
+    assert np.abs(videos["recent"][switch:] - videos["window"][switch:]).mean() > 0.5
