@@ -105,6 +105,8 @@ class StreamSettings:
     seed: int = 0
     window_frames: int | None = None
     sink_frames: int = 0
+    #: what ``recache=True`` re-encodes on a prompt switch (:class:`.kv_cache.Recache`)
+    recache: Recache = Recache.RECENT
 
 
 def latent_size_for(height: int, width: int, model: CausalWanModel) -> tuple[int, int]:
@@ -288,12 +290,12 @@ class Stream:
 
     # ------------------------------------------------------------------------------------------- operations
     def switch_prompt(self, prompt: Prompt, recache: bool | str | Recache = False) -> "Stream":
-        """Use ``prompt`` from the next chunk on. ``recache`` (a :class:`.kv_cache.Recache`; True = ``RECENT``)
-        re-encodes cached frames at their original positions under the new prompt (LongLive): the non-sink ones,
-        or with ``WINDOW`` the last window of frames, which then holds the sink too; without it only the text K/V
-        change."""
+        """Use ``prompt`` from the next chunk on. ``recache`` (a :class:`.kv_cache.Recache`; True = the stream's
+        ``settings.recache``) re-encodes cached frames at their original positions under the new prompt
+        (LongLive): the non-sink ones, or with ``WINDOW`` the last window of frames, which then holds the sink too;
+        without it only the text K/V change."""
         _check_prompt(prompt, self.storage.model, self.settings.batch)
-        mode = Recache.of(recache)
+        mode = self.settings.recache if recache is True else Recache.of(recache)
         history = self.history
         if mode is not Recache.OFF and self.num_frames > 0:
             history = history + (RecacheEvent(prompt, mode),)
@@ -399,13 +401,15 @@ def start_stream(
     context: torch.Tensor | None = None,
     capacity_frames: int | None = None,
     memory_budget_bytes: int | None = None,
+    recache: bool | str | Recache = Recache.RECENT,
 ) -> Stream:
     """Open a stream for ``height`` x ``width`` pixel video.
 
     ``context`` [B, n, C, h, w]: clean latents to start from (one frame = image-to-video, frame-wise models only;
     more = video extension, a whole number of chunks). ``window_frames``/``sink_frames``: local attention with a
     rolling cache (None or 0 = attention over the whole video; the cache then grows, within
-    ``memory_budget_bytes``). ``capacity_frames`` sizes the global cache up front.
+    ``memory_budget_bytes``). ``capacity_frames`` sizes the global cache up front. ``recache``: what a prompt
+    switch with ``recache=True`` re-encodes (:class:`.kv_cache.Recache`: ``recent`` or ``window``).
     """
     if batch < 1:
         raise InvalidInputError(f"batch must be >= 1, got {batch}.")
@@ -413,7 +417,10 @@ def start_stream(
     validate_window(window, sink_frames, sampler.frames_per_block)
     lat_h, lat_w = latent_size_for(height, width, model)
     _check_prompt(prompt, model, batch)
-    settings = StreamSettings(sampler, batch, lat_h, lat_w, int(seed), window, sink_frames)
+    mode = Recache.of(recache)
+    if mode is Recache.OFF:
+        raise InvalidInputError("A stream's re-cache mode is recent or window; turn re-caching off per switch.")
+    settings = StreamSettings(sampler, batch, lat_h, lat_w, int(seed), window, sink_frames, mode)
     history: tuple[Event, ...] = ()
     if context is not None:
         expected = (batch, model.config.in_dim, lat_h, lat_w)

@@ -15,6 +15,7 @@ import torch
 from ..causal_forcing_core.errors import InvalidInputError
 from ..causal_forcing_core.geometry import WAN21
 from ..causal_forcing_core.image_io import RESIZE_MODES, fit_image_tensor
+from ..causal_forcing_core.kv_cache import Recache
 from ..causal_forcing_core.latent_space import from_raw_latents
 from ..causal_forcing_core.schedule import parse_schedule
 from ..causal_forcing_core.stream import start_stream
@@ -38,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 #: the most latent frames a window may hold (the released long-video students use 12 + 3 sink)
 MAX_WINDOW = 1024
+#: the Start node's re-cache modes (a stream re-caches one way: what ``recache`` on Generate / Live switches do)
+RECACHE_FRAMES = [Recache.RECENT.value, Recache.WINDOW.value]
 #: the step of the width/height widgets (VAE x8 and DiT 2x2 patches)
 SIZE_STEP = WAN21.size_multiple()
 
@@ -118,6 +121,11 @@ class CausalForcingStart:
                 "continue_latent": ("LATENT", {"tooltip": "A Wan video LATENT to continue (whole chunks)."}),
                 "image_fit": (list(RESIZE_MODES), {"default": "crop",
                                                    "tooltip": "How the start image is fitted to width x height."}),
+                "recache_frames": (RECACHE_FRAMES, {
+                    "default": Recache.RECENT.value,
+                    "tooltip": "What a prompt switch with re-cache re-encodes under the new prompt. recent: the "
+                               "frames after the sink (the sink keeps the video's first frames). window: the whole "
+                               "window, whose oldest frames become the new sink (how LongLive trains)."}),
             },
         }
 
@@ -132,7 +140,7 @@ class CausalForcingStart:
     def start(
         self, model: CFModel, positive: list, width: int, height: int, seed: int, window_frames: int,
         sink_frames: int, start_image: torch.Tensor | None = None, vae: Any = None, cf_vae: CFVae | None = None,
-        continue_latent: dict | None = None, image_fit: str = "crop",
+        continue_latent: dict | None = None, image_fit: str = "crop", recache_frames: str = Recache.RECENT.value,
     ) -> tuple[StreamHandle]:
         problem = size_problem(width, height)
         if problem is not None:
@@ -153,7 +161,7 @@ class CausalForcingStart:
         stream = start_stream(
             model.dit, model.sampler, height=height, width=width, prompt=prompt, seed=seed, window_frames=window,
             sink_frames=sink_frames, context=context,
-            capacity_frames=None if window else model.max_frames,
+            capacity_frames=None if window else model.max_frames, recache=recache_frames,
         )
         return (StreamHandle(stream, model, width, height),)
 
@@ -166,7 +174,8 @@ def _length_inputs(default: int) -> dict[str, Any]:
         "unit": (list(UNITS), {"default": UNIT_CHUNKS, "tooltip": "What length counts: chunks or seconds."}),
         "recache": ("BOOLEAN", {"default": True,
                                 "tooltip": "On a prompt switch, re-encode the cached frames under the new prompt "
-                                           "(LongLive re-cache): the video follows the new prompt sooner."}),
+                                           "(LongLive re-cache): the video follows the new prompt sooner. Which "
+                                           "frames: recache_frames on Causal Forcing Start."}),
     }
 
 

@@ -377,3 +377,18 @@ def test_preview_frames_are_pruned_per_node(env) -> None:
     assert len(list((root / "9").iterdir())) == 2
     assert all((env.rt.temp_directory() / f["subfolder"] / f["filename"]).is_file() for f in first)
     assert first[0]["subfolder"].startswith("causal_forcing/12_7/")
+
+
+def test_start_chooses_what_a_recache_re_encodes(env) -> None:
+    """recache_frames on Start: 'window' re-encodes the whole window on each switch (the sink moves), 'recent' keeps
+    the sink; the same video before the first switch, another after it, and the mode reaches the stream."""
+    out = {}
+    for mode in ("recent", "window"):
+        prompt = chain(chunks=(3, 2), window=6, sink=3)
+        prompt["3"]["inputs"]["recache_frames"] = mode
+        comfy = MiniComfy(env.nodes)
+        results = comfy.run(prompt, "5")
+        out[mode] = results["5"][1]["samples"]
+        assert str(results["3"][0].stream.settings.recache) == mode
+    assert torch.equal(out["recent"][:, :, :9], out["window"][:, :, :9])
+    assert (out["recent"][:, :, 9:] - out["window"][:, :, 9:]).abs().max() > 1e-3
