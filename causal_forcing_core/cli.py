@@ -31,6 +31,7 @@ from .errors import InvalidInputError
 from .geometry import WAN21
 from .kv_cache import KVCache, Recache, validate_window
 from .prompt import Prompt, trim_padding
+from .rolling import check_rolling_settings
 from .schedule import ScheduleEntry, parse_schedule
 from .stream import Stream, start_stream
 from .video_io import check_file_target, check_fps, check_video_target
@@ -335,6 +336,7 @@ def check_generate(args: argparse.Namespace) -> GeneratePlan:
     sampler = info.sampler or sampler_preset(DEFAULT_SAMPLER)
     check_model_kind(args, student.name if not release else f"the {args.model} release", own, sampler)
     validate_window(args.window or None, args.sink, sampler.frames_per_block)
+    check_rolling_settings(sampler, args.window or None, args.sink, args.image is not None)
     num_chunks, schedule = plan_chunks(args, sampler, latent_frames, text)  # every bad line at once
     prompts = list(dict.fromkeys(e.prompt for e in schedule))
     check_memory(info.config, args, latent_frames, device, dtype)

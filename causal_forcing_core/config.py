@@ -134,7 +134,9 @@ class SamplerConfig:
 
     ``denoising_steps`` are the raw config integers (unshifted sigma x 1000); with ``warp`` they are mapped through
     the shifted schedule (750 -> t 937.5 at shift 5). ``first_chunk_steps`` replaces them for the stream's first
-    generated chunk (Causal Forcing++ 1/2-step students).
+    generated chunk (Causal Forcing++ 1/2-step students). ``rolling``: Rolling Forcing (:mod:`.rolling`), the
+    sampler the long-video student was trained for: a window of ``num_steps`` blocks at staggered noise levels, one
+    forward per window step.
     """
 
     name: str
@@ -144,6 +146,7 @@ class SamplerConfig:
     shift: float = 5.0
     warp: bool = True
     context_noise: float = 0.0
+    rolling: bool = False
 
     def __post_init__(self) -> None:
         if self.frames_per_block < 1:
@@ -151,6 +154,8 @@ class SamplerConfig:
         for steps in (self.denoising_steps, self.first_chunk_steps or (1000,)):
             if not steps or any(not 0 < s <= 1000 for s in steps):
                 raise InvalidInputError(f"denoising steps must lie in (0, 1000], got {list(steps)}.")
+        if self.rolling and self.first_chunk_steps:
+            raise InvalidInputError("Rolling Forcing takes one step list for every block, not a first-chunk list.")
 
     @property
     def supports_i2v(self) -> bool:
@@ -166,6 +171,13 @@ class SamplerConfig:
             return self.first_chunk_steps
         return self.denoising_steps
 
+    def progress_steps(self, chunk_index: int) -> int:
+        """DiT passes that report progress while chunk ``chunk_index`` is made: its denoising steps, or for
+        Rolling Forcing one window step per chunk (the first chunk fills the window: ``num_steps`` of them)."""
+        if self.rolling:
+            return self.num_steps if chunk_index == 0 else 1
+        return len(self.steps_for_chunk(chunk_index))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -176,6 +188,7 @@ SAMPLER_PRESETS: dict[str, SamplerConfig] = {
     "framewise-4step": SamplerConfig("framewise-4step", 1, _FOUR),
     "framewise-2step": SamplerConfig("framewise-2step", 1, (1000, 500), first_chunk_steps=_FOUR),
     "framewise-1step": SamplerConfig("framewise-1step", 1, (1000,), first_chunk_steps=_FOUR),
+    "rolling-4step": SamplerConfig("rolling-4step", 3, _FOUR, rolling=True),
 }
 
 

@@ -48,7 +48,7 @@ STUDENTS: dict[str, StudentRelease] = {
     "framewise": StudentRelease("framewise/causal_forcing.pt", "framewise-4step", prefer_ema=True),
     "framewise-2step": StudentRelease("causal-forcing++/framewise-2step.pt", "framewise-2step", prefer_ema=True),
     "framewise-1step": StudentRelease("causal-forcing++/framewise-1step.pt", "framewise-1step", prefer_ema=True),
-    "longvideo": StudentRelease("chunkwise/longvideo.pt", "chunkwise-4step", prefer_ema=True),
+    "longvideo": StudentRelease("chunkwise/longvideo.pt", "rolling-4step", prefer_ema=True),  # trained for it
 }
 
 

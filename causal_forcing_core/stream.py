@@ -10,6 +10,10 @@ accelerator kept in a :class:`StreamStorage` that snapshots of one lineage share
   it), replays the committed latents into it (one clean pass per block: the same K/V as the original run);
 - noise for chunk k comes from (seed, k) (:mod:`.noise`), so splitting the work over calls changes nothing.
 
+With a Rolling Forcing sampler (``rolling-4step``, :mod:`.rolling`) the cache is a :class:`.rolling.RollingCache`
+and every chunk event also holds the window's *front*, the blocks still being denoised, so any snapshot goes on
+exactly where it stopped; :meth:`Stream.finish` drains the window as the official long-video pipeline ends a video.
+
 Latent layout is the reference's [B, F, C, h, w] (frames before channels); the DiT sees [B, C, F, h, w].
 
 Typical use::
@@ -37,6 +41,7 @@ from .geometry import WAN21
 from .kv_cache import KVCache, Recache, TextKVCache, validate_window
 from .noise import NoiseSource, SeededNoise
 from .prompt import Prompt, check_prompt_embeds
+from .rolling import InFlight, RollingCache, RollingSampler, check_rolling_settings
 from .sampling import StepCallback, cache_block, sample_block
 from .scheduler import FlowMatchScheduler
 
@@ -53,11 +58,15 @@ class ContextEvent:
 
 @dataclass(frozen=True, eq=False)
 class ChunkEvent:
-    """A generated chunk: its index among generated chunks (the noise seed) and its committed x0."""
+    """A generated chunk: its index among generated chunks (the noise seed) and its committed x0. Rolling Forcing
+    also keeps the window after it (``front``), and marks the chunks :meth:`Stream.finish` drained (``drained``:
+    nothing can follow them)."""
 
     index: int
     latents: torch.Tensor  # [B, n, C, h, w]
     prompt: Prompt
+    front: tuple[InFlight, ...] = ()
+    drained: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,6 +143,13 @@ class StreamStorage:
         self.settings = settings
         self.scheduler = FlowMatchScheduler(settings.sampler.shift)
         cfg = model.config
+        frame_tokens = cfg.tokens_per_frame(settings.latent_height, settings.latent_width)
+        self.rolling: RollingSampler | None = None
+        if settings.sampler.rolling:
+            self.cache = RollingCache(model, settings.batch, frame_tokens, settings.sampler.frames_per_block)
+            self.rolling = RollingSampler(model, self.cache, settings.sampler, self.scheduler)
+            self._init_rest()
+            return
         self.cache = KVCache(
             num_layers=cfg.num_layers,
             batch=settings.batch,
@@ -147,7 +163,10 @@ class StreamStorage:
             device=model.device,
             memory_budget_bytes=memory_budget_bytes,
         )
-        self.text = TextKVCache(model.embed_text, settings.batch)
+        self._init_rest()
+
+    def _init_rest(self) -> None:
+        self.text = TextKVCache(self.model.embed_text, self.settings.batch)
         #: the history the cache currently reflects; None = unknown (a failed destructive write)
         self.history: tuple[Event, ...] | None = ()
         #: the cache can be rewound to event boundaries >= floor only (evictions and re-caches lose older state)
@@ -239,6 +258,16 @@ class StreamStorage:
         shape = (settings.batch, settings.sampler.frames_per_block, cfg.in_dim, settings.latent_height,
                  settings.latent_width)
 
+        if self.rolling is not None:
+            front = _rolling_front(history)
+
+            def write() -> Event:
+                x0, ahead = self.rolling.advance(self.text.get(prompt), noise, front, chunk_index=index, shape=shape,
+                                                 on_window=on_step)
+                return ChunkEvent(index, x0, prompt, front=ahead)
+
+            return self._extend(history, write)
+
         def write() -> Event:
             x0 = sample_block(
                 self.model, self.cache, self.text.get(prompt), settings.sampler, self.scheduler, noise,
@@ -247,6 +276,34 @@ class StreamStorage:
             return ChunkEvent(index, x0, prompt)
 
         return self._extend(history, write)
+
+    @torch.no_grad()
+    def append_drained(self, history: tuple[Event, ...], prompt: Prompt) -> tuple[Event, ...]:
+        """Rolling Forcing: finish the oldest block of the window after ``history`` with a window step that takes
+        no new block; ``history`` + that chunk (``drained``)."""
+        self.sync(history)
+        front = _rolling_front(history, draining=True)
+        if not front:
+            raise StreamStateError("The rolling window is empty: nothing is left to finish.")
+        index = sum(isinstance(e, ChunkEvent) for e in history)
+
+        def write() -> Event:
+            x0, ahead = self.rolling.drain_step(self.text.get(prompt), front)
+            return ChunkEvent(index, x0, prompt, front=ahead, drained=True)
+
+        return self._extend(history, write)
+
+
+def _rolling_front(history: tuple[Event, ...], *, draining: bool = False) -> tuple[InFlight, ...]:
+    """The rolling window after ``history`` (empty before the first chunk); a stream that is being or was
+    finished has none to take new blocks from (``draining``: the blocks left to finish)."""
+    last = next((e for e in reversed(history) if isinstance(e, ChunkEvent)), None)
+    if last is None:
+        return ()
+    if last.drained and not draining:
+        raise StreamStateError("This rolling stream was finished (its last chunks drained the window); rewind it to "
+                               "an earlier chunk to go on.")
+    return last.front
 
 
 @dataclass(frozen=True)
@@ -296,6 +353,10 @@ class Stream:
         without it only the text K/V change."""
         _check_prompt(prompt, self.storage.model, self.settings.batch)
         mode = self.settings.recache if recache is True else Recache.of(recache)
+        if mode and self.settings.sampler.rolling:
+            logger.info("Rolling Forcing switches prompts without re-cache: the window takes the new prompt in over "
+                        "its %d chunks.", self.settings.sampler.num_steps)
+            mode = Recache.OFF
         history = self.history
         if mode is not Recache.OFF and self.num_frames > 0:
             history = history + (RecacheEvent(prompt, mode),)
@@ -326,6 +387,20 @@ class Stream:
                 stream = replace(stream, history=storage.append_chunk(stream.history, stream.prompt, noise, on_step))
                 if on_chunk is not None:
                     on_chunk(stream)
+        return stream
+
+    def finish(self) -> "Stream":
+        """Rolling Forcing: finish the blocks still in the window the way the official long-video pipeline ends a
+        video (window steps that take no new block): ``num_steps - 1`` more chunks. The result cannot be continued
+        (its last chunks saw no successors); rewind it to go on."""
+        if self.storage.rolling is None:
+            raise InvalidInputError(f"finish() drains a Rolling Forcing window; {self.settings.sampler.name} has none.")
+        stream, storage = self, self.storage
+        with storage.lock:
+            front = _rolling_front(stream.history)  # a finished stream has nothing left to drain
+            while front:
+                stream = replace(stream, history=storage.append_drained(stream.history, stream.prompt))
+                front = stream.history[-1].front
         return stream
 
     def generate_frames(self, num_frames: int, **kwargs: object) -> "Stream":
@@ -414,6 +489,7 @@ def start_stream(
     if batch < 1:
         raise InvalidInputError(f"batch must be >= 1, got {batch}.")
     window = window_frames or None
+    check_rolling_settings(sampler, window, sink_frames, context is not None)
     validate_window(window, sink_frames, sampler.frames_per_block)
     lat_h, lat_w = latent_size_for(height, width, model)
     _check_prompt(prompt, model, batch)

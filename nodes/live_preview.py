@@ -84,7 +84,7 @@ class ChunkReporter:
         ``chunks_in_run: null``, so the player shows no total until the run ends."""
         sampler = stream.settings.sampler
         first = stream.num_chunks
-        self.total_steps = sum(len(sampler.steps_for_chunk(first + i)) for i in range(num_chunks))
+        self.total_steps = sum(sampler.progress_steps(first + i) for i in range(num_chunks))
         self.bar = rt.ProgressBar(self.total_steps, node_id)
         self.node_id = node_id
         self.num_chunks = num_chunks

@@ -156,6 +156,7 @@ def test_recache_takes_a_mode_and_a_bare_flag_means_recent() -> None:
         parser.parse_args(["--recache", "sink"])
 
 
+@pytest.mark.slow  # two whole command-line runs; the mode itself is checked in test_longlive_recache.py
 def test_generate_with_a_window_recache(weights, tmp_path) -> None:
     """The LongLive-training re-cache (the window, sink included) through the command line: another video than the
     default re-cache from the switch on, the same before it."""

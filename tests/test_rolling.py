@@ -11,11 +11,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from causal_forcing_core.config import SamplerConfig
+from causal_forcing_core.errors import InvalidInputError, StreamStateError
 from causal_forcing_core.noise import RecordedNoise
 from causal_forcing_core.rolling import rolling_sample, window_blocks
 from causal_forcing_core.scheduler import FlowMatchScheduler
+from causal_forcing_core.stream import Prompt, start_stream
 from ci_env import require_parity_dir
 from parity_cases import MEASURED, load_model, raw_steps
+from tiny import tiny_model, tiny_prompt, tiny_stream
 
 DATA = Path(__file__).parent / "data"
 CASES = sorted(p.stem for p in DATA.glob("rolling_*.json"))
@@ -28,13 +32,11 @@ def test_both_fixture_cases_are_there() -> None:
 
 
 def _sampler(meta: dict):
-    from causal_forcing_core.config import SamplerConfig
-
     scheduler = FlowMatchScheduler(meta["pipeline_args"]["model_kwargs"]["timestep_shift"])
     steps = raw_steps(meta["denoising_step_list"], scheduler)
     return SamplerConfig(name="rolling-fixture", frames_per_block=meta["pipeline_args"]["num_frame_per_block"],
                          denoising_steps=steps, shift=scheduler.shift, warp=True,
-                         context_noise=meta["pipeline_args"]["context_noise"]), scheduler
+                         context_noise=meta["pipeline_args"]["context_noise"], rolling=True), scheduler
 
 
 @pytest.mark.parametrize("rope_dtype", [None, torch.float64], ids=["complex64", "float64"])
@@ -65,3 +67,89 @@ def test_windows_fill_roll_and_drain() -> None:
     assert [list(window_blocks(w, 6, 4)) for w in range(9)] == [
         [0], [0, 1], [0, 1, 2], [0, 1, 2, 3], [1, 2, 3, 4], [2, 3, 4, 5], [3, 4, 5], [4, 5], [5]]
     assert [list(window_blocks(w, 2, 4)) for w in range(5)] == [[0], [0, 1], [0, 1], [0, 1], [1]]
+
+
+# ------------------------------------------------------------------------------------------- Rolling Forcing streams
+def _fixture_stream(case: str):
+    meta = json.loads((DATA / f"{case}.json").read_text())
+    t = load_file(str(DATA / f"{case}.safetensors"))
+    model = load_model(require_parity_dir(), meta["dit_config"])
+    sampler, _ = _sampler(meta)
+    h, w = meta["latent_hw"]
+    stream = start_stream(model, sampler, height=h * 8, width=w * 8, prompt=Prompt(t["prompt_embeds"]))
+    steps = len(meta["denoising_step_list"])
+    queue = [t[f"renoise.{b:03d}.{k}"] for b in range(meta["num_blocks"]) for k in range(steps - 1)]
+    return meta, t, stream, RecordedNoise(t["noise"], queue), steps
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_rolling_stream_is_the_official_pipeline_pipelined_then_finished(case: str) -> None:
+    meta, t, stream, noise, steps = _fixture_stream(case)
+    pipelined = meta["num_blocks"] - steps + 1
+    made = stream.generate(2, noise=noise).generate(pipelined - 2, noise=noise)
+    n = meta["pipeline_args"]["num_frame_per_block"]
+    assert (made.latents - t["output"][:, : pipelined * n]).abs().max() < ATOL  # the official blocks, before draining
+    done = made.finish()
+    assert done.num_frames == meta["num_frames"] and not noise.queue
+    assert (done.latents - t["output"]).abs().max() < ATOL
+    with pytest.raises(StreamStateError, match="finished"):
+        done.generate(1)
+
+
+@pytest.fixture(scope="module")
+def rolling_model():
+    return tiny_model()
+
+
+def _rolling(model, **kwargs):
+    return tiny_stream(model, "rolling-4step", **kwargs)
+
+
+def test_rolling_chunks_do_not_depend_on_how_the_work_is_split(rolling_model) -> None:
+    whole = _rolling(rolling_model).generate(9)
+    split = _rolling(rolling_model).generate(1).generate(3).generate(5)
+    assert torch.equal(whole.latents, split.latents) and whole.num_chunks == 9
+    assert len(whole.history[-1].front) == 3  # the window travels with the snapshot
+    assert whole.kv_cache.capacity_frames == 24 and whole.kv_cache.local_end == 24  # full, rolled, flat
+
+
+def test_rolling_rewind_fork_and_switch(rolling_model) -> None:
+    base = _rolling(rolling_model).generate(8)
+    back = base.rewind(4 * 3)
+    assert torch.equal(back.generate(4).latents, base.latents)  # past the cache's eviction: replayed
+    fork = back.generate(3, prompt=tiny_prompt(5))
+    assert torch.equal(fork.latents[:, :12], base.latents[:, :12]) and not torch.equal(fork.latents, base.latents[:, :21])
+    # the switch takes effect from the chunk after it; re-cache is not used with rolling (same video)
+    assert torch.equal(back.generate(3, prompt=tiny_prompt(5), recache=True).latents, fork.latents)
+    assert torch.equal(base.generate(1).latents, _rolling(rolling_model).generate(9).latents)
+
+
+def test_an_exception_inside_a_window_leaves_every_rolling_snapshot_correct(rolling_model) -> None:
+    base = _rolling(rolling_model).generate(6)
+    expected = _rolling(rolling_model).generate(8).latents
+    calls = {"n": 0}
+
+    def fail_on_the_second_forward(module, args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt()
+
+    other = base.rewind(9).generate(2, prompt=tiny_prompt(4))  # another branch moves the shared cache
+    handle = rolling_model.register_forward_pre_hook(fail_on_the_second_forward)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            base.generate(2)
+    finally:
+        handle.remove()
+    assert torch.equal(base.generate(2).latents, expected) and other.num_chunks == 5
+
+
+def test_rolling_refuses_what_it_cannot_do(rolling_model) -> None:
+    with pytest.raises(InvalidInputError, match="keeps its own window"):
+        _rolling(rolling_model, window_frames=12, sink_frames=3)
+    with pytest.raises(InvalidInputError, match="keeps its own window"):
+        _rolling(rolling_model, context=torch.zeros(1, 1, 16, 8, 8))
+    with pytest.raises(InvalidInputError, match="no new block|not a Rolling|one step list"):
+        SamplerConfig("bad", 3, (1000, 500), first_chunk_steps=(1000,), rolling=True)
+    with pytest.raises(InvalidInputError, match="drains a Rolling Forcing window"):
+        tiny_stream(rolling_model).generate(1).finish()
