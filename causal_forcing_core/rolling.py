@@ -56,6 +56,12 @@ from .scheduler import FlowMatchScheduler
 WindowCallback = Callable[[int, int, torch.Tensor], None]
 
 
+def rolling_cache_frames(block_frames: int, max_attention_frames: int = WAN21.trained_latent_frames) -> int:
+    """Latent frames a :class:`RollingCache` holds by default: the attention span plus one block (24 for 3-frame
+    blocks, as the official pipeline allocates)."""
+    return max_attention_frames + block_frames
+
+
 class RollingCache:
     """The clean K/V cache of Rolling Forcing, bookkept in frames: an :class:`.kv_cache.AttentionCache` for the
     window passes, and the :class:`.kv_cache.BlockCache` + mark / restore / rewind of :class:`.kv_cache.KVCache`
@@ -81,7 +87,7 @@ class RollingCache:
         self.model = model
         self.frame_tokens, self.block_frames = frame_tokens, block_frames
         self.max_attention_frames = max_attention_frames
-        capacity = capacity_frames or max_attention_frames + block_frames
+        capacity = capacity_frames or rolling_cache_frames(block_frames, max_attention_frames)
         if capacity < 2 * block_frames:
             raise InvalidInputError(f"A rolling cache of {capacity} frames cannot hold the anchor and a "
                                     f"{block_frames}-frame block.")

@@ -287,7 +287,7 @@ def tiny_variant(prompt: dict[str, dict[str, Any]], native_vae: bool = False) ->
     Load CLIP + CLIP Text Encode become Causal Forcing Text Encoder Loader (cf_tiny_umt5.pth) + Causal Forcing Text
     Encode (same node ids), a Prompt Schedule's or Live node's ``clip`` becomes ``text_encoder``; Load VAE becomes
     Causal Forcing VAE Loader (cf_tiny_vae) and every ``vae`` input ``cf_vae``; students become
-    cf_tiny_chunkwise/framewise; sizes 64x64; at most 3 chunks per Generate node and 6 per Generate (Schedule) node,
+    cf_tiny_chunkwise/framewise (a Rolling Forcing variant is kept); sizes 64x64; at most 3 chunks per Generate node and 6 per Generate (Schedule) node,
     whose schedule becomes equal segments of its prompts; a Live node runs at most 6 s, not in real time; windows
     6 + 3 sink; prompts at most 12 words; previews "auto".
     With ``native_vae`` Load VAE stays and reads the real-shape random VAE (cf_random_wan21_vae), so ComfyUI's own
@@ -310,8 +310,9 @@ def tiny_variant(prompt: dict[str, dict[str, Any]], native_vae: bool = False) ->
             vae_loaders.add(nid)
         elif kind == "CausalForcingModelLoader":
             framewise = "framewise" in str(inputs["model_name"]) or str(inputs.get("variant", "")).startswith("frame")
-            inputs.update(model_name=TINY_FRAMEWISE if framewise else TINY_CHUNKWISE, variant="auto",
-                          weight_dtype="auto", preview="auto")
+            rolling = str(inputs.get("variant", "")).startswith("rolling")  # the tiny chunk-wise model runs it too
+            inputs.update(model_name=TINY_FRAMEWISE if framewise else TINY_CHUNKWISE,
+                          variant=inputs["variant"] if rolling else "auto", weight_dtype="auto", preview="auto")
         elif kind == "CausalForcingStart":
             inputs.update(width=TINY_SIZE, height=TINY_SIZE)
             if inputs.get("window_frames"):

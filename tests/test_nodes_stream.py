@@ -392,3 +392,38 @@ def test_start_chooses_what_a_recache_re_encodes(env) -> None:
         assert str(results["3"][0].stream.settings.recache) == mode
     assert torch.equal(out["recent"][:, :, :9], out["window"][:, :, :9])
     assert (out["recent"][:, :, 9:] - out["window"][:, :, 9:]).abs().max() > 1e-3
+
+
+def test_rolling_forcing_through_the_nodes(env, monkeypatch) -> None:
+    """variant rolling-4step on the loader: chunks split over nodes give the same video, editing the last prompt
+    reruns only the last node (from the window its snapshot carries), and one progress step per window."""
+    def rolling(prompt: dict) -> dict:
+        prompt["1"]["inputs"]["variant"] = "rolling-4step"
+        return prompt
+
+    one = rolling(chain(prompts=PROMPTS[:1], chunks=(5,)))
+    split = rolling(chain(prompts=PROMPTS[:1], chunks=(2, 3)))
+    split["5"]["inputs"].pop("positive")
+    assert torch.equal(fresh(env, one), fresh(env, split))
+    comfy = MiniComfy(env.nodes)
+    prompt = rolling(chain())
+    before = video(comfy, prompt)
+    edited = copy.deepcopy(prompt)
+    edited["12"]["inputs"]["text"] = "a cat jumps at night"
+    after = video(comfy, edited)
+    assert comfy.executed == ["12", "6"] and torch.equal(after[:, :, :9], before[:, :, :9])
+    assert torch.equal(after, fresh(env, edited)) and not torch.equal(after, before)
+    bars = []
+
+    class Bar:
+        def __init__(self, total, node_id=None):
+            self.total, self.values = total, []
+            bars.append(self)
+
+        def update_absolute(self, value, total=None, preview=None):
+            self.values.append(value)
+
+    monkeypatch.setattr(env.rt, "ProgressBar", Bar)
+    fresh(env, one)
+    (bar,) = bars
+    assert bar.total == 4 + 4 and bar.values[-1] == bar.total  # chunk 0 fills the window (4 steps), then 1 each

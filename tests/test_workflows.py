@@ -290,8 +290,9 @@ def prompt_problems(prompt: dict, schemas: Schemas) -> list[str]:
 
 # =============================================================================================== stream rules
 def stream_problems(prompt: dict) -> list[str]:
-    """Runtime rules the schemas cannot express: a stream without a window holds at most 21 latent frames, an
-    image-to-video start needs a frame-wise model, and a schedule fits the chunks its node generates."""
+    """Runtime rules the schemas cannot express: a stream without a window holds at most 21 latent frames (Rolling
+    Forcing keeps its own window and takes none), an image-to-video start needs a frame-wise model, and a schedule
+    fits the chunks its node generates."""
     from causal_forcing_core.errors import CausalForcingError
     from causal_forcing_core.schedule import parse_schedule
 
@@ -302,6 +303,9 @@ def stream_problems(prompt: dict) -> list[str]:
         loader = source(start["inputs"]["model"])["inputs"]
         variant, name = loader.get("variant", "auto"), loader["model_name"]
         return 1 if variant.startswith("framewise") or (variant == "auto" and "framewise" in name) else 3
+
+    def rolling(start: dict) -> bool:  # Rolling Forcing keeps its own window
+        return source(start["inputs"]["model"])["inputs"].get("variant", "auto").startswith("rolling")
 
     def chunks(node: dict, fpc: int) -> int:
         if node["class_type"] == "CausalForcingLive":
@@ -328,7 +332,9 @@ def stream_problems(prompt: dict) -> list[str]:
         start, before = origin(node)
         fpc = frames_per_chunk(start)
         n = chunks(node, fpc)
-        if not start["inputs"]["window_frames"] and before + n * fpc > TRAINED_FRAMES:
+        if rolling(start) and (start["inputs"]["window_frames"] or start["inputs"]["sink_frames"]):
+            problems.append(f"node {nid}: Rolling Forcing keeps its own window; window and sink must be 0")
+        if not rolling(start) and not start["inputs"]["window_frames"] and before + n * fpc > TRAINED_FRAMES:
             problems.append(f"node {nid}: the stream reaches {before + n * fpc} latent frames without a window "
                             f"(at most {TRAINED_FRAMES})")
         if "start_image" in start["inputs"] and fpc != 1:
@@ -601,6 +607,10 @@ STREAM_BREAKS = {
         window_frames=0, sink_frames=0), "without a window"),
     "live vae decoder without a vae": ("causal_forcing_live", lambda p: _live_vae_decoder_without_vae(p),
                                        "decoder vae needs"),  # defined below
+    "rolling with a window": ("causal_forcing_long_video", lambda p: _by_class(p, "CausalForcingStart").update(
+        window_frames=12, sink_frames=3), "keeps its own window"),
+    "long video without rolling or a window": ("causal_forcing_long_video", lambda p: _by_class(
+        p, "CausalForcingModelLoader").update(variant="chunkwise-4step"), "without a window"),
 }
 
 
@@ -638,3 +648,16 @@ def test_types_match_follows_comfyui() -> None:
     assert types_match("IMAGE", "IMAGE") and types_match("IMAGE", "*") and types_match("*", "LATENT")
     assert types_match("IMAGE,MASK", "MASK") and types_match("INT", "FLOAT,INT")
     assert not types_match("IMAGE", "LATENT") and not types_match("CF_STREAM", "CF_MODEL")
+
+
+def test_the_tiny_variant_keeps_rolling_forcing(pack: ModuleType) -> None:
+    """The smoke runs map students onto the tiny ones; a Rolling Forcing variant stays, so the long-video workflow
+    runs Rolling Forcing in a real ComfyUI (the tiny chunk-wise model runs it too), other variants become auto."""
+    loader = {"class_type": "CausalForcingModelLoader", "inputs": {"model_name": "x.safetensors", "variant": "rolling-4step",
+                                                                  "weight_dtype": "auto", "preview": "auto"}}
+    mapped = smoke.tiny_variant({"1": loader})["1"]["inputs"]
+    assert mapped["variant"] == "rolling-4step" and mapped["model_name"] == smoke.TINY_CHUNKWISE
+    loader["inputs"]["variant"] = "chunkwise-4step"
+    assert smoke.tiny_variant({"1": loader})["1"]["inputs"]["variant"] == "auto"
+    long_video = smoke.tiny_variant(workflow_prompt("causal_forcing_long_video", pack))
+    assert [n["inputs"]["variant"] for n in long_video.values() if "variant" in n["inputs"]] == ["rolling-4step"]
