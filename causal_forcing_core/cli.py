@@ -33,7 +33,7 @@ from .kv_cache import KVCache, Recache, validate_window
 from .prompt import Prompt, trim_padding
 from .rolling import check_rolling_settings
 from .schedule import ScheduleEntry, parse_schedule
-from .stream import Stream, start_stream
+from .stream import Stream, cache_frames_for, start_stream
 from .video_io import check_file_target, check_fps, check_video_target
 
 logger = logging.getLogger("causal_forcing_core.cli")
@@ -228,13 +228,14 @@ def available_memory(device: torch.device) -> int | None:
         return None
 
 
-def cache_frames(args: argparse.Namespace, latent_frames: int) -> int:
-    """Latent frames the KV cache holds: the window, else the whole video (allocated once, up front)."""
-    return args.window or latent_frames
+def cache_frames(args: argparse.Namespace, sampler: SamplerConfig, latent_frames: int) -> int:
+    """Latent frames the KV cache holds (:func:`.stream.cache_frames_for`; a global cache is allocated once for the
+    whole video, up front)."""
+    return cache_frames_for(sampler, args.window or None, latent_frames)
 
 
 def memory_estimate(
-    config: DiTConfig, args: argparse.Namespace, latent_frames: int, dtype: torch.dtype
+    config: DiTConfig, args: argparse.Namespace, sampler: SamplerConfig, latent_frames: int, dtype: torch.dtype
 ) -> dict[str, int]:
     """Bytes the run needs, from the architecture alone: ``kv_cache`` and ``weights`` on the device (the formula
     the cache itself allocates by, :meth:`.kv_cache.KVCache.estimate_bytes`), ``frames`` (the decoded video: uint8
@@ -242,7 +243,7 @@ def memory_estimate(
     lat_h, lat_w = WAN21.latent_size(args.height, args.width, config.patch_size[1:])
     kv = KVCache.estimate_bytes(
         num_layers=config.num_layers, batch=1, num_heads=config.num_heads, head_dim=config.head_dim,
-        frame_tokens=config.tokens_per_frame(lat_h, lat_w), capacity_frames=cache_frames(args, latent_frames),
+        frame_tokens=config.tokens_per_frame(lat_h, lat_w), capacity_frames=cache_frames(args, sampler, latent_frames),
         dtype=dtype,
     )
     pixels = WAN21.pixel_frames(latent_frames) * 3 * args.height * args.width
@@ -250,11 +251,12 @@ def memory_estimate(
 
 
 def check_memory(
-    config: DiTConfig, args: argparse.Namespace, latent_frames: int, device: torch.device, dtype: torch.dtype
+    config: DiTConfig, args: argparse.Namespace, sampler: SamplerConfig, latent_frames: int, device: torch.device,
+    dtype: torch.dtype,
 ) -> None:
     """Refuse a size whose KV cache and weights (on the device) or decoded frames (in RAM) cannot fit, with the
     estimate in the message."""
-    need = memory_estimate(config, args, latent_frames, dtype)
+    need = memory_estimate(config, args, sampler, latent_frames, dtype)
     gib = 2**30
     what = (f"--height {args.height} --width {args.width} with {args.frames} frames"
             + (f" and --window {args.window}" if args.window else ""))
@@ -339,7 +341,7 @@ def check_generate(args: argparse.Namespace) -> GeneratePlan:
     check_rolling_settings(sampler, args.window or None, args.sink, args.image is not None)
     num_chunks, schedule = plan_chunks(args, sampler, latent_frames, text)  # every bad line at once
     prompts = list(dict.fromkeys(e.prompt for e in schedule))
-    check_memory(info.config, args, latent_frames, device, dtype)
+    check_memory(info.config, args, sampler, latent_frames, device, dtype)
 
     # ---- the prompts' length, with the tokenizer alone
     tokenizer = load_tokenizer(tokenizer_path, allow_download=args.download)
@@ -391,7 +393,7 @@ def run_generate(args: argparse.Namespace) -> Timing:
     stream = start_stream(loaded.model, sampler, height=args.height, width=args.width,
                           prompt=prompts[schedule[0].prompt], seed=args.seed, window_frames=args.window or None,
                           sink_frames=args.sink, context=context,
-                          capacity_frames=cache_frames(args, plan.latent_frames))
+                          capacity_frames=cache_frames(args, plan.sampler, plan.latent_frames))
     stream, timing.first_chunk_s, timing.generation_s = _generate_with_progress(
         stream, schedule, prompts, num_chunks, Recache.of(args.recache), device
     )

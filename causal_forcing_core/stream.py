@@ -41,7 +41,7 @@ from .geometry import WAN21
 from .kv_cache import KVCache, Recache, TextKVCache, validate_window
 from .noise import NoiseSource, SeededNoise
 from .prompt import Prompt, check_prompt_embeds
-from .rolling import InFlight, RollingCache, RollingSampler, check_rolling_settings
+from .rolling import InFlight, RollingCache, RollingSampler, check_rolling_settings, rolling_cache_frames
 from .sampling import StepCallback, cache_block, sample_block
 from .scheduler import FlowMatchScheduler
 
@@ -116,6 +116,14 @@ class StreamSettings:
     sink_frames: int = 0
     #: what ``recache=True`` re-encodes on a prompt switch (:class:`.kv_cache.Recache`)
     recache: Recache = Recache.RECENT
+
+
+def cache_frames_for(sampler: SamplerConfig, window_frames: int | None, video_frames: int) -> int:
+    """Latent frames a stream's self-attention cache holds: Rolling Forcing's own (:func:`.rolling.rolling_cache_frames`),
+    else the local window, else the whole video (``video_frames``)."""
+    if sampler.rolling:
+        return rolling_cache_frames(sampler.frames_per_block)
+    return window_frames or video_frames
 
 
 def latent_size_for(height: int, width: int, model: CausalWanModel) -> tuple[int, int]:

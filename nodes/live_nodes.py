@@ -34,6 +34,7 @@ from ..causal_forcing_core.geometry import WAN21
 from ..causal_forcing_core.live import LiveControl, LiveEnd, LiveLoop, LiveResult, PromptEvent
 from ..causal_forcing_core.preview_fallback import LatentRGBPreview
 from ..causal_forcing_core.prompt import Prompt, check_prompt_text
+from ..causal_forcing_core.stream import cache_frames_for
 from ..causal_forcing_core.vae import WanVAE
 from . import comfy_runtime as rt
 from .common import CATEGORY, prompt_from_conditioning, resolve_text_encoder, resolve_vae
@@ -223,8 +224,8 @@ class CausalForcingLive:
         session = LiveSession(secrets.token_hex(16), unique_id, client, LiveControl(), max_chunks)
         session.control.on_change = session.announce
         settings = stream.stream.settings
-        stream.model.prepare(stream.model.cache_bytes(
-            settings.latent_height, settings.latent_width, settings.window_frames or stream.model.max_frames))
+        stream.model.prepare(stream.model.cache_bytes(settings.latent_height, settings.latent_width, cache_frames_for(
+            settings.sampler, settings.window_frames, stream.model.max_frames)))
         reporter = ChunkReporter(stream.model, stream.stream, max_chunks, unique_id, previewer=frames, sid=client,
                                  keep_frames=True, check_interrupt=False, open_ended=True)  # the loop checks
         watch = _DisconnectWatch(client, session)

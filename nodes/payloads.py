@@ -142,9 +142,10 @@ class StreamHandle:
         return {"samples": to_raw_latents(self.stream.latents).to(rt.intermediate_device())}
 
     def check_length(self, num_chunks: int) -> None:
-        """Refuse going past the frames a global-attention model was trained for (no window set)."""
+        """Refuse going past the frames a global-attention model was trained for (no window set; Rolling Forcing
+        keeps its own)."""
         settings = self.stream.settings
-        if settings.window_frames:
+        if settings.window_frames or settings.sampler.rolling:
             return
         n = self.frames_per_block
         after = self.stream.num_frames + num_chunks * n

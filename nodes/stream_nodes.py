@@ -17,9 +17,8 @@ from ..causal_forcing_core.geometry import WAN21
 from ..causal_forcing_core.image_io import RESIZE_MODES, fit_image_tensor
 from ..causal_forcing_core.kv_cache import Recache
 from ..causal_forcing_core.latent_space import from_raw_latents
-from ..causal_forcing_core.rolling import rolling_cache_frames
 from ..causal_forcing_core.schedule import parse_schedule
-from ..causal_forcing_core.stream import start_stream
+from ..causal_forcing_core.stream import cache_frames_for, start_stream
 from . import stream_state
 from .common import CATEGORY, MAX_SEED, MAX_SIZE, prompt_from_conditioning, resolve_vae
 from .payloads import (
@@ -153,8 +152,7 @@ class CausalForcingStart:
             raise InvalidInputError("sink_frames needs a window: set window_frames (e.g. 12) or set sink_frames to 0.")
         context = _context(model, width, height, start_image, image_fit, vae, cf_vae, continue_latent)
         lat_h, lat_w = height // 8, width // 8
-        cache_frames = rolling_cache_frames(model.sampler.frames_per_block) if model.sampler.rolling else None
-        model.prepare(model.cache_bytes(lat_h, lat_w, cache_frames or window or model.max_frames))
+        model.prepare(model.cache_bytes(lat_h, lat_w, cache_frames_for(model.sampler, window, model.max_frames)))
         if context is not None and not window and context.shape[1] > model.max_frames:
             raise InvalidInputError(
                 f"The LATENT to continue has {context.shape[1]} latent frames, more than the {model.max_frames} "

@@ -17,7 +17,7 @@ import torch
 
 from ..causal_forcing_core.errors import InvalidInputError
 from ..causal_forcing_core.prompt import Prompt
-from ..causal_forcing_core.stream import Stream
+from ..causal_forcing_core.stream import Stream, cache_frames_for
 from .live_preview import ChunkReporter
 from .payloads import StreamHandle
 
@@ -44,7 +44,7 @@ def generate(
     if done:
         logger.info("Node %s resumes its interrupted run at chunk %d of %d", node_id, done + 1, total)
     settings = stream.settings
-    frames_held = settings.window_frames or handle.model.max_frames
+    frames_held = cache_frames_for(settings.sampler, settings.window_frames, handle.model.max_frames)
     handle.model.prepare(handle.model.cache_bytes(settings.latent_height, settings.latent_width, frames_held))
     reporter = ChunkReporter(handle.model, stream, total - done, node_id)
     reached = [stream]

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from causal_forcing_core import cli
-from causal_forcing_core.config import TINY
+from causal_forcing_core.config import SAMPLER_PRESETS, TINY
 from causal_forcing_core.kv_cache import KVCache
 from test_cli import _generate_args, run_main, run_main_without_weights, weights  # noqa: F401 - weights: fixture
 from tiny import tiny_model
@@ -149,15 +149,21 @@ def test_a_size_whose_cache_cannot_fit_is_refused_with_the_estimate(weights, mon
     )
     caplog.clear()  # a window bounds the cache
     monkeypatch.setattr(cli, "available_memory", lambda device: 10 * GIB)
-    windowed = cli.memory_estimate(TINY, cli.argparse.Namespace(height=4096, width=4096, window=6), 21, torch.float32)
+    chunkwise, rolling = SAMPLER_PRESETS["chunkwise-4step"], SAMPLER_PRESETS["rolling-4step"]
+    big = cli.argparse.Namespace(height=4096, width=4096, window=6)
+    windowed = cli.memory_estimate(TINY, big, chunkwise, 21, torch.float32)
     assert windowed["kv_cache"] * 21 == kv * 6
+    # Rolling Forcing's cache is its own 24 frames, however long the video (no window needed)
+    long_rolling = cli.memory_estimate(TINY, cli.argparse.Namespace(height=4096, width=4096, window=0), rolling, 3000,
+                                       torch.float32)
+    assert long_rolling["kv_cache"] * 21 == kv * 24
 
 
 def test_the_real_model_at_the_trained_size_fits_a_24_gib_gpu() -> None:
     from causal_forcing_core.config import WAN_1_3B
 
     args = cli.argparse.Namespace(height=480, width=832, window=0)
-    need = cli.memory_estimate(WAN_1_3B, args, 21, torch.bfloat16)
+    need = cli.memory_estimate(WAN_1_3B, args, SAMPLER_PRESETS["chunkwise-4step"], 21, torch.bfloat16)
     assert need["kv_cache"] == 2 * 30 * 21 * 1560 * 12 * 128 * 2  # 6.0 GB: 30 layers, 1560 tokens a frame
     assert need["kv_cache"] + need["weights"] < 24 * GIB
 

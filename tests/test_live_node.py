@@ -377,3 +377,29 @@ def test_malformed_bodies_are_400_not_500(live) -> None:
     for raw in (b"[" * 16_000, b'{"a":' * 10_000, b"\xff\xfe", b"{nope"):
         value, problem = parse(raw)
         assert value is None and "not JSON" in problem
+
+
+def test_a_live_run_on_rolling_forcing_steers_like_any_stream(live, monkeypatch) -> None:
+    """The Live node on a Rolling Forcing stream (no window: it keeps its own): 8 chunks past the 21 frames a plain
+    stream holds without a window, a prompt change through the route, and the take re-renders from its schedule."""
+    comfy = MiniComfy(live.env.nodes)
+    prompt = chain(prompts=PROMPTS[:1], chunks=(), window=0)
+    prompt["1"]["inputs"]["variant"] = "rolling-4step"
+    out = comfy.run(prompt, "3", "2")
+    stream, encoder = out["3"][0], out["2"][0]
+    browser = Browser(live, monkeypatch)
+    sent = {}
+
+    def page(event, data, sid):
+        if event == "causal_forcing.live" and data["state"] == "running" and data["chunk"] == 3 and not sent:
+            sent["box"] = browser.send({"run": data["run"], "action": "prompt", "text": PROMPTS[1]})
+
+    live.listeners.append(page)
+    handle, images, schedule = _run_live(live, stream, encoder, seconds=6)["result"]
+    (status, answer), = browser.answers([sent["box"]])
+    assert status == 200 and answer["applies_at_chunk"] == 3 and handle.stream.num_chunks == 8
+    assert schedule == f"0: {PROMPTS[0]}\n3: {PROMPTS[1]}" and images.shape[0] == 8 * 12 - 3
+    node = live.env.nodes
+    sched, = node["CausalForcingPromptSchedule"]().build(schedule, "chunks", text_encoder=encoder)
+    again = node["CausalForcingGenerateSchedule"]().generate(stream, sched, 8, "chunks", True)["result"][0]
+    assert torch.equal(again.stream.latents, handle.stream.latents)
