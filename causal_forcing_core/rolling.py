@@ -218,12 +218,17 @@ class RollingCache:
 @dataclass(frozen=True, eq=False)
 class InFlight:
     """A block inside the rolling window between two window steps: its index, its input for its next step
-    ``step`` (1 .. S-1) [B, n, C, h, w], and all its ``S - 1`` re-noise tensors [B*n, C, h, w]."""
+    ``step`` (1 .. S-1) [B, n, C, h, w], and its re-noise tensors [B*n, C, h, w] for the steps still to come."""
 
     block: int
     x: torch.Tensor
     step: int
     renoise: tuple[torch.Tensor, ...]
+
+    def stored(self) -> "InFlight":
+        """This block as a snapshot keeps it: on the CPU (a window per chunk must not pile up on the device), with
+        only the re-noise it still needs (step ``s`` uses ``renoise[0]``)."""
+        return InFlight(self.block, self.x.to("cpu"), self.step, tuple(r.to("cpu") for r in self.renoise))
 
 
 def check_rolling_settings(
@@ -308,7 +313,7 @@ class RollingSampler:
         block's x0 (None when the oldest is not at its last step yet) and the blocks that stay."""
         model, scheduler, ts = self.model, self.scheduler, self.timesteps
         n = self.cache.block_frames
-        x = torch.cat([f.x for f in window], dim=1)
+        x = torch.cat([f.x.to(model.device, model.compute_dtype) for f in window], dim=1)
         b = x.shape[0]
         t = torch.cat([ts[f.step].repeat(n) for f in window]).to(torch.float32).expand(b, -1)
         start = window[0].block * n
@@ -322,9 +327,9 @@ class RollingSampler:
                 finished = x0_f
                 continue
             next_t = torch.full((b * n,), float(ts[f.step + 1]), dtype=torch.float32)
-            eps = f.renoise[f.step].to(x0_f.device, x0_f.dtype)
+            eps = f.renoise[0].to(x0_f.device, x0_f.dtype)
             x_next = scheduler.add_noise(x0_f.flatten(0, 1), eps, next_t).view_as(x0_f)
-            stay.append(InFlight(f.block, x_next, f.step + 1, f.renoise))
+            stay.append(InFlight(f.block, x_next, f.step + 1, f.renoise[1:]))
         self.cache.open_refresh(start)
         clean_t = torch.full((b, n), float(self.sampler.context_noise), dtype=torch.float32)
         model.write_cache(x0[:, :n].permute(0, 2, 1, 3, 4), clean_t, text, self.cache, start_frame=start)

@@ -272,7 +272,7 @@ class StreamStorage:
             def write() -> Event:
                 x0, ahead = self.rolling.advance(self.text.get(prompt), noise, front, chunk_index=index, shape=shape,
                                                  on_window=on_step)
-                return ChunkEvent(index, x0, prompt, front=ahead)
+                return ChunkEvent(index, x0, prompt, front=tuple(f.stored() for f in ahead))
 
             return self._extend(history, write)
 
@@ -297,7 +297,7 @@ class StreamStorage:
 
         def write() -> Event:
             x0, ahead = self.rolling.drain_step(self.text.get(prompt), front)
-            return ChunkEvent(index, x0, prompt, front=ahead, drained=True)
+            return ChunkEvent(index, x0, prompt, front=tuple(f.stored() for f in ahead), drained=True)
 
         return self._extend(history, write)
 
