@@ -90,16 +90,28 @@ def bench_config(name: str, cfg: DiTConfig, latent: int, blocks: int, device: to
         sync(device)
         per_block.append(time.perf_counter() - t0)
     total = time.perf_counter() - t_all
+    plain_stream = stream
     result["plain"] = {"s_per_block_median": round(statistics.median(per_block[steps:]), 5),
                        "s_per_block_mean": round(total / blocks, 5), "forwards_per_block": counter.calls / blocks,
                        "query_frames_per_block": counter.frames / blocks}
     counter.remove(model)
 
     counter = ForwardCounter(model)
+    rolling_stream = start_stream(model, SAMPLER_PRESETS["rolling-4step"], height=size, width=size, prompt=prompt,
+                                  seed=0).generate(steps + 1)
+    front = rolling_stream.history[-1].front
+    result["rolling_stream"] = {
+        "front_bytes_per_chunk": sum(f.x.nbytes + sum(r.nbytes for r in f.renoise) for f in front),
+        "latent_bytes_per_chunk": rolling_stream.history[-1].latents.nbytes,
+        "kv_cache_bytes": rolling_stream.kv_cache.nbytes, "plain_window_kv_cache_bytes": plain_stream.kv_cache.nbytes,
+        "what": "CPU memory each rolling snapshot keeps for its window (inputs + re-noise still to come), next to "
+                "the chunk's own latents; both grow with the take until old snapshots are dropped"}
+    counter.remove(model)
+    counter = ForwardCounter(model)
     text = model.embed_text(prompt.embeds)
     t0 = time.perf_counter()
-    rolling_sample(model, text, sampler, scheduler, SeededNoise(0), num_blocks=blocks, block_shape=(1, n, 16, latent,
-                   latent))
+    rolling_sample(model, text, SAMPLER_PRESETS["rolling-4step"], scheduler, SeededNoise(0), num_blocks=blocks,
+                   block_shape=(1, n, 16, latent, latent))
     sync(device)
     total = time.perf_counter() - t0
     result["rolling"] = {"s_per_block_mean": round(total / blocks, 5),
