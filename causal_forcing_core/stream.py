@@ -156,7 +156,7 @@ class StreamStorage:
         if settings.sampler.rolling:
             self.cache = RollingCache(model, settings.batch, frame_tokens, settings.sampler.frames_per_block)
             self.rolling = RollingSampler(model, self.cache, settings.sampler, self.scheduler)
-            self._init_rest()
+            self._init_shared_state()
             return
         self.cache = KVCache(
             num_layers=cfg.num_layers,
@@ -171,9 +171,10 @@ class StreamStorage:
             device=model.device,
             memory_budget_bytes=memory_budget_bytes,
         )
-        self._init_rest()
+        self._init_shared_state()
 
-    def _init_rest(self) -> None:
+    def _init_shared_state(self) -> None:
+        """The text K/V cache and the history bookkeeping every kind of stream storage has."""
         self.text = TextKVCache(self.model.embed_text, self.settings.batch)
         #: the history the cache currently reflects; None = unknown (a failed destructive write)
         self.history: tuple[Event, ...] | None = ()
@@ -492,7 +493,9 @@ def start_stream(
     more = video extension, a whole number of chunks). ``window_frames``/``sink_frames``: local attention with a
     rolling cache (None or 0 = attention over the whole video; the cache then grows, within
     ``memory_budget_bytes``). ``capacity_frames`` sizes the global cache up front. ``recache``: what a prompt
-    switch with ``recache=True`` re-encodes (:class:`.kv_cache.Recache`: ``recent`` or ``window``).
+    switch with ``recache=True`` re-encodes (:class:`.kv_cache.Recache`: ``recent`` or ``window``). A Rolling
+    Forcing sampler keeps its own cache of :func:`.rolling.rolling_cache_frames` frames: window, sink, capacity and
+    budget do not apply to it.
     """
     if batch < 1:
         raise InvalidInputError(f"batch must be >= 1, got {batch}.")
