@@ -29,7 +29,8 @@ In a stream (preset ``rolling-4step``) generation is *pipelined*: making chunk `
 it (the first chunk fills the window first), and the blocks still in the window travel with the snapshot as its
 *front* (:class:`InFlight`), so chunk ``k`` is the same however the work is split and wherever the stream stops.
 The official pipeline ends a video of ``N`` blocks by draining the window (the last windows take no new block);
-its first ``N - S + 1`` blocks are the pipelined ones, and :func:`drain` finishes the rest the same way.
+its first ``N - S + 1`` blocks are the pipelined ones, and :meth:`RollingSampler.drain` (:meth:`.stream.Stream.finish`
+in a stream) finishes the rest the same way.
 
 Latents are [B, F, C, h, w]; :func:`rolling_sample` (whole videos, drained) reproduces the official ``long_video``
 pipeline (``inference_rolling_forcing``) to float32 rounding (``tests/test_rolling.py``).
