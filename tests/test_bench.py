@@ -74,3 +74,17 @@ def test_rolling_bench_quick_prints_json() -> None:
     # counted, not estimated: 4 denoising forwards + 1 refresh per plain block; 9 windows x 2 passes for 6 rolling ones
     assert run["plain"]["forwards_per_block"] == 5.0 and run["plain"]["query_frames_per_block"] == 15.0
     assert run["rolling"]["forwards_per_block"] == 3.0 and run["rolling"]["s_per_block_mean"] > 0
+
+
+def test_memory_table_prints_json() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "memory_table.py"), "--chunks", "120"],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+    plain, rolling = json.loads(out.stdout)["results"]
+    for run in (plain, rolling):  # the cache stays one size; what the snapshots keep grows with them
+        assert run["at_chunk_100"]["kv_cache_bytes"] == run["at_chunk_120"]["kv_cache_bytes"] > 0
+        assert run["at_chunk_120"]["committed_latents_mb"] > run["at_chunk_100"]["committed_latents_mb"]
+    assert plain["at_chunk_120"]["rolling_fronts_mb"] == 0
+    # a rolling snapshot keeps 3 window inputs and 3 re-noise tensors: 6x its chunk's latents
+    assert rolling["at_chunk_120"]["rolling_fronts_mb"] == pytest.approx(6 * rolling["at_chunk_120"]["committed_latents_mb"], rel=0.01)
