@@ -26,7 +26,15 @@ import torch
 
 from . import model_files as mf
 from .checkpoints import DiTFileInfo, describe_dit, estimate_dit_bytes, load_dit
-from .config import SAMPLER_PRESETS, WAN_TEXT_LEN, DiTConfig, SamplerConfig, sampler_preset
+from .config import (
+    SAMPLER_PRESETS,
+    WAN_TEXT_LEN,
+    DiTConfig,
+    SamplerConfig,
+    check_sampler_fits,
+    sampler_kind,
+    sampler_preset,
+)
 from .errors import InvalidInputError
 from .geometry import WAN21
 from .kv_cache import KVCache, Recache, validate_window
@@ -189,29 +197,20 @@ def plan_chunks(
     return generated // n, parse_schedule(text, generated // n)
 
 
-def _kind(sampler: SamplerConfig) -> str:
-    return "frame-wise" if sampler.frames_per_block == 1 else "chunk-wise"
-
-
 def check_model_kind(
     args: argparse.Namespace, name: str, own: SamplerConfig | None, planned: SamplerConfig
 ) -> None:
     """``--steps`` must make chunks of the size the student was trained on (``own``: what its metadata or
     release name says, None when unknown), and ``--image`` needs a frame-wise student."""
-    if args.steps != "auto" and own is not None and own.frames_per_block != planned.frames_per_block:
-        fitting = [p for p, c in SAMPLER_PRESETS.items() if c.frames_per_block == own.frames_per_block]
-        raise InvalidInputError(
-            f"--steps {args.steps} is for {_kind(planned)} students ({planned.frames_per_block}-frame chunks), but "
-            f"{name} is a {_kind(own)} model ({own.name}, {own.frames_per_block}-frame chunks); use --steps "
-            f"{' or '.join(fitting)} (or auto)."
-        )
+    if args.steps != "auto":
+        check_sampler_fits(own, planned, name, "--steps")
     if args.image is not None and not planned.supports_i2v:
         unknown = "" if own is not None else (" The file does not say its kind; if it is frame-wise, say so with "
                                               "--steps framewise-4step (or -2step / -1step).")
         raise InvalidInputError(
             f"--image needs a frame-wise student (image-to-video starts from the image as the first 1-frame chunk), "
-            f"but {name} runs {_kind(planned)} ({planned.name}, {planned.frames_per_block}-frame chunks). Use --model "
-            f"framewise (or framewise-2step / framewise-1step) or a frame-wise file.{unknown}"
+            f"but {name} runs {sampler_kind(planned)} ({planned.name}, {planned.frames_per_block}-frame chunks). Use "
+            f"--model framewise (or framewise-2step / framewise-1step) or a frame-wise file.{unknown}"
         )
 
 

@@ -192,6 +192,25 @@ SAMPLER_PRESETS: dict[str, SamplerConfig] = {
 }
 
 
+def sampler_kind(sampler: SamplerConfig) -> str:
+    """"frame-wise" or "chunk-wise": what size of chunk a sampler makes."""
+    return "frame-wise" if sampler.frames_per_block == 1 else "chunk-wise"
+
+
+def check_sampler_fits(own: SamplerConfig | None, chosen: SamplerConfig, name: str, option: str) -> None:
+    """Raise :class:`InvalidInputError` when ``chosen`` (asked for with ``option``, e.g. ``--steps`` or
+    ``variant``) makes chunks of another size than the student ``name`` was trained on (``own``: what its metadata
+    or release says; None when unknown, then nothing is checked), naming the presets that fit."""
+    if own is None or own.frames_per_block == chosen.frames_per_block:
+        return
+    fitting = [p for p, c in SAMPLER_PRESETS.items() if c.frames_per_block == own.frames_per_block]
+    raise InvalidInputError(
+        f"{option} {chosen.name} is for {sampler_kind(chosen)} students ({chosen.frames_per_block}-frame chunks), but "
+        f"{name} is a {sampler_kind(own)} model ({own.name}, {own.frames_per_block}-frame chunks); use {option} "
+        f"{' or '.join(fitting)} (or auto)."
+    )
+
+
 def sampler_preset(name: str) -> SamplerConfig:
     """Look up a sampler preset by name, with a clear error listing the known ones."""
     try:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..causal_forcing_core.checkpoints import CheckpointError, load_dit
-from ..causal_forcing_core.config import SAMPLER_PRESETS, sampler_preset
+from ..causal_forcing_core.config import SAMPLER_PRESETS, check_sampler_fits, sampler_preset
 from ..causal_forcing_core.geometry import WAN21
 from ..causal_forcing_core.preview_fallback import LatentRGBPreview, Previewer, make_preview_decoder
 from . import comfy_runtime as rt
@@ -76,8 +76,11 @@ def load_previewer(choice: str, device: torch.device) -> Previewer | None:
 
 def guess_variant(name: str) -> str:
     """A sampler preset from a file name without metadata (release files live in folders such as
-    ``framewise/`` or ``causal-forcing++/framewise-2step.pt``): 1step/2step/framewise, else chunkwise-4step."""
+    ``framewise/`` or ``causal-forcing++/framewise-2step.pt``): 1step/2step/framewise, the long-video student
+    (``chunkwise/longvideo.pt``, trained for Rolling Forcing) rolling-4step, else chunkwise-4step."""
     lowered = name.lower().replace("_", "-")
+    if "longvideo" in lowered or "long-video" in lowered:
+        return "rolling-4step"
     if "framewise" in lowered or "frame-wise" in lowered:
         for steps in ("1step", "2step"):
             if steps in lowered:
@@ -101,6 +104,9 @@ def load_model(name: str, variant: str = "auto", weight_dtype: str = "auto", pre
         device=rt.offload_device(), variant=None if variant == "auto" else variant,
     )
     sampler = loaded.sampler
+    if variant != "auto":  # the file's own word (a converted file remembers its sampler) against the widget's
+        own = loaded.metadata.get("variant")
+        check_sampler_fits(sampler_preset(own) if own in SAMPLER_PRESETS else None, sampler, name, "variant")
     if sampler is None:
         sampler = sampler_preset(guess_variant(name))
         logger.warning(

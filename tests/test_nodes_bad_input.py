@@ -139,5 +139,17 @@ def test_release_files_without_metadata_get_a_variant_from_their_name(pack: Modu
     assert guess("framewise/causal_forcing.pt") == "framewise-4step"
     assert guess("causal-forcing++/framewise-2step.pt") == "framewise-2step"
     assert guess("Causal_Forcing_Framewise_1Step.safetensors") == "framewise-1step"
-    assert guess("chunkwise/longvideo.pt") == "chunkwise-4step"
+    assert guess("chunkwise/longvideo.pt") == "rolling-4step"  # the long-video student was trained for it
+    assert guess("causal_forcing_long_video.safetensors") == "rolling-4step"
     assert guess("self_forcing_dmd.pt") == "chunkwise-4step"
+
+
+def test_a_variant_of_the_other_kind_is_refused_when_the_model_loads(env) -> None:  # noqa: F811
+    loader = env.nodes["CausalForcingModelLoader"]()
+    with pytest.raises(Exception, match=r"variant rolling-4step is for chunk-wise students \(3-frame chunks\), but "
+                                        r"cf_tiny_framewise.safetensors is a frame-wise model \(framewise-4step"):
+        loader.load("cf_tiny_framewise.safetensors", "rolling-4step", "auto", "auto")
+    with pytest.raises(Exception, match="use variant chunkwise-4step or rolling-4step"):
+        loader.load("cf_tiny_chunkwise.safetensors", "framewise-2step", "auto", "auto")
+    (model,) = loader.load("cf_tiny_chunkwise.safetensors", "rolling-4step", "auto", "auto")  # same chunk size: fine
+    assert model.sampler.rolling
