@@ -33,7 +33,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_rolling_fixtures import DIT_CONFIG  # noqa: E402
-from official_patches import RecordedRandn, importing_official_code, sdpa  # noqa: E402
+from official_patches import (  # noqa: E402
+    RecordedRandn,
+    importing_official_code,
+    official_crossattn_cache,
+    official_kv_cache,
+    sdpa,
+)
 
 #: configs/longlive_interactive_inference.yaml, scaled to the tiny model: 6-frame window with a 3-frame sink
 PIPELINE_ARGS = {"denoising_step_list": [1000, 750, 500, 250], "warp_denoising_step": True, "num_frame_per_block": 3,
@@ -70,23 +76,16 @@ def run_case(name: str, global_sink: bool, official: Path, weights: Path) -> tup
                                               vae=vae)
     pipe.frame_seq_length = frame_tokens
     pipe.num_transformer_blocks = DIT_CONFIG["num_layers"]
-    heads, head_dim = DIT_CONFIG["num_heads"], DIT_CONFIG["dim"] // DIT_CONFIG["num_heads"]
+    layers, heads = DIT_CONFIG["num_layers"], DIT_CONFIG["num_heads"]
+    head_dim = DIT_CONFIG["dim"] // heads
 
     def kv_cache(batch_size: int, dtype: torch.dtype, device: Any, kv_cache_size_override: int | None = None) -> None:
         size = kv_cache_size_override or kwargs["local_attn_size"] * frame_tokens
-        pipe.kv_cache1 = [{
-            "k": torch.zeros([batch_size, size, heads, head_dim], dtype=dtype, device=device),
-            "v": torch.zeros([batch_size, size, heads, head_dim], dtype=dtype, device=device),
-            "global_end_index": torch.tensor([0], dtype=torch.long, device=device),
-            "local_end_index": torch.tensor([0], dtype=torch.long, device=device),
-        } for _ in range(DIT_CONFIG["num_layers"])]
+        pipe.kv_cache1 = official_kv_cache(layers, batch_size, size, heads, head_dim, dtype, device)
 
     def crossattn_cache(batch_size: int, dtype: torch.dtype, device: Any) -> None:
-        pipe.crossattn_cache = [{
-            "k": torch.zeros([batch_size, DIT_CONFIG["text_len"], heads, head_dim], dtype=dtype, device=device),
-            "v": torch.zeros([batch_size, DIT_CONFIG["text_len"], heads, head_dim], dtype=dtype, device=device),
-            "is_init": False,
-        } for _ in range(DIT_CONFIG["num_layers"])]
+        pipe.crossattn_cache = official_crossattn_cache(layers, batch_size, DIT_CONFIG["text_len"], heads, head_dim,
+                                                        dtype, device)
 
     pipe._initialize_kv_cache = kv_cache
     pipe._initialize_crossattn_cache = crossattn_cache

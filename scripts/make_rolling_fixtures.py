@@ -45,7 +45,13 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from official_patches import RecordedRandn, importing_official_code, sdpa  # noqa: E402
+from official_patches import (  # noqa: E402
+    RecordedRandn,
+    importing_official_code,
+    official_crossattn_cache,
+    official_kv_cache,
+    sdpa,
+)
 
 #: the tiny DiT of the shared parity fixtures (dit_tiny.safetensors), chunk-wise
 DIT_CONFIG = {"model_type": "t2v", "patch_size": [1, 2, 2], "text_len": 16, "in_dim": 16, "dim": 64, "ffn_dim": 128,
@@ -115,23 +121,16 @@ def run_case(name: str, spec: dict, official: Path, weights: Path) -> tuple[dict
     pipe = CausalInferencePipeline(args, device="cpu", generator=generator, text_encoder=text_encoder, vae=vae)
     pipe.frame_seq_length = frame_tokens
     pipe.num_transformer_blocks = DIT_CONFIG["num_layers"]
-    heads, head_dim = DIT_CONFIG["num_heads"], DIT_CONFIG["dim"] // DIT_CONFIG["num_heads"]
+    layers, heads = DIT_CONFIG["num_layers"], DIT_CONFIG["num_heads"]
+    head_dim = DIT_CONFIG["dim"] // heads
 
     def kv_cache(batch_size: int, dtype: torch.dtype, device: Any) -> None:
         size = OFFICIAL_FRAMES["kv_cache"] * frame_tokens
-        pipe.kv_cache_clean = [{
-            "k": torch.zeros([batch_size, size, heads, head_dim], dtype=dtype, device=device),
-            "v": torch.zeros([batch_size, size, heads, head_dim], dtype=dtype, device=device),
-            "global_end_index": torch.tensor([0], dtype=torch.long, device=device),
-            "local_end_index": torch.tensor([0], dtype=torch.long, device=device),
-        } for _ in range(DIT_CONFIG["num_layers"])]
+        pipe.kv_cache_clean = official_kv_cache(layers, batch_size, size, heads, head_dim, dtype, device)
 
     def crossattn_cache(batch_size: int, dtype: torch.dtype, device: Any) -> None:
-        pipe.crossattn_cache = [{
-            "k": torch.zeros([batch_size, DIT_CONFIG["text_len"], heads, head_dim], dtype=dtype, device=device),
-            "v": torch.zeros([batch_size, DIT_CONFIG["text_len"], heads, head_dim], dtype=dtype, device=device),
-            "is_init": False,
-        } for _ in range(DIT_CONFIG["num_layers"])]
+        pipe.crossattn_cache = official_crossattn_cache(layers, batch_size, DIT_CONFIG["text_len"], heads, head_dim,
+                                                        dtype, device)
 
     pipe._initialize_kv_cache = kv_cache
     pipe._initialize_crossattn_cache = crossattn_cache

@@ -62,3 +62,24 @@ def importing_official_code(folder: str) -> Iterator[None]:
         yield
     finally:
         torch.cuda.current_device = current_device
+
+
+def official_kv_cache(layers: int, batch: int, tokens: int, heads: int, head_dim: int, dtype: torch.dtype,
+                      device: Any) -> list[dict]:
+    """The official self-attention KV cache layout (one dict per layer), sized for a tiny model."""
+    return [{
+        "k": torch.zeros([batch, tokens, heads, head_dim], dtype=dtype, device=device),
+        "v": torch.zeros([batch, tokens, heads, head_dim], dtype=dtype, device=device),
+        "global_end_index": torch.tensor([0], dtype=torch.long, device=device),
+        "local_end_index": torch.tensor([0], dtype=torch.long, device=device),
+    } for _ in range(layers)]
+
+
+def official_crossattn_cache(layers: int, batch: int, text_len: int, heads: int, head_dim: int, dtype: torch.dtype,
+                             device: Any) -> list[dict]:
+    """The official cross-attention cache layout (one dict per layer), sized for a tiny model."""
+    return [{
+        "k": torch.zeros([batch, text_len, heads, head_dim], dtype=dtype, device=device),
+        "v": torch.zeros([batch, text_len, heads, head_dim], dtype=dtype, device=device),
+        "is_init": False,
+    } for _ in range(layers)]
