@@ -263,7 +263,9 @@ class CausalWanModel(nn.Module):
         out = torch.einsum("bfhwpqrc->bcfphqwr", out)
         return out.reshape(b, -1, f * pt, h * ph, w * pw)
 
-    def _rope(self, start_frame: int, grid: tuple[int, int, int]) -> RopeTable:
+    def rope(self, start_frame: int, grid: tuple[int, int, int]) -> RopeTable:
+        """The rotations of a token grid ``(frames, height, width)`` whose first frame is ``start_frame``, in the
+        model's RoPE precision, from the model's table cache."""
         dtype = self.rope_dtype or torch.promote_types(self.compute_dtype, torch.float32)
         return self.rotary.get(start_frame, grid, self.device, dtype)
 
@@ -291,7 +293,7 @@ class CausalWanModel(nn.Module):
         """
         tokens, grid = self._patchify(x)
         e, e0 = self._time(timestep)
-        freqs = self._rope(start_frame, grid)
+        freqs = self.rope(start_frame, grid)
         text = self._text(text)
         for i, block in enumerate(self.blocks):
             tokens = block(tokens, e0, freqs, text.k[i], text.v[i], cache=cache, layer=i, mask=mask)
@@ -311,7 +313,7 @@ class CausalWanModel(nn.Module):
         cross-attention, FFN and the head, whose output nobody reads."""
         tokens, grid = self._patchify(x)
         _, e0 = self._time(timestep)
-        freqs = self._rope(start_frame, grid)
+        freqs = self.rope(start_frame, grid)
         text = self._text(text)
         *body, last = self.blocks
         for i, block in enumerate(body):
@@ -339,7 +341,7 @@ class CausalWanModel(nn.Module):
             clean_timestep = torch.zeros_like(timestep)
         e, e0 = self._time(timestep)
         _, e0_clean = self._time(clean_timestep)
-        half = self._rope(0, grid)
+        half = self.rope(0, grid)
         freqs = half.cat(half)
         tokens = torch.cat([clean_tokens, noisy_tokens], dim=1)
         e0_all = torch.cat([e0_clean, e0], dim=1)

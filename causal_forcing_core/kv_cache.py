@@ -165,6 +165,16 @@ class TextKVCache:
         return other
 
 
+def shift_out(k: torch.Tensor, v: torch.Tensor, keep: int, evicted: int, count: int, frame_tokens: int) -> None:
+    """Evict ``evicted`` frames after the first ``keep`` (the sink or anchor) of K/V buffers
+    [layers, B, frames * frame_tokens, H, D], moving the ``count`` frames after them down to close the gap."""
+    if count <= 0:
+        return
+    t = frame_tokens
+    for buf in (k, v):
+        buf[:, :, keep * t : (keep + count) * t] = buf[:, :, (keep + evicted) * t : (keep + evicted + count) * t].clone()
+
+
 def validate_window(window_frames: int | None, sink_frames: int, frames_per_block: int) -> None:
     """Reject windows that cannot hold the sink plus one block."""
     if window_frames is None:
@@ -325,14 +335,8 @@ class KVCache:
         return self.open_plan
 
     def _roll(self, evicted: int) -> None:
-        sink = self.sink_frames
-        rolled = self.local_end - evicted - sink
-        t = self.frame_tokens
-        if rolled > 0:
-            for buf in (self.k, self.v):
-                buf[:, :, sink * t : (sink + rolled) * t] = buf[
-                    :, :, (sink + evicted) * t : (sink + evicted + rolled) * t
-                ].clone()
+        shift_out(self.k, self.v, self.sink_frames, evicted, self.local_end - evicted - self.sink_frames,
+                  self.frame_tokens)
         self.local_end -= evicted
         self.destructive_writes += 1
 

@@ -47,9 +47,9 @@ from .config import SamplerConfig
 from .dit import CausalWanModel
 from .errors import InvalidInputError, StreamStateError
 from .geometry import WAN21
-from .kv_cache import CacheMark, TextKV
+from .kv_cache import CacheMark, TextKV, shift_out
 from .noise import NoiseSource
-from .rope import apply_rope, rope_table
+from .rope import apply_rope
 from .sampling import chunk_timesteps, dit_flow
 from .scheduler import FlowMatchScheduler
 
@@ -143,10 +143,7 @@ class RollingCache:
         local_end = self.local_end + new
         if new > 0 and local_end > self.capacity_frames:  # shift the oldest non-anchor blocks out
             evicted = local_end - self.capacity_frames
-            kept = self.local_end - evicted - n
-            t = self.frame_tokens
-            for buf in (self.k, self.v):
-                buf[:, :, n * t : (n + kept) * t] = buf[:, :, (n + evicted) * t : (n + evicted + kept) * t].clone()
+            shift_out(self.k, self.v, n, evicted, self.local_end - evicted - n, self.frame_tokens)
             local_end -= evicted
             self.destructive_writes += 1
         if new > 0:
@@ -209,11 +206,10 @@ class RollingCache:
 
     def _anchor_at(self, layer: int, start_frame: int) -> torch.Tensor:
         """The anchor's keys [B, n*T, H, D] as if its first frame were ``start_frame`` (stored at frame 0: only
-        the frame part of the rotation changes, by ``start_frame``)."""
+        the frame part of the rotation changes, by ``start_frame``: the rotation of a one-token grid there, which
+        every layer of the pass takes from the model's table cache)."""
         anchor = self.k[layer, :, : self.block_frames * self.frame_tokens]
-        dtype = self.model.rope_dtype or torch.promote_types(self.model.compute_dtype, torch.float32)
-        shift = rope_table(self.model.config.head_dim, start_frame, (1, 1, 1), device=anchor.device, dtype=dtype)
-        return apply_rope(anchor, shift)
+        return apply_rope(anchor, self.model.rope(start_frame, (1, 1, 1)))
 
 
 @dataclass(frozen=True, eq=False)
