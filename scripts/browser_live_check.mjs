@@ -90,6 +90,18 @@ const panel = () => page.evaluate((id) => {
     frame: +(p.statusEl.textContent.match(/frame (\d+)/)?.[1] ?? 0), chunkEvents: ev.chunks, lastLive: ev.live?.at(-1) ?? null };
 }, liveId);
 
+/** Type `text` into the Live panel's prompt box, press Ctrl+Enter, and return the control route's reply. */
+async function sendFromPanel(box, text) {
+  await box.click();
+  await page.keyboard.press('Control+A');
+  await page.keyboard.type(text);
+  const [reply] = await Promise.all([
+    page.waitForResponse((r) => r.url().includes('/causal_forcing/live/control'), { timeout: 15000 }),
+    page.keyboard.press('Control+Enter'),
+  ]);
+  return { status: reply.status(), body: await reply.json().catch(() => null) };
+}
+
 async function run() {
   if (!liveId) throw new Error(`${args['prompt-file']} has no CausalForcingLive node`);
   const { chromium } = await loadPlaywright();
@@ -160,14 +172,7 @@ async function run() {
   const box = page.locator(`textarea.cf-live-prompt`).first();
   if (args['bad-text']) {
     // a prompt the encoder refuses: answered at the route, shown in the panel, and the take goes on
-    await box.click();
-    await page.keyboard.press('Control+A');
-    await page.keyboard.type(args['bad-text']);
-    const [badReply] = await Promise.all([
-      page.waitForResponse((r) => r.url().includes('/causal_forcing/live/control'), { timeout: 15000 }),
-      page.keyboard.press('Control+Enter'),
-    ]);
-    const refused = { status: badReply.status(), body: await badReply.json().catch(() => null) };
+    const refused = await sendFromPanel(box, args['bad-text']);
     report.refused_reply = refused;
     step('bad prompt sent', refused);
     report.console_errors = report.console_errors.filter((e) => !/HTTP 400.*live\/control/.test(e)); // expected
@@ -187,15 +192,8 @@ async function run() {
   }
 
   // a new prompt, typed into the panel and sent with Ctrl+Enter
-  await box.click();
-  await page.keyboard.press('Control+A');
-  await page.keyboard.type(TYPED);
   const postsBefore = queued;
-  const [reply] = await Promise.all([
-    page.waitForResponse((r) => r.url().includes('/causal_forcing/live/control'), { timeout: 15000 }),
-    page.keyboard.press('Control+Enter'),
-  ]);
-  const control = { status: reply.status(), body: await reply.json().catch(() => null) };
+  const control = await sendFromPanel(box, TYPED);
   report.control_reply = control;
   step('prompt sent', control);
   const accepted = control.status === 200 && control.body?.ok && control.body.applies_at_chunk > 0;
