@@ -44,7 +44,7 @@ def _kept_bytes(stream) -> dict[str, int]:
     for event in stream.history:
         if isinstance(event, ChunkEvent):
             latents += event.latents.nbytes
-            front += sum(f.x.nbytes + sum(r.nbytes for r in f.renoise) for f in event.front)
+            front += sum(f.x.nbytes + sum(r.nbytes for r in f.renoise) for f in event.front or ())
     return {"committed_latents": latents, "rolling_fronts": front}
 
 

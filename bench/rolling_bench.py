@@ -104,8 +104,9 @@ def bench_config(name: str, cfg: DiTConfig, latent: int, blocks: int, device: to
         "front_bytes_per_chunk": sum(f.x.nbytes + sum(r.nbytes for r in f.renoise) for f in front),
         "latent_bytes_per_chunk": rolling_stream.history[-1].latents.nbytes,
         "kv_cache_bytes": rolling_stream.kv_cache.nbytes, "plain_window_kv_cache_bytes": plain_stream.kv_cache.nbytes,
-        "what": "CPU memory each rolling snapshot keeps for its window (inputs + re-noise still to come), next to "
-                "the chunk's own latents; both grow with the take until old snapshots are dropped"}
+        "what": "CPU memory a rolling snapshot keeps for its window (inputs + re-noise still to come), next to the "
+                "chunk's own latents; a lineage keeps windows for its newest chunks and every few chunks only "
+                "(rolling_storage), and recomputes the others when a snapshot continues from them"}
     counter.remove(model)
     counter = ForwardCounter(model)
     text = model.embed_text(prompt.embeds)

@@ -160,7 +160,6 @@ def _run(schedule: str, chunks: int, seed: int, recache: bool, out: Path, bundle
     stream = start_stream(toy.student.model, sampler, height=TOY_SIZE, width=TOY_SIZE,
                           prompt=prompts[starts[0]], seed=seed)
     decoder = toy.vae.stream_decoder()
-    n = sampler.frames_per_block
     rows, labels, chunk_ms, decode_ms = [], [], [], []
     current = starts[0]
     with torch.no_grad():
@@ -171,7 +170,7 @@ def _run(schedule: str, chunks: int, seed: int, recache: bool, out: Path, bundle
             stream = stream.generate(1, prompt=prompts[current] if switch else None, recache=recache and switch)
             chunk_ms.append((time.perf_counter() - t0) * 1000)
             t0 = time.perf_counter()
-            piece = decoder.decode(stream.latents[:, -n:])  # [1, t, 3, H, W] in [-1, 1]
+            piece = decoder.decode(stream.newest_latents)  # [1, t, 3, H, W] in [-1, 1]
             decode_ms.append((time.perf_counter() - t0) * 1000)
             rows.append(frames_to_uint8(piece[0]))
             note = (" (switch, re-cache)" if recache else " (switch)") if switch else ""

@@ -174,6 +174,13 @@ class RollingCache:
         self.global_end = self.local_end = 0
         self.destructive_writes += 1
 
+    def clone(self) -> "RollingCache":
+        """An independent copy (a forked stream's own cache)."""
+        other = object.__new__(RollingCache)
+        other.__dict__.update(self.__dict__)
+        other.k, other.v, other._new = self.k.clone(), self.v.clone(), None
+        return other
+
     def valid(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         end = self.local_end * self.frame_tokens
         return self.k[layer, :, :end], self.v[layer, :, :end]
@@ -221,11 +228,6 @@ class InFlight:
     x: torch.Tensor
     step: int
     renoise: tuple[torch.Tensor, ...]
-
-    def stored(self) -> "InFlight":
-        """This block as a snapshot keeps it: on the CPU (a window per chunk must not pile up on the device), with
-        only the re-noise it still needs (step ``s`` uses ``renoise[0]``)."""
-        return InFlight(self.block, self.x.to("cpu"), self.step, tuple(r.to("cpu") for r in self.renoise))
 
 
 def check_rolling_settings(

@@ -47,16 +47,6 @@ def _to_pil(frame: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr, mode="RGB")
 
 
-def _newest_latents(stream: Stream) -> torch.Tensor | None:
-    """The latents [B, n, C, h, w] of the stream's newest committed event (not the whole video: a long run would
-    copy every frame after every chunk)."""
-    for event in reversed(stream.history):
-        latents = getattr(event, "latents", None)  # prompt re-cache events hold none
-        if latents is not None:
-            return latents
-    return None
-
-
 def _prune_runs(root: Path, keep: int) -> None:
     """Delete all but the newest ``keep`` run folders of one node."""
     runs = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
@@ -100,7 +90,7 @@ class ChunkReporter:
         self.check_interrupt = check_interrupt
         self._kept: list[torch.Tensor] | None = [] if keep_frames else None
         self._folder: Path | None = None
-        newest = _newest_latents(stream)
+        newest = stream.newest_latents
         if self._preview is not None and newest is not None:
             # prime the preview decoder's memory with the newest committed frames, so the first chunk joins on
             self._decode(newest)
@@ -118,7 +108,7 @@ class ChunkReporter:
         self.chunks_done += 1
         if self._preview is None:
             return
-        frames = self._decode(_newest_latents(stream))
+        frames = self._decode(stream.newest_latents)
         if frames is None or frames.shape[0] == 0:
             return
         try:

@@ -153,3 +153,30 @@ def test_rolling_refuses_what_it_cannot_do(rolling_model) -> None:
         SamplerConfig("bad", 3, (1000, 500), first_chunk_steps=(1000,), rolling=True)
     with pytest.raises(InvalidInputError, match="drains a Rolling Forcing window"):
         tiny_stream(rolling_model).generate(1).finish()
+
+
+def test_a_long_rolling_lineage_keeps_few_windows_and_recomputes_released_ones(rolling_model) -> None:
+    from causal_forcing_core.rolling_storage import FRONT_EVERY, FRONTS_KEPT_NEWEST
+
+    whole = _rolling(rolling_model).generate(27)
+    kept = [e.index for e in whole.history if e.front is not None]
+    newest = range(27 - FRONTS_KEPT_NEWEST, 27)
+    assert kept == sorted({i for i in range(27) if i % FRONT_EVERY == 0} | set(newest))  # 0, 8, 16, 19..26
+    for event in whole.history:  # each chunk owns its latents (not a view keeping its whole window alive)
+        assert event.latents.device.type == "cpu"
+        assert event.latents.untyped_storage().nbytes() == event.latents.nbytes
+    # continuing from a released window (chunk 12: recomputed from chunk 8's) gives the uninterrupted video
+    at = whole.rewind(13 * 3)
+    assert at.history[-1].front is None
+    assert torch.equal(at.generate(5).latents, whole.latents[:, : 18 * 3])
+    assert torch.equal(whole.rewind(13 * 3).finish().latents, _rolling(rolling_model).generate(13).finish().latents)
+
+
+def test_a_forked_rolling_stream_has_its_own_cache(rolling_model) -> None:
+    base = _rolling(rolling_model).generate(9)
+    fork = base.rewind(6 * 3).fork()
+    left, right = base.generate(1), fork.generate(1, prompt=tiny_prompt(5))
+    left, right = left.generate(2), right.generate(2)  # alternately: each on its own cache, no replays
+    assert torch.equal(left.latents, _rolling(rolling_model).generate(12).latents)
+    assert torch.equal(right.latents[:, :18], base.latents[:, :18]) and right.num_chunks == 9
+    assert fork.storage.cache is not base.storage.cache and fork.storage.rolling.cache is fork.storage.cache
