@@ -163,7 +163,8 @@ def _parent_problem(path: Path) -> str | None:
     return None
 
 
-def _ensure_parent(path: Path) -> None:
+def ensure_parent(path: Path) -> None:
+    """Create the folder of ``path`` (and its parents); :class:`InvalidInputError` saying why it cannot be."""
     problem = _parent_problem(path)
     if problem:
         raise InvalidInputError(problem)
@@ -295,16 +296,18 @@ def _finish(tmp: Path, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- writers
-def _pad_even(frames: np.ndarray) -> np.ndarray:
+def pad_even(frames: np.ndarray, quiet: bool = False) -> np.ndarray:
+    """``[T, H, W, 3]`` padded to even H, W (last row/column repeated); ``quiet``: without the log line."""
     _, h, w, _ = frames.shape
     pad_h, pad_w = h % 2, w % 2
     if not (pad_h or pad_w):
         return frames
-    logger.info("Padding %dx%d frames to %dx%d (H.264 yuv420p needs even sizes)", w, h, w + pad_w, h + pad_h)
+    if not quiet:
+        logger.info("Padding %dx%d frames to %dx%d (H.264 yuv420p needs even sizes)", w, h, w + pad_w, h + pad_h)
     return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
 
 
-def _import_av(action: str) -> Any:
+def import_av(action: str) -> Any:
     """The ``av`` module, or :class:`InvalidInputError` saying how to get it (``action``: "Writing x.mp4")."""
     try:
         import av
@@ -313,31 +316,43 @@ def _import_av(action: str) -> Any:
     return av
 
 
-def _fps_rational(fps: float) -> Fraction:
-    """``fps`` as the exact rational the container stores: 16 -> 16/1, 29.97 -> 2997/100."""
-    return Fraction(fps).limit_denominator(_FPS_MAX_DENOMINATOR)
-
-
-def _write_mp4(frames: np.ndarray, path: Path, fps: float) -> tuple[str, tuple[int, int]]:
-    av = _import_av(f"Writing {path.name}")
+def import_h264(name: str) -> Any:
+    """:func:`import_av` once it has :data:`MP4_ENCODER`, else :class:`InvalidInputError` saying what to do."""
+    av = import_av(f"Writing {name}")
     try:
         av.codec.Codec(MP4_ENCODER, "w")
     except ValueError:  # av.codec.codec.UnknownCodecError
         raise InvalidInputError(
-            f"Cannot write {path.name}: this PyAV/FFmpeg build has no {MP4_ENCODER} (H.264) encoder. Install the "
+            f"Cannot write {name}: this PyAV/FFmpeg build has no {MP4_ENCODER} (H.264) encoder. Install the "
             "PyPI wheel (`pip install --force-reinstall av`), or write .webp, .gif or PNG frames instead."
         ) from None
-    frames = _pad_even(frames)
+    return av
+
+
+def fps_rational(fps: float) -> Fraction:
+    """``fps`` as the exact rational the container stores: 16 -> 16/1, 29.97 -> 2997/100."""
+    return Fraction(fps).limit_denominator(_FPS_MAX_DENOMINATOR)
+
+
+def add_h264_stream(container: Any, fps: float, size: tuple[int, int], options: dict[str, str] | None = None) -> Any:
+    """Every mp4's stream on an output ``container``: H.264 (``options`` override crf, preset), yuv420p, BT.601 tags."""
+    codec_options = {"crf": str(MP4_CRF), "preset": MP4_PRESET, **(options or {})}
+    stream = container.add_stream(MP4_ENCODER, rate=fps_rational(fps), options=codec_options)
+    stream.width, stream.height = size
+    stream.pix_fmt = MP4_PIX_FMT
+    stream.codec_context.colorspace = _BT601_MATRIX
+    stream.codec_context.color_range = _LIMITED_RANGE
+    return stream
+
+
+def _write_mp4(frames: np.ndarray, path: Path, fps: float) -> tuple[str, tuple[int, int]]:
+    av = import_h264(path.name)
+    frames = pad_even(frames)
     height, width = frames.shape[1:3]
-    rate = _fps_rational(fps)
     tmp = _temp_sibling(path)
     try:
         with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
-            stream = container.add_stream(MP4_ENCODER, rate=rate, options={"crf": str(MP4_CRF), "preset": MP4_PRESET})
-            stream.width, stream.height = width, height
-            stream.pix_fmt = MP4_PIX_FMT
-            stream.codec_context.colorspace = _BT601_MATRIX
-            stream.codec_context.color_range = _LIMITED_RANGE
+            stream = add_h264_stream(container, fps, (width, height))
             for index, rgb in enumerate(frames):
                 frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
                 frame.pts = index
@@ -348,16 +363,15 @@ def _write_mp4(frames: np.ndarray, path: Path, fps: float) -> tuple[str, tuple[i
         raise InvalidInputError(f"Cannot write {path}: {err.strerror or err}.") from None
     finally:
         tmp.unlink(missing_ok=True)
-    logger.debug(
-        "Wrote %s (%s %s %dx%d, %s fps, %d frames)", path.name, MP4_CODEC, MP4_PIX_FMT, width, height, rate, len(frames)
-    )
+    logger.debug("Wrote %s (%s %s %dx%d, %s fps, %d frames)", path.name, MP4_CODEC, MP4_PIX_FMT, width, height,
+                 fps_rational(fps), len(frames))
     return MP4_CODEC, (width, height)
 
 
 def _read_mp4(path: Path) -> np.ndarray:
     if not path.is_file():
         raise InvalidInputError(f"Video {path} does not exist.")
-    av = _import_av(f"Reading {path.name}")
+    av = import_av(f"Reading {path.name}")
     try:
         with av.open(str(path), mode="r") as container:
             if not container.streams.video:
@@ -402,7 +416,7 @@ def _save_png(frame: np.ndarray, target: Path, shown: Path) -> None:
 def _write_png_folder(frames: np.ndarray, folder: Path) -> tuple[Path, tuple[Path, ...]]:
     """Every frame into a temporary sibling folder, then that folder renamed into place (an old one is replaced
     as a whole: set aside, the new one renamed in, the old one deleted; on failure the old one stays)."""
-    _ensure_parent(folder)
+    ensure_parent(folder)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
     old: Path | None = None
     try:
@@ -431,7 +445,7 @@ def _write_png_files(frames: np.ndarray, path: Path) -> tuple[Path, tuple[Path, 
     """``name.png`` (one frame) or a ``%``-pattern: each frame under a temporary name, then all renamed into place,
     then the pattern's frames left from an older, longer video removed."""
     pattern = path if "%" in path.name or len(frames) == 1 else path.with_name(f"{path.stem}_%05d.png")
-    _ensure_parent(pattern)
+    ensure_parent(pattern)
     targets = [pattern.with_name(pattern.name % i) if "%" in pattern.name else pattern for i in range(len(frames))]
     temps: list[Path] = []
     try:
@@ -483,10 +497,10 @@ def write_video(
     height, width = data.shape[1:3]
     files: tuple[Path, ...] = ()
     if kind == "mp4":
-        _ensure_parent(path)
+        ensure_parent(path)
         codec, size = _write_mp4(data, path, fps)
     elif kind in ("webp", "gif"):
-        _ensure_parent(path)
+        ensure_parent(path)
         codec, size = _write_pillow(data, path, fps, quality, lossless), (width, height)
     else:
         writer = _write_png_folder if kind == "png-folder" else _write_png_files
