@@ -33,3 +33,7 @@ class StreamStateError(CausalForcingError):
 
 class LiveRunEndedError(StreamStateError):
     """A live run was steered (prompt, pause, resume) after it stopped or finished; start a new run instead."""
+
+
+class TakeWriteError(CausalForcingError, OSError):
+    """Writing a take to disk failed part-way (disk full, file too large); the file keeps what was written."""
