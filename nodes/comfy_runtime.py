@@ -215,6 +215,16 @@ def temp_directory() -> Path:
     return Path(tempfile.gettempdir()) / "causal_forcing_temp"
 
 
+def output_directory() -> Path:
+    """ComfyUI's output folder (served by ``/view?type=output``); outside ComfyUI a folder in the system temp dir."""
+    fp = _optional("folder_paths")
+    if fp is not None:
+        return Path(fp.get_output_directory())
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "causal_forcing_output"
+
+
 # --------------------------------------------------------------------------------------------------- memory
 def offload_device() -> torch.device:
     """Where models rest between runs (ComfyUI's ``unet_offload_device``); outside ComfyUI the compute device."""

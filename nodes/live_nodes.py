@@ -29,12 +29,13 @@ from typing import Any
 
 import torch
 
-from ..causal_forcing_core.errors import CausalForcingError
+from ..causal_forcing_core.errors import CausalForcingError, TakeWriteError
 from ..causal_forcing_core.geometry import WAN21
 from ..causal_forcing_core.live import LiveControl, LiveEnd, LiveLoop, LiveResult, PromptEvent
 from ..causal_forcing_core.preview_fallback import LatentRGBPreview
 from ..causal_forcing_core.prompt import Prompt, check_prompt_text
 from ..causal_forcing_core.stream import cache_frames_for
+from ..causal_forcing_core.take_writer import TakeWriter, new_take
 from ..causal_forcing_core.vae import WanVAE
 from . import comfy_runtime as rt
 from .common import CATEGORY, prompt_from_conditioning, resolve_text_encoder, resolve_vae
@@ -54,6 +55,12 @@ DISCONNECT_GRACE_S = 5.0
 MAX_REQUESTS_PER_S = 10
 #: ended runs remembered (so a late request is told the run ended rather than that it never existed)
 _ENDED_KEPT = 64
+#: live takes are saved as output/TAKE_SUBFOLDER/TAKE_PREFIX_00001.mp4, ...
+TAKE_SUBFOLDER, TAKE_PREFIX = "causal_forcing", "live"
+#: seconds of the newest video the node's player can replay after a run (older preview JPEGs are deleted as it goes)
+REPLAY_SECONDS = 120
+#: the images output holds the newest this many seconds of a take by default (the saved take has all of it)
+DEFAULT_IMAGE_SECONDS = 60
 
 
 @dataclass(eq=False)
@@ -156,12 +163,13 @@ class CausalForcingLive:
     )
     CATEGORY = CATEGORY
     OUTPUT_NODE = True
-    RETURN_TYPES = (CF_STREAM, "IMAGE", "STRING")
-    RETURN_NAMES = ("stream", "images", "schedule")
+    RETURN_TYPES = (CF_STREAM, "IMAGE", "STRING", "STRING")
+    RETURN_NAMES = ("stream", "images", "schedule", "take")
     OUTPUT_TOOLTIPS = (
         "The stream as it was when the run ended.",
-        "Every frame shown during the run (decoded with the chosen decoder).",
+        "The frames shown during the run (decoded with the chosen decoder): the newest image_seconds of them.",
         "The prompt events as 'chunk: prompt' lines (re-render them with Causal Forcing Prompt Schedule).",
+        "The path of the saved take (an mp4 in the output folder; empty when save_take is off).",
     )
     FUNCTION = "run"
 
@@ -188,6 +196,13 @@ class CausalForcingLive:
                 "text_encoder": (CF_TEXT_ENCODER, {"tooltip": "Or a Causal Forcing text encoder."}),
                 "vae": ("VAE", {"tooltip": "For decoder vae: the native Wan 2.1 VAE."}),
                 "cf_vae": (CF_VAE, {"tooltip": "Or a Causal Forcing VAE."}),
+                "save_take": ("BOOLEAN", {"default": True, "tooltip": (
+                    f"Write the frames to output/{TAKE_SUBFOLDER}/{TAKE_PREFIX}_NNNNN.mp4 as they are made (H.264, "
+                    "plays in browsers). A crash or a full disk still leaves a playable file of what was made.")}),
+                "image_seconds": ("INT", {"default": DEFAULT_IMAGE_SECONDS, "min": 1, "max": MAX_LIVE_SECONDS,
+                                          "tooltip": "The images output holds the newest this many seconds of the "
+                                                     "take (memory stays bounded on long takes; the saved take "
+                                                     "has all of it)."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -199,7 +214,7 @@ class CausalForcingLive:
     def run(
         self, stream: StreamHandle, prompt: str, max_seconds: int, realtime: bool, recache: bool, decoder: str,
         clip: Any = None, text_encoder: CFTextEncoder | None = None, vae: Any = None, cf_vae: CFVae | None = None,
-        unique_id: str | None = None,
+        save_take: bool = True, image_seconds: int = DEFAULT_IMAGE_SECONDS, unique_id: str | None = None,
     ) -> dict[str, Any]:
         first = check_prompt_text(prompt)
         encode_text = resolve_text_encoder(
@@ -217,6 +232,8 @@ class CausalForcingLive:
             return prompt_from_conditioning(encode_text(text), cfg.text_dim, cfg.text_len, label=text[:40])
 
         encoded = {first: encode(first)}  # a first prompt the encoder refuses fails the node before any work
+        # the take's file exists before anything is generated: an output folder that cannot be written fails now
+        take = new_take(rt.output_directory() / TAKE_SUBFOLDER, TAKE_PREFIX, WAN21.fps) if save_take else None
         client = rt.current_client_id()
         if client is None:
             logger.info("Live node %s was queued without a client id (the API): it runs without steering and ends "
@@ -226,8 +243,11 @@ class CausalForcingLive:
         settings = stream.stream.settings
         stream.model.prepare(stream.model.cache_bytes(settings.latent_height, settings.latent_width, cache_frames_for(
             settings.sampler, settings.window_frames, stream.model.max_frames)))
-        reporter = ChunkReporter(stream.model, stream.stream, max_chunks, unique_id, previewer=frames, sid=client,
-                                 keep_frames=True, check_interrupt=False, open_ended=True)  # the loop checks
+        reporter = ChunkReporter(
+            stream.model, stream.stream, max_chunks, unique_id, previewer=frames, sid=client,
+            keep_frames=image_seconds * WAN21.fps, replay_frames=REPLAY_SECONDS * WAN21.fps,
+            frame_sink=take.write if take is not None else None, check_interrupt=False, open_ended=True,
+        )  # the loop checks for interrupts
         watch = _DisconnectWatch(client, session)
 
         def on_chunk(snapshot: Any, index: int) -> None:
@@ -244,11 +264,16 @@ class CausalForcingLive:
         if client is not None:  # steerable only by the client that queued it
             REGISTRY.open(session)
         session.announce()
+        result: LiveResult | None = None
         try:
-            result: LiveResult = loop.run()
-            session.ended_by = RunEnd.DISCONNECTED if watch.gone else _RUN_ENDS[result.ended_by]
-            session.error = result.error
+            result = loop.run()
         finally:
+            saved, take_error = _close_take(take)  # whatever happened, the file keeps what was written
+            if result is not None:
+                session.ended_by = RunEnd.DISCONNECTED if watch.gone else _RUN_ENDS[result.ended_by]
+                if take_error is not None and result.error is None:  # the file failed after the last chunk
+                    session.ended_by = RunEnd.ERROR
+                session.error = result.error or take_error
             session.ended_by = session.ended_by or RunEnd.ERROR
             REGISTRY.close(session)
             session.events = _event_dicts(loop.events)
@@ -258,11 +283,29 @@ class CausalForcingLive:
             if result.error is not None:
                 raise CausalForcingError(f"The live run failed before its first chunk: {result.error}")
             raise CausalForcingError("The live run ended before its first chunk was made; nothing to output.")
-        if result.error is not None:
-            rt.send_progress_text(f"Live run ended by an error after {result.chunks} chunks: {result.error}. The "
-                                  f"outputs hold the {result.chunks} chunks made.", unique_id)
+        saved_note = ""
+        if saved and take_error is None:
+            saved_note = f"Saved the take: {saved} ({take.frames_on_disk} frames, {take.frames_on_disk / WAN21.fps:.1f} s)."
+        if session.error is not None:
+            rt.send_progress_text(f"Live run ended by an error after {result.chunks} chunks: "
+                                  f"{session.error.rstrip('.')}. The outputs hold the {result.chunks} chunks made."
+                                  + (f" {saved_note}" if saved_note else ""), unique_id)
+        elif saved_note:
+            rt.send_progress_text(saved_note, unique_id)
         handle = stream.with_stream(result.stream)
-        return {"ui": reporter.ui(), "result": (handle, reporter.images(), result.schedule())}
+        return {"ui": reporter.ui(), "result": (handle, reporter.images(), result.schedule(), saved)}
+
+
+def _close_take(take: TakeWriter | None) -> tuple[str, str | None]:
+    """Finish the take's file (idempotent): its path ("" when no frame reached it), and the writer's error message
+    if it failed (the file then keeps the frames written before the failure and plays)."""
+    if take is None:
+        return "", None
+    try:
+        return (str(take.path) if take.close().frames else ""), None
+    except TakeWriteError as err:
+        logger.warning("%s", err)
+        return (str(take.path) if take.frames_on_disk else ""), str(err)
 
 
 def _event_dicts(events: list[PromptEvent]) -> list[dict[str, Any]]:

@@ -17,6 +17,8 @@ import logging
 import re
 import shutil
 import uuid
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,16 +64,21 @@ class ChunkReporter:
 
     def __init__(
         self, model: CFModel, stream: Stream, num_chunks: int, node_id: str | None, *, previewer: Any = None,
-        sid: str | None = None, keep_frames: bool = False, check_interrupt: bool = True, open_ended: bool = False,
+        sid: str | None = None, keep_frames: int | None = None, replay_frames: int | None = None,
+        frame_sink: Callable[[torch.Tensor], None] | None = None, check_interrupt: bool = True,
+        open_ended: bool = False,
     ) -> None:
         """``previewer``: the decoder for the frames (default: the model's preview decoder; anything with
         ``stream().decode(latents) -> [B, t, 3, H, W] in [0, 1]``). ``sid``: the client the events go to (default: the one
         that queued the running prompt, like ComfyUI's own progress events; everyone when unknown).
-        ``keep_frames``: also keep every decoded frame (:meth:`images`), which are then an output: a decoder
+        ``keep_frames``: also keep the newest ``keep_frames`` decoded frames (:meth:`images`; older ones are
+        dropped as the run goes), and ``frame_sink``: give each chunk's frames [t, 3, H, W] in [0, 1] to it (a take
+        written to disk) before the chunk counts as shown. With either the frames are an output: a decoder or sink
         failure raises (the caller keeps what was made before it) instead of turning previews off.
-        ``check_interrupt``: check for a queue interrupt at every step (off when the caller's loop checks itself).
-        ``open_ended``: ``num_chunks`` is a maximum, not the run's length (a live run): the events then say
-        ``chunks_in_run: null``, so the player shows no total until the run ends."""
+        ``replay_frames``: keep the player's JPEGs of the newest ``replay_frames`` frames only (older files are
+        deleted as the run goes; None: all). ``check_interrupt``: check for a queue interrupt at every step (off
+        when the caller's loop checks itself). ``open_ended``: ``num_chunks`` is a maximum, not the run's length (a
+        live run): the events then say ``chunks_in_run: null``, so the player shows no total until the run ends."""
         sampler = stream.settings.sampler
         first = stream.num_chunks
         self.total_steps = sum(sampler.progress_steps(first + i) for i in range(num_chunks))
@@ -83,12 +90,17 @@ class ChunkReporter:
         self.run_id = uuid.uuid4().hex[:12]
         self.done_steps = 0
         self.chunks_done = 0
-        self.frames_written: list[dict[str, str]] = []
+        self.frames_written: deque[dict[str, str]] = deque()
+        self.replay_frames = replay_frames
         chosen = model.previewer if previewer is None else previewer
         self._preview = chosen.stream() if chosen is not None else None
         self.sid = sid if sid is not None else rt.current_client_id()
         self.check_interrupt = check_interrupt
-        self._kept: list[torch.Tensor] | None = [] if keep_frames else None
+        self.keep_frames = keep_frames
+        self.frame_sink = frame_sink
+        self.frames_are_output = keep_frames is not None or frame_sink is not None
+        self._kept: deque[torch.Tensor] = deque()
+        self._kept_count = 0
         self._folder: Path | None = None
         newest = stream.newest_latents
         if self._preview is not None and newest is not None:
@@ -111,6 +123,8 @@ class ChunkReporter:
         frames = self._decode(stream.newest_latents)
         if frames is None or frames.shape[0] == 0:
             return
+        if self.frame_sink is not None:  # first: a chunk the take could not get is not shown either
+            self.frame_sink(frames)
         try:
             files = self._write_frames(frames, stream.num_chunks - 1)
         except OSError as err:  # a full disk must not fail the generation
@@ -125,9 +139,9 @@ class ChunkReporter:
                 "width": int(frames.shape[-1]), "height": int(frames.shape[-2]), "frames": files,
             }, self.sid)
         # last: a chunk whose showing failed is in neither the outputs nor the replay (the live loop drops it)
-        self.frames_written.extend(files)
-        if self._kept is not None:
-            self._kept.append(frames.to(torch.float16))  # half the memory of a long take; fp16 keeps more than 8 bits in [0, 1]
+        self._replay(files)
+        if self.keep_frames is not None:
+            self._keep(frames.to(torch.float16))  # half the memory of a long take; fp16 keeps more than 8 bits in [0, 1]
 
     # ----------------------------------------------------------------------------------------------- helpers
     def _decode(self, latents: torch.Tensor) -> torch.Tensor | None:
@@ -136,7 +150,7 @@ class ChunkReporter:
             with torch.no_grad():
                 return self._preview.decode(latents)[0].float().cpu()
         except Exception as err:  # noqa: BLE001 - a broken preview must not cost the user the video
-            if self._kept is not None:  # the frames are an output: the caller ends the run and keeps what it has
+            if self.frames_are_output:  # the caller ends the run and keeps what it has
                 raise
             logger.warning("Preview decoding failed, previews are off for this run: %s", err)
             self._preview = None
@@ -158,12 +172,38 @@ class ChunkReporter:
             files.append({"filename": name, "subfolder": subfolder, "type": "temp"})
         return files
 
+    def _keep(self, frames: torch.Tensor) -> None:
+        """Keep ``frames`` [t, 3, H, W] for :meth:`images`, dropping the oldest beyond ``keep_frames``."""
+        self._kept.append(frames)
+        self._kept_count += frames.shape[0]
+        while self._kept_count > self.keep_frames:
+            extra = self._kept_count - self.keep_frames
+            oldest = self._kept[0]
+            if oldest.shape[0] <= extra:
+                self._kept.popleft()
+                self._kept_count -= oldest.shape[0]
+            else:
+                self._kept[0] = oldest[extra:].clone()  # a slice would keep the whole chunk alive
+                self._kept_count -= extra
+
+    def _replay(self, files: list[dict[str, str]]) -> None:
+        """Add a chunk's JPEGs to the replay, deleting the oldest beyond ``replay_frames``."""
+        self.frames_written.extend(files)
+        while self.replay_frames is not None and len(self.frames_written) > self.replay_frames:
+            old = self.frames_written.popleft()
+            (rt.temp_directory() / old["subfolder"] / old["filename"]).unlink(missing_ok=True)
+
+    @property
+    def kept_frames(self) -> int:
+        """Frames :meth:`images` holds."""
+        return self._kept_count
+
     def images(self) -> torch.Tensor | None:
-        """Every kept frame as a ComfyUI ``IMAGE`` [N, H, W, 3] float32 in [0, 1] (None when none were kept)."""
+        """The kept frames as a ComfyUI ``IMAGE`` [N, H, W, 3] float32 in [0, 1] (None when none were kept)."""
         if not self._kept:
             return None
-        return torch.cat(self._kept).float().permute(0, 2, 3, 1).contiguous()
+        return torch.cat(list(self._kept)).float().permute(0, 2, 3, 1).contiguous()
 
     def ui(self) -> dict[str, Any]:
         """The node's ``ui`` output: the frames of this run, so the player can replay them after the run."""
-        return {UI_FRAMES_KEY: self.frames_written, UI_FPS_KEY: [self.fps]} if self.frames_written else {}
+        return {UI_FRAMES_KEY: list(self.frames_written), UI_FPS_KEY: [self.fps]} if self.frames_written else {}

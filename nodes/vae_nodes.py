@@ -1,4 +1,5 @@
-"""The Wan 2.1 VAE: ``CausalForcingVAELoader`` -> ``CF_VAE`` and ``CausalForcingDecode`` -> ``IMAGE``.
+"""The Wan 2.1 VAE: ``CausalForcingVAELoader`` -> ``CF_VAE``, ``CausalForcingDecode`` -> ``IMAGE`` and
+``CausalForcingSaveVideo`` -> an mp4 written chunk by chunk (:mod:`causal_forcing_core.take_writer`).
 
 Decoding streams chunk by chunk with the core's VAE and a persistent causal cache, so chunks join without seams
 (ComfyUI's own VAEDecode restarts its cache per call). A native ``VAE`` (VAELoader with wan_2.1_vae) works too: the
@@ -8,12 +9,16 @@ core's VAE is built on the native module's own tensors (shared, not copied) for 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
 
 from ..causal_forcing_core.errors import InvalidInputError
+from ..causal_forcing_core.geometry import WAN21
 from ..causal_forcing_core.latent_space import from_raw_latents
+from ..causal_forcing_core.take_writer import new_take
 from ..causal_forcing_core.vae import WanVAE, load_vae
 from . import comfy_runtime as rt
 from . import toy_entries as toy
@@ -38,23 +43,41 @@ def _latents_to_decode(stream: StreamHandle | None, samples: dict | None) -> tor
     return from_raw_latents(samples["samples"])
 
 
-def decode_streaming(vae: WanVAE, latents: torch.Tensor, chunk: int, node_id: str | None = None) -> torch.Tensor:
-    """Normalised latents [B, F, 16, h, w] -> IMAGE [B * (1 + 4(F-1)), H, W, 3] in [0, 1] on the CPU, decoded
-    ``chunk`` latent frames at a time with one progress bar; interruption is checked between chunks."""
+def decoded_chunks(
+    vae: WanVAE, latents: torch.Tensor, chunk: int, node_id: str | None = None
+) -> Iterator[torch.Tensor]:
+    """Normalised latents [B, F, 16, h, w] -> frames [B, t, 3, H, W] in [0, 1] on the CPU, ``chunk`` latent frames
+    at a time through one causal decoder (the pieces join without seams), with one progress bar; interruption is
+    checked between chunks."""
     if latents.shape[1] == 0:
         raise InvalidInputError("The stream has no frames yet; generate at least one chunk before decoding.")
     decoder = vae.stream_decoder()
     bar = rt.ProgressBar(latents.shape[1], node_id)
-    pieces = []
     with torch.no_grad():
         for start in range(0, latents.shape[1], chunk):
             rt.throw_if_interrupted()
             part = latents[:, start : start + chunk].to(vae.device, vae.dtype)
-            pieces.append(decoder.decode(part).float().to(rt.intermediate_device()))
+            pixels = decoder.decode(part).float().to(rt.intermediate_device())
+            yield ((pixels + 1.0) / 2.0).clamp(0, 1)
             bar.update_absolute(min(start + chunk, latents.shape[1]))
-    video = torch.cat(pieces, dim=1)  # [B, T, 3, H, W] in [-1, 1]
-    images = ((video + 1.0) / 2.0).clamp(0, 1).permute(0, 1, 3, 4, 2)
+
+
+def decode_streaming(vae: WanVAE, latents: torch.Tensor, chunk: int, node_id: str | None = None) -> torch.Tensor:
+    """Normalised latents [B, F, 16, h, w] -> IMAGE [B * (1 + 4(F-1)), H, W, 3] in [0, 1] on the CPU
+    (:func:`decoded_chunks` joined)."""
+    images = torch.cat(list(decoded_chunks(vae, latents, chunk, node_id)), dim=1).permute(0, 1, 3, 4, 2)
     return images.reshape(-1, *images.shape[2:]).contiguous()
+
+
+def output_folder_for(prefix: str) -> tuple[Path, str, str]:
+    """``filename_prefix`` like ``causal_forcing/video`` -> (folder in the output directory, its subfolder as
+    ``/view`` names it, the file prefix); a prefix that leaves the output folder is refused."""
+    parts = PurePosixPath(prefix.replace("\\", "/")).parts
+    if not parts or prefix.startswith(("/", "~")) or ".." in parts or any(":" in p for p in parts):
+        raise InvalidInputError(f"filename_prefix {prefix!r} must be a name inside the output folder, like "
+                                "'causal_forcing/video'.")
+    subfolder = "/".join(parts[:-1])
+    return rt.output_directory() / subfolder, subfolder, parts[-1]
 
 
 def vae_choices() -> list[str]:
@@ -139,8 +162,60 @@ class CausalForcingDecode:
         return (decode_streaming(model, latents, chunk_frames, unique_id),)
 
 
-NODE_CLASS_MAPPINGS = {"CausalForcingVAELoader": CausalForcingVAELoader, "CausalForcingDecode": CausalForcingDecode}
+class CausalForcingSaveVideo:
+    """Decode a stream chunk by chunk straight into an mp4 in the output folder (memory flat however long)."""
+
+    DESCRIPTION = (
+        "Decodes a Causal Forcing stream or a Wan 2.1 LATENT chunk by chunk and writes each chunk to an mp4 in the "
+        "output folder as soon as it is decoded (H.264, 16 fps, plays in browsers). Memory stays flat however long "
+        "the stream, and an interrupted or failed run leaves a playable file of what was decoded. Use it instead of "
+        "Decode + Save for long streams."
+    )
+    CATEGORY = CATEGORY
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("path",)
+    OUTPUT_TOOLTIPS = ("The path of the saved mp4.",)
+    FUNCTION = "save"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        decode = CausalForcingDecode.INPUT_TYPES()
+        return {
+            "required": {
+                "filename_prefix": ("STRING", {"default": "causal_forcing/video",
+                                               "tooltip": "Saved as output/<prefix>_00001.mp4, numbered on."}),
+                **decode["required"],
+            },
+            "optional": decode["optional"],
+            "hidden": decode["hidden"],
+        }
+
+    def save(
+        self, filename_prefix: str, chunk_frames: int, stream: StreamHandle | None = None, samples: dict | None = None,
+        vae: Any = None, cf_vae: CFVae | None = None, unique_id: str | None = None,
+    ) -> dict[str, Any]:
+        latents = _latents_to_decode(stream, samples)
+        if latents.shape[0] != 1:
+            raise InvalidInputError(f"Save Video writes one video; this LATENT holds a batch of {latents.shape[0]}.")
+        model = resolve_vae(vae, cf_vae)
+        folder, subfolder, prefix = output_folder_for(filename_prefix)
+        with new_take(folder, prefix, WAN21.fps) as take:  # closed on any end: the file keeps what was decoded
+            for frames in decoded_chunks(model, latents, chunk_frames, unique_id):
+                take.write(frames[0])
+        saved = take.close()
+        logger.info("Saved %s", saved)
+        ui = {"images": [{"filename": saved.path.name, "subfolder": subfolder, "type": "output"}], "animated": [True]}
+        return {"ui": ui, "result": (str(saved.path),)}
+
+
+NODE_CLASS_MAPPINGS = {
+    "CausalForcingVAELoader": CausalForcingVAELoader,
+    "CausalForcingDecode": CausalForcingDecode,
+    "CausalForcingSaveVideo": CausalForcingSaveVideo,
+}
 NODE_DISPLAY_NAME_MAPPINGS = {
     "CausalForcingVAELoader": "Causal Forcing VAE Loader",
     "CausalForcingDecode": "Causal Forcing Decode",
+    "CausalForcingSaveVideo": "Causal Forcing Save Video",
 }

@@ -327,7 +327,8 @@ def tiny_variant(prompt: dict[str, dict[str, Any]], native_vae: bool = False) ->
                           prompt=_short(inputs["prompt"]))
         elif kind == "CausalForcingPromptSchedule" and isinstance(inputs.get("schedule"), str):
             inputs.update(schedule=" | ".join(_schedule_prompts(inputs["schedule"])), unit="chunks")
-        elif kind in ("SaveVideo", "SaveAnimatedWEBP") and isinstance(inputs.get("filename_prefix"), str):
+        elif kind in ("SaveVideo", "SaveAnimatedWEBP", "CausalForcingSaveVideo") and isinstance(
+                inputs.get("filename_prefix"), str):
             inputs["filename_prefix"] = "causal_forcing_tiny/" + inputs["filename_prefix"].split("/")[-1]
     for node in prompt.values():
         inputs = node["inputs"]

@@ -29,6 +29,8 @@ NAMESPACED = re.compile(r"^/?causal_forcing(?:[._/][\w./-]+)$")
 NOT_PROTOCOL = {
     "causal_forcing.player": "the JS extension's registration name (app.registerExtension), never sent",
     "causal_forcing_temp": "the fallback temp folder outside ComfyUI (comfy_runtime.temp_directory)",
+    "causal_forcing_output": "the fallback output folder outside ComfyUI (comfy_runtime.output_directory)",
+    "causal_forcing/video": "Causal Forcing Save Video's default filename_prefix (a folder in the output folder)",
 }
 #: JS constant -> the Python protocol constant it copies
 JS_COPIES = {

@@ -8,11 +8,13 @@ import importlib
 import sys
 import threading
 import time
+from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import pytest
 import torch
 
+from causal_forcing_core.video_io import read_video_frames
 from comfy_sim import MiniComfy
 from test_nodes_stream import PROMPTS, chain, env, models_dir  # noqa: F401 - fixtures
 
@@ -105,7 +107,7 @@ def test_steering_through_the_route_equals_the_schedule_offline(live, monkeypatc
 
     live.listeners.append(page)
     out = _run_live(live, stream, encoder, seconds=6)  # 6 s = 8 chunks of 0.75 s
-    handle, images, schedule = out["result"]
+    handle, images, schedule = out["result"][:3]
     answers = browser.answers([box for _, box in sent])
     assert [a[0] for a in answers] == [200, 200] and [a[1]["applies_at_chunk"] for a in answers] == [2, 5]
     assert schedule == f"0: {PROMPTS[0]}\n2: {PROMPTS[1]}\n5: {PROMPTS[2]}"
@@ -136,7 +138,7 @@ def test_stop_pause_and_a_finished_run(live) -> None:
             seen["stopped"] = live.routes.handle_control({}, {"run": data["run"], "action": "stop"})
 
     live.listeners.append(browser)
-    handle, images, schedule = _run_live(live, stream, encoder, seconds=60)["result"]
+    handle, images, schedule = _run_live(live, stream, encoder, seconds=60)["result"][:3]
     assert seen["pause"][0] == 200 and seen["pause"][1]["pause_requested"] is True
     assert seen["status"][1]["chunk"] == 3 and seen["resume"][0] == 200
     assert seen["stopped"][0] == 200 and seen["stopped"][1]["state"] == "stopping"
@@ -161,7 +163,7 @@ def test_a_queue_interrupt_and_a_vanished_client_end_the_run_with_its_outputs(li
     rt = live.env.rt
     monkeypatch.setattr(rt, "throw_if_interrupted", interrupt_at_step_10)
     monkeypatch.setattr(rt, "interruption_types", lambda: (Interrupt,))
-    handle, images, schedule = _run_live(live, stream, encoder, seconds=60)["result"]
+    handle, images, schedule = _run_live(live, stream, encoder, seconds=60)["result"][:3]
     assert handle.stream.num_chunks == 2 and images.shape[0] == 2 * 12 - 3
     ended = [d for e, d, _ in live.events if e == "causal_forcing.live"][-1]
     assert ended["ended_by"] == "interrupted"  # a cancel from the queue, labelled as such, keeping the take
@@ -174,7 +176,7 @@ def test_a_queue_interrupt_and_a_vanished_client_end_the_run_with_its_outputs(li
             live.instance.sockets.clear()
 
     live.listeners.append(close_the_page)
-    handle, images, _ = _run_live(live, stream, encoder, seconds=60)["result"]
+    handle, images, _ = _run_live(live, stream, encoder, seconds=60)["result"][:3]
     ended = [d for e, d, _ in live.events if e == "causal_forcing.live"][-1]
     assert ended["ended_by"] == "disconnected" and 1 <= handle.stream.num_chunks < 80
     assert len(live.nodes.REGISTRY) == 0
@@ -272,7 +274,7 @@ def test_a_misspelled_prompt_is_refused_at_the_route_and_the_take_goes_on(live, 
                 sent[data["chunk"]] = browser.send({"run": data["run"], "action": "prompt", "text": text})
 
     live.listeners.append(page)
-    handle, images, schedule = _run_live(live, stream, encoder, seconds=6)["result"]
+    handle, images, schedule = _run_live(live, stream, encoder, seconds=6)["result"][:3]
     (bad, refused), (good, accepted) = browser.answers([sent[2], sent[4]])
     assert bad == 400 and "bleu" in refused["error"] and "circle" in refused["error"]  # names word and vocabulary
     assert good == 200 and accepted["applies_at_chunk"] == 4
@@ -294,7 +296,7 @@ def test_a_prompt_longer_than_the_model_reads_is_refused_at_the_route(live, monk
             sent["box"] = browser.send({"run": data["run"], "action": "prompt", "text": too_long})
 
     live.listeners.append(page)
-    handle, _, schedule = _run_live(live, stream, encoder, seconds=3)["result"]
+    handle, _, schedule = _run_live(live, stream, encoder, seconds=3)["result"][:3]
     (status, answer), = browser.answers([sent["box"]])
     assert status == 400 and f"this model reads at most {text_len}" in answer["error"]
     assert handle.stream.num_chunks == 4 and schedule == f"0: {PROMPTS[0]}"
@@ -318,14 +320,15 @@ def test_an_error_inside_the_loop_ends_the_run_as_error_with_its_outputs(live, m
     count = {"n": 0}
     if where == "decoder":
         preview = live.env.pack.nodes.live_preview
-        original = preview.ChunkReporter._write_frames
+        original = preview.ChunkReporter._decode
 
-        def decode_then_fail(self, frames, chunk):
-            if chunk == 3:
+        def decode_then_fail(self, latents):
+            count["n"] += 1
+            if count["n"] == 4:
                 raise RuntimeError("CUDA out of memory (decoder)")
-            return original(self, frames, chunk)
+            return original(self, latents)
 
-        monkeypatch.setattr(preview.ChunkReporter, "_write_frames", decode_then_fail)
+        monkeypatch.setattr(preview.ChunkReporter, "_decode", decode_then_fail)
     else:
         def step_then_fail():
             count["n"] += 1
@@ -334,14 +337,16 @@ def test_an_error_inside_the_loop_ends_the_run_as_error_with_its_outputs(live, m
 
         monkeypatch.setattr(live.env.rt, "throw_if_interrupted", step_then_fail)
     out = _run_live(live, stream, encoder, seconds=60)
-    handle, images, schedule = out["result"]
+    handle, images, schedule, take = out["result"]
     assert handle.stream.num_chunks == 3 and images.shape[0] == 3 * 12 - 3 and schedule == f"0: {PROMPTS[0]}"
     assert len(out["ui"]["causal_forcing_frames"]) == images.shape[0]  # the player replays exactly the outputs
     last = [d for e, d, _ in live.events if e == "causal_forcing.live"][-1]
     assert last["state"] == "finished" and last["ended_by"] == "error" and last["chunk"] == 3
     assert f"RuntimeError: CUDA out of memory ({where})" == last["error"]
+    # the take on disk holds the same frames
+    assert take.endswith("live_00001.mp4") and read_video_frames(take).shape[0] == images.shape[0]
     assert texts == [(f"Live run ended by an error after 3 chunks: RuntimeError: CUDA out of memory ({where}). "
-                      "The outputs hold the 3 chunks made.", "30")]
+                      f"The outputs hold the 3 chunks made. Saved the take: {take} (33 frames, 2.1 s).", "30")]
     assert len(live.nodes.REGISTRY) == 0
 
 
@@ -364,7 +369,7 @@ def test_a_run_queued_without_a_client_never_sends_its_token(live) -> None:
     stream, encoder = _start(live.env)
     registered = []
     live.listeners.append(lambda event, data, sid: registered.append(len(live.nodes.REGISTRY)))
-    handle, images, schedule = _run_live(live, stream, encoder, seconds=3)["result"]
+    handle, images, schedule = _run_live(live, stream, encoder, seconds=3)["result"][:3]
     assert handle.stream.num_chunks == 4 and images.shape[0] == 4 * 12 - 3
     assert {e for e, _, _ in live.events} == {"causal_forcing.chunk"} and set(registered) == {0}
     assert all("run" not in d or len(d["run"]) != 32 for _, d, _ in live.events)  # the chunk events' ids are short
@@ -395,7 +400,7 @@ def test_a_live_run_on_rolling_forcing_steers_like_any_stream(live, monkeypatch)
             sent["box"] = browser.send({"run": data["run"], "action": "prompt", "text": PROMPTS[1]})
 
     live.listeners.append(page)
-    handle, images, schedule = _run_live(live, stream, encoder, seconds=6)["result"]
+    handle, images, schedule = _run_live(live, stream, encoder, seconds=6)["result"][:3]
     (status, answer), = browser.answers([sent["box"]])
     assert status == 200 and answer["applies_at_chunk"] == 3 and handle.stream.num_chunks == 8
     assert schedule == f"0: {PROMPTS[0]}\n3: {PROMPTS[1]}" and images.shape[0] == 8 * 12 - 3
@@ -403,3 +408,55 @@ def test_a_live_run_on_rolling_forcing_steers_like_any_stream(live, monkeypatch)
     sched, = node["CausalForcingPromptSchedule"]().build(schedule, "chunks", text_encoder=encoder)
     again = node["CausalForcingGenerateSchedule"]().generate(stream, sched, 8, "chunks", True)["result"][0]
     assert torch.equal(again.stream.latents, handle.stream.latents)
+
+
+def test_a_long_take_keeps_bounded_images_and_replay_and_saves_everything(live, monkeypatch) -> None:
+    """images holds the newest image_seconds, the player's JPEGs the newest REPLAY_SECONDS (older files are
+    deleted during the run), and the saved take every frame: the same video, frame for frame."""
+    stream, encoder = _start(live.env)
+    full = _run_live(live, stream, encoder, seconds=4, save_take=False)["result"]
+    assert full[3] == "" and not (live.env.rt.output_directory() / "causal_forcing").exists()
+    monkeypatch.setattr(live.nodes, "REPLAY_SECONDS", 2)
+    out = _run_live(live, stream, encoder, seconds=4, image_seconds=1)
+    handle, images, schedule, take = out["result"]
+    assert handle.stream.num_chunks == full[0].stream.num_chunks == 6 and schedule == full[2]
+    assert torch.equal(images, full[1][-16:])  # the newest second, exactly
+    replay = out["ui"]["causal_forcing_frames"]
+    folder = live.env.rt.temp_directory() / replay[0]["subfolder"]
+    assert len(replay) == 32 and sorted(p.name for p in folder.iterdir()) == sorted(f["filename"] for f in replay)
+    saved = read_video_frames(take)
+    assert saved.shape[0] == full[1].shape[0] == 9 + 5 * 12
+    # H.264 at CRF 18 on the tiny model's 64x64 frames: per-frame mean |error| measured at most 3.4 (of 255)
+    err = (torch.from_numpy(saved).float() - full[1] * 255).abs().mean(dim=(1, 2, 3))
+    assert err.max() < 6, err
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE stands in for a full disk on Linux")
+def test_a_disk_that_fills_during_a_take_ends_the_run_as_error_and_the_file_plays(live, monkeypatch) -> None:
+    """The file-size limit makes the take's writes fail (EFBIG) like a full disk (ENOSPC) does: the run ends as an
+    error that names the file, the outputs keep the chunks made, and the file plays up to its last fragment."""
+    import resource
+    import signal
+
+    stream, encoder = _start(live.env)
+    texts = []
+    monkeypatch.setattr(live.env.rt, "send_progress_text", lambda text, node_id=None: texts.append(text))
+    whole = _run_live(live, stream, encoder, seconds=8)["result"]
+    chunks, whole = whole[0].stream.num_chunks, whole[3]
+    limit = Path(whole).stat().st_size // 2
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        handle, images, schedule, take = _run_live(live, stream, encoder, seconds=8)["result"]
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    last = [d for e, d, _ in live.events if e == "causal_forcing.live"][-1]
+    assert last["ended_by"] == "error" and f"Writing the take to {take} failed" in last["error"]
+    assert "File too large" in last["error"] and "plays" in last["error"]
+    made = handle.stream.num_chunks
+    assert 0 < made < chunks and images.shape[0] == made * 12 - 3 and len(schedule.splitlines()) == 1
+    assert texts[-1].startswith(f"Live run ended by an error after {made} chunks: Writing the take")
+    kept = read_video_frames(take)
+    assert 16 <= kept.shape[0] < images.shape[0] and Path(take).stat().st_size <= limit

@@ -32,6 +32,7 @@ def env(models_dir, monkeypatch: pytest.MonkeyPatch, pack: ModuleType, tmp_path)
     monkeypatch.setenv("CF_MODELS_DIR", str(models_dir))
     rt = importlib.import_module(f"{pack.__name__}.nodes.comfy_runtime")
     monkeypatch.setattr(rt, "temp_directory", lambda: tmp_path / "temp")
+    monkeypatch.setattr(rt, "output_directory", lambda: tmp_path / "output")
     return SimpleNamespace(nodes=pack.NODE_CLASS_MAPPINGS, rt=rt, root=models_dir, pack=pack)
 
 
@@ -340,6 +341,45 @@ def test_a_native_vae_decodes_like_the_pack_vae_on_the_same_weights(env) -> None
     assert torch.allclose(core.latent_space.from_raw_latents(out[1]["samples"]), out[0].stream.latents, atol=1e-5)
     from_latent, = nodes["CausalForcingDecode"]().decode(3, samples=out[1], vae=native)
     assert torch.allclose(from_latent, ours, atol=5e-3)  # the random tiny VAE amplifies that rounding
+
+
+def test_save_video_writes_the_decoded_stream_chunk_by_chunk(env, monkeypatch) -> None:
+    """Causal Forcing Save Video gives the frames Decode gives, in an mp4 under the output folder that the frontend
+    shows; a queue interrupt part-way leaves a playable file of the chunks decoded; a prefix leaving the output
+    folder is refused before anything is written."""
+    from causal_forcing_core.video_io import read_video_frames
+
+    nodes = env.nodes
+    cf_vae, = nodes["CausalForcingVAELoader"]().load("cf_tiny_vae.safetensors", "fp32")
+    stream = MiniComfy(nodes).run(chain(chunks=(2, 1)), "5")["5"][0]
+    decoded, = nodes["CausalForcingDecode"]().decode(3, stream=stream, cf_vae=cf_vae)
+    out = nodes["CausalForcingSaveVideo"]().save("cf/take", 3, stream=stream, cf_vae=cf_vae)
+    path, = out["result"]
+    assert out["ui"] == {"images": [{"filename": "take_00001.mp4", "subfolder": "cf", "type": "output"}],
+                         "animated": [True]}
+    assert path == str(env.rt.output_directory() / "cf" / "take_00001.mp4")
+    saved = torch.from_numpy(read_video_frames(path)).float()
+    assert saved.shape == (33, 64, 64, 3)
+    # each frame's mean colour survives H.264 (CRF 18) of the random tiny VAE's noise: measured at most 1.6 (of
+    # 255); the same comparison shifted by one frame reaches 59.5
+    colour = (saved.mean(dim=(1, 2)) - decoded.mean(dim=(1, 2)) * 255).abs()
+    assert colour.max() < 4
+
+    calls = {"n": 0}
+
+    def interrupt_at_the_third_chunk() -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise InterruptedError("queue interrupted")
+
+    monkeypatch.setattr(env.rt, "throw_if_interrupted", interrupt_at_the_third_chunk)
+    with pytest.raises(InterruptedError):
+        nodes["CausalForcingSaveVideo"]().save("cf/take", 3, stream=stream, cf_vae=cf_vae)
+    assert read_video_frames(env.rt.output_directory() / "cf" / "take_00002.mp4").shape[0] == 9 + 12  # 2 chunks
+    for bad in ("../outside", "/abs/video", "cf/../../x"):
+        with pytest.raises(Exception, match="inside the output folder"):
+            nodes["CausalForcingSaveVideo"]().save(bad, 3, stream=stream, cf_vae=cf_vae)
+    assert sorted(p.name for p in (env.rt.output_directory() / "cf").iterdir()) == ["take_00001.mp4", "take_00002.mp4"]
 
 
 @pytest.mark.parametrize("stop_at", [10, 14, 18])
