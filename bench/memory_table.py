@@ -14,9 +14,7 @@ Random tiny weights on the CPU (CUDA when present). Per sampler, at chunk 100 an
 
 from __future__ import annotations
 
-import argparse
 import logging
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_io import emit_report, sync  # noqa: E402
+from bench_io import emit_report, long_run_arguments, median_time, per_chunk_summary, sync  # noqa: E402
 from live_bench import rss_bytes  # noqa: E402
 from stream_bench import random_model  # noqa: E402
 
@@ -65,14 +63,8 @@ def run(name: str, preset: str, window: int, sink: int, chunks: int, size: int, 
         return start_stream(model, sampler, height=size, width=size, prompt=prompt, seed=0,
                             window_frames=window or None, sink_frames=sink)
 
-    def reference(repeats: int = 7) -> float:  # the same small job at both ends: how loaded the machine is
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fresh().generate(sampler.num_steps)
-            sync(device)
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+    def reference() -> float:  # the same small job at both ends: how loaded the machine is
+        return median_time(lambda: fresh().generate(sampler.num_steps), device=device)
 
     stream, times, points = fresh(), [], {}
     ref_early = reference()
@@ -84,21 +76,12 @@ def run(name: str, preset: str, window: int, sink: int, chunks: int, size: int, 
         if k + 1 in (100, chunks):
             points[f"at_chunk_{k + 1}"] = _point(stream, device)
     ref_late = reference()
-    early, late = statistics.median(times[:100]), statistics.median(times[-100:])
     return {"run": name, "preset": preset, "chunks": chunks, **points,
-            "per_chunk_ms": {"first_100_median": round(early * 1000, 3), "last_100_median": round(late * 1000, 3),
-                             "late_over_early": round(late / early, 3),
-                             "late_over_early_load_corrected": round((late / early) / (ref_late / ref_early), 3)}}
+            "per_chunk_ms": per_chunk_summary(times, ref_early, ref_late)}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--chunks", type=int, default=1000)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--output", type=Path)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    torch.set_num_threads(1)
+    args = long_run_arguments(__doc__, argv, logging.INFO)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results = []
     for name, preset, window, sink in RUNS:

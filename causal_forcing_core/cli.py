@@ -429,14 +429,20 @@ def _sync(device: torch.device) -> None:
 def _generate_with_progress(
     stream: Stream, schedule, prompts: dict[str, Prompt], num_chunks: int, recache: Recache, device: torch.device
 ) -> tuple[Stream, float, float]:
-    """Generate ``num_chunks`` chunks following ``schedule``, with a progress bar and live frames/s."""
+    """Generate ``num_chunks`` chunks following ``schedule``, with a progress bar and live frames/s.
+
+    A Rolling Forcing video of at least one window ends the official way: its last ``num_steps - 1`` chunks are
+    finished by draining the window (:meth:`.stream.Stream.finish`), so the file is the official long-video
+    pipeline's ``num_chunks`` blocks."""
     from tqdm import tqdm
 
+    sampler = stream.settings.sampler
+    drained = sampler.num_steps - 1 if sampler.rolling and num_chunks >= sampler.num_steps else 0
     starts = {e.start: e.prompt for e in schedule}
     first_chunk = 0.0
     t0 = time.perf_counter()
     with tqdm(total=num_chunks, unit="chunk", desc="generating", dynamic_ncols=True) as bar:
-        for chunk in range(num_chunks):
+        for chunk in range(num_chunks - drained):
             prompt = prompts[starts[chunk]] if chunk in starts else None
             t_chunk = time.perf_counter()
             stream = stream.generate(1, prompt=prompt, recache=recache if chunk > 0 else Recache.OFF)
@@ -444,9 +450,17 @@ def _generate_with_progress(
             if chunk == 0:
                 first_chunk = time.perf_counter() - t_chunk
             elapsed = time.perf_counter() - t0
-            frames = (chunk + 1) * WAN21.added_pixel_frames(stream.settings.sampler.frames_per_block)
+            frames = (chunk + 1) * WAN21.added_pixel_frames(sampler.frames_per_block)
             bar.set_postfix(fps=f"{frames / elapsed:.1f}")
             bar.update(1)
+        if drained:
+            late = [c for c in starts if c >= num_chunks - drained]
+            if late:  # the blocks being finished are all in the window already: the prompt applies to the rest
+                logger.info("The prompt scheduled at chunk %d applies to the window's finishing steps", max(late))
+                stream = stream.switch_prompt(prompts[starts[max(late)]])
+            stream = stream.finish()
+            _sync(device)
+            bar.update(drained)
     return stream, first_chunk, time.perf_counter() - t0
 
 

@@ -86,5 +86,23 @@ def test_memory_table_prints_json() -> None:
         assert run["at_chunk_100"]["kv_cache_bytes"] == run["at_chunk_120"]["kv_cache_bytes"] > 0
         assert run["at_chunk_120"]["committed_latents_mb"] > run["at_chunk_100"]["committed_latents_mb"]
     assert plain["at_chunk_120"]["rolling_fronts_mb"] == 0
-    # a rolling snapshot keeps 3 window inputs and 3 re-noise tensors: 6x its chunk's latents
-    assert rolling["at_chunk_120"]["rolling_fronts_mb"] == pytest.approx(6 * rolling["at_chunk_120"]["committed_latents_mb"], rel=0.01)
+    # a kept window is 3 block inputs and 3 re-noise tensors, 6x a chunk's latents, and of 120 chunks 22 keep theirs
+    # (the newest 8 and every 8th of the others, rolling_storage)
+    per_chunk = rolling["at_chunk_120"]["committed_latents_mb"] / 120
+    assert rolling["at_chunk_120"]["rolling_fronts_mb"] == pytest.approx(22 * 6 * per_chunk, rel=0.02)
+
+
+def test_node_memory_prints_json() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "node_memory.py"), "--chunks", "101", "--size", "32"],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+    results = json.loads(out.stdout)["results"]
+    for name in ("generate_node", "live_node"):
+        early, late = results[name]["at_chunk_100"], results[name]["at_chunk_101"]
+        assert early["kv_cache_bytes"] == late["kv_cache_bytes"] > 0
+        assert late["committed_latents_mb"] > early["committed_latents_mb"]
+    live = results["live_node"]
+    # 101 chunks make 1209 frames; the images output keeps the newest 60 s, the take on disk has them all
+    assert live["chunks"] == 101 and live["images_output_frames"] == live["at_chunk_101"]["image_frames_kept"] == 960
+    assert live["take"]["mb"] > 0 and results["generate_node"]["at_chunk_101"]["image_frames_kept"] == 0

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from causal_forcing_core.config import SamplerConfig
 from causal_forcing_core.errors import InvalidInputError, StreamStateError
+from causal_forcing_core.kv_cache import Recache
 from causal_forcing_core.noise import RecordedNoise
 from causal_forcing_core.rolling import rolling_sample, window_blocks
 from causal_forcing_core.scheduler import FlowMatchScheduler
@@ -180,3 +181,20 @@ def test_a_forked_rolling_stream_has_its_own_cache(rolling_model) -> None:
     assert torch.equal(left.latents, _rolling(rolling_model).generate(12).latents)
     assert torch.equal(right.latents[:, :18], base.latents[:, :18]) and right.num_chunks == 9
     assert fork.storage.cache is not base.storage.cache and fork.storage.rolling.cache is fork.storage.cache
+
+
+def test_the_command_line_ends_a_rolling_video_the_official_way(rolling_model) -> None:
+    """generate --chunks 6 on a rolling preset: 3 pipelined chunks, then the window drained (the official pipeline's
+    6 blocks); a prompt scheduled inside the drained tail applies to its finishing steps."""
+    from causal_forcing_core.cli import _generate_with_progress
+    from causal_forcing_core.schedule import parse_schedule
+
+    prompts = {"a": tiny_prompt(1), "b": tiny_prompt(5)}
+    made, _, _ = _generate_with_progress(_rolling(rolling_model, prompt=prompts["a"]), parse_schedule("0: a", 6),
+                                         prompts, 6, Recache.OFF, torch.device("cpu"))
+    assert made.num_chunks == 6 and made.history[-1].drained
+    assert torch.equal(made.latents, _rolling(rolling_model, prompt=prompts["a"]).generate(3).finish().latents)
+    late, _, _ = _generate_with_progress(_rolling(rolling_model, prompt=prompts["a"]), parse_schedule("0: a\n4: b", 6),
+                                         prompts, 6, Recache.OFF, torch.device("cpu"))
+    expected = _rolling(rolling_model, prompt=prompts["a"]).generate(3).switch_prompt(prompts["b"]).finish()
+    assert torch.equal(late.latents, expected.latents) and not torch.equal(late.latents, made.latents)
