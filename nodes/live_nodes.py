@@ -57,8 +57,6 @@ MAX_REQUESTS_PER_S = 10
 _ENDED_KEPT = 64
 #: live takes are saved as output/TAKE_SUBFOLDER/TAKE_PREFIX_00001.mp4, ...
 TAKE_SUBFOLDER, TAKE_PREFIX = "causal_forcing", "live"
-#: seconds of the newest video the node's player can replay after a run (older preview JPEGs are deleted as it goes)
-REPLAY_SECONDS = 120
 #: the images output holds the newest this many seconds of a take by default (the saved take has all of it)
 DEFAULT_IMAGE_SECONDS = 60
 
@@ -245,7 +243,7 @@ class CausalForcingLive:
             settings.sampler, settings.window_frames, stream.model.max_frames)))
         reporter = ChunkReporter(
             stream.model, stream.stream, max_chunks, unique_id, previewer=frames, sid=client,
-            keep_frames=image_seconds * WAN21.fps, replay_frames=REPLAY_SECONDS * WAN21.fps,
+            keep_frames=image_seconds * WAN21.fps,
             frame_sink=take.write if take is not None else None, check_interrupt=False, open_ended=True,
         )  # the loop checks for interrupts
         watch = _DisconnectWatch(client, session)

@@ -41,6 +41,9 @@ TEMP_SUBFOLDER = "causal_forcing"
 KEPT_RUNS_PER_NODE = 2
 #: JPEG quality of streamed preview frames
 JPEG_QUALITY = 85
+#: frames of a run the player can replay after it (two minutes of video): older preview JPEGs are deleted as the run
+#: goes, so the temp folder stays bounded on long runs
+REPLAY_FRAMES = 120 * WAN21.fps
 
 
 def _to_pil(frame: torch.Tensor) -> Image.Image:
@@ -76,9 +79,10 @@ class ChunkReporter:
         written to disk) before the chunk counts as shown. With either the frames are an output: a decoder or sink
         failure raises (the caller keeps what was made before it) instead of turning previews off.
         ``replay_frames``: keep the player's JPEGs of the newest ``replay_frames`` frames only (older files are
-        deleted as the run goes; None: all). ``check_interrupt``: check for a queue interrupt at every step (off
-        when the caller's loop checks itself). ``open_ended``: ``num_chunks`` is a maximum, not the run's length (a
-        live run): the events then say ``chunks_in_run: null``, so the player shows no total until the run ends."""
+        deleted as the run goes; default :data:`REPLAY_FRAMES`). ``check_interrupt``: check for a queue interrupt
+        at every step (off when the caller's loop checks itself). ``open_ended``: ``num_chunks`` is a maximum, not
+        the run's length (a live run): the events then say ``chunks_in_run: null``, so the player shows no total
+        until the run ends."""
         sampler = stream.settings.sampler
         first = stream.num_chunks
         self.total_steps = sum(sampler.progress_steps(first + i) for i in range(num_chunks))
@@ -91,7 +95,7 @@ class ChunkReporter:
         self.done_steps = 0
         self.chunks_done = 0
         self.frames_written: deque[dict[str, str]] = deque()
-        self.replay_frames = replay_frames
+        self.replay_frames = REPLAY_FRAMES if replay_frames is None else replay_frames
         chosen = model.previewer if previewer is None else previewer
         self._preview = chosen.stream() if chosen is not None else None
         self.sid = sid if sid is not None else rt.current_client_id()
@@ -189,7 +193,7 @@ class ChunkReporter:
     def _replay(self, files: list[dict[str, str]]) -> None:
         """Add a chunk's JPEGs to the replay, deleting the oldest beyond ``replay_frames``."""
         self.frames_written.extend(files)
-        while self.replay_frames is not None and len(self.frames_written) > self.replay_frames:
+        while len(self.frames_written) > self.replay_frames:
             old = self.frames_written.popleft()
             (rt.temp_directory() / old["subfolder"] / old["filename"]).unlink(missing_ok=True)
 

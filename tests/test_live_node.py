@@ -411,12 +411,12 @@ def test_a_live_run_on_rolling_forcing_steers_like_any_stream(live, monkeypatch)
 
 
 def test_a_long_take_keeps_bounded_images_and_replay_and_saves_everything(live, monkeypatch) -> None:
-    """images holds the newest image_seconds, the player's JPEGs the newest REPLAY_SECONDS (older files are
+    """images holds the newest image_seconds, the player's JPEGs the newest REPLAY_FRAMES (older files are
     deleted during the run), and the saved take every frame: the same video, frame for frame."""
     stream, encoder = _start(live.env)
     full = _run_live(live, stream, encoder, seconds=4, save_take=False)["result"]
     assert full[3] == "" and not (live.env.rt.output_directory() / "causal_forcing").exists()
-    monkeypatch.setattr(live.nodes, "REPLAY_SECONDS", 2)
+    monkeypatch.setattr(live.env.pack.nodes.live_preview, "REPLAY_FRAMES", 32)
     out = _run_live(live, stream, encoder, seconds=4, image_seconds=1)
     handle, images, schedule, take = out["result"]
     assert handle.stream.num_chunks == full[0].stream.num_chunks == 6 and schedule == full[2]
