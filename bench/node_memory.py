@@ -12,12 +12,14 @@ ends, :func:`bench_io.per_chunk_summary`). The Live node writes its take to disk
 ``image_seconds`` (60) of images: the report gives the take's size.
 
 - ``generate_node``: Start -> Generate (100 chunks) -> Generate (the rest), as two chained nodes would;
-- ``live_node``: Start -> Live with ``max_seconds`` covering the chunks, realtime off, the tiny preview decoder.
+- ``live_node``: Start -> Live with ``max_seconds`` covering the chunks (exactly ``--chunks`` for a multiple of 4),
+  realtime off, the tiny preview decoder.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -35,6 +37,8 @@ from bench_io import emit_report, long_run_arguments, median_time, per_chunk_sum
 from live_bench import rss_bytes  # noqa: E402
 from make_tiny_models import write_tiny_models  # noqa: E402
 from pack_import import import_pack  # noqa: E402
+
+from causal_forcing_core.geometry import WAN21  # noqa: E402
 
 logger = logging.getLogger("node_memory")
 MB = 2**20
@@ -106,8 +110,7 @@ def main(argv: list[str] | None = None) -> None:
 
     probe.times, probe.points = [], {}
     ref_early = reference()
-    fps, fpb = 16, 3
-    seconds = -(-(1 + (args.chunks * fpb - 1) * 4) // fps)  # the video the chunks make, rounded up
+    seconds = math.ceil(args.chunks * WAN21.chunk_seconds(3))  # the Live node counts seconds (exact for 4k chunks)
     probe.restart()
     out = nodes["CausalForcingLive"]().run(
         start(), PROMPT, seconds, False, True, "preview", text_encoder=encoder, save_take=True, image_seconds=60,

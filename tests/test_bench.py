@@ -94,15 +94,15 @@ def test_memory_table_prints_json() -> None:
 
 def test_node_memory_prints_json() -> None:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "node_memory.py"), "--chunks", "101", "--size", "32"],
+        [sys.executable, str(ROOT / "bench" / "node_memory.py"), "--chunks", "104", "--size", "32"],
         check=True, capture_output=True, text=True, timeout=300,
     )
     results = json.loads(out.stdout)["results"]
     for name in ("generate_node", "live_node"):
-        early, late = results[name]["at_chunk_100"], results[name]["at_chunk_101"]
+        early, late = results[name]["at_chunk_100"], results[name]["at_chunk_104"]
         assert early["kv_cache_bytes"] == late["kv_cache_bytes"] > 0
         assert late["committed_latents_mb"] > early["committed_latents_mb"]
     live = results["live_node"]
-    # 101 chunks make 1209 frames; the images output keeps the newest 60 s, the take on disk has them all
-    assert live["chunks"] == 101 and live["images_output_frames"] == live["at_chunk_101"]["image_frames_kept"] == 960
-    assert live["take"]["mb"] > 0 and results["generate_node"]["at_chunk_101"]["image_frames_kept"] == 0
+    # 104 chunks make 1245 frames; the images output keeps the newest 60 s, the take on disk has them all
+    assert live["chunks"] == 104 and live["images_output_frames"] == live["at_chunk_104"]["image_frames_kept"] == 960
+    assert live["take"]["mb"] > 0 and results["generate_node"]["at_chunk_104"]["image_frames_kept"] == 0

@@ -158,17 +158,22 @@ def test_toy_workflow_runs_as_it_is(name: str, pack, user_models, toy_bundle, tm
                                     one_thread) -> None:
     rt = importlib.import_module(f"{pack.__name__}.nodes.comfy_runtime")
     monkeypatch.setattr(rt, "temp_directory", lambda: tmp_path / "temp")
+    monkeypatch.setattr(rt, "output_directory", lambda: tmp_path / "out")  # the Live take, Causal Forcing Save Video
     monkeypatch.setattr(SaveVideo, "folder", tmp_path / "out")
     prompt = workflow_prompt(name, pack)
     for node in prompt.values():
         if node["class_type"] == "CausalForcingLive":
             node["inputs"].update(LIVE_TEST_INPUTS)
     comfy = MiniComfy({**pack.NODE_CLASS_MAPPINGS, "CreateVideo": CreateVideo, "SaveVideo": SaveVideo})
-    save = next(k for k, v in prompt.items() if v["class_type"] == "SaveVideo")
-    comfy.run(prompt, save)
-    prefix = prompt[save]["inputs"]["filename_prefix"]
+    save = next(k for k, v in prompt.items() if v["class_type"] in ("SaveVideo", "CausalForcingSaveVideo"))
+    out = comfy.run(prompt, save)
+    if prompt[save]["class_type"] == "SaveVideo":
+        saved = tmp_path / "out" / f"{prompt[save]['inputs']['filename_prefix']}.mp4"
+    else:  # the pack's own Save Video numbers its files and returns the path
+        saved = Path(out[save][0])
+        assert saved.parent == tmp_path / "out" / "causal_forcing" and saved.name.endswith("_00001.mp4")
     from causal_forcing_core.video_io import read_video_frames
 
-    frames = read_video_frames(tmp_path / "out" / f"{prefix}.mp4")
+    frames = read_video_frames(saved)
     assert frames.shape == (_expected_frames(prompt), 64, 64, 3)
     assert np.isfinite(frames).all()
