@@ -230,8 +230,6 @@ class CausalForcingLive:
             return prompt_from_conditioning(encode_text(text), cfg.text_dim, cfg.text_len, label=text[:40])
 
         encoded = {first: encode(first)}  # a first prompt the encoder refuses fails the node before any work
-        # the take's file exists before anything is generated: an output folder that cannot be written fails now
-        take = new_take(rt.output_directory() / TAKE_SUBFOLDER, TAKE_PREFIX, WAN21.fps) if save_take else None
         client = rt.current_client_id()
         if client is None:
             logger.info("Live node %s was queued without a client id (the API): it runs without steering and ends "
@@ -241,11 +239,17 @@ class CausalForcingLive:
         settings = stream.stream.settings
         stream.model.prepare(stream.model.cache_bytes(settings.latent_height, settings.latent_width, cache_frames_for(
             settings.sampler, settings.window_frames, stream.model.max_frames)))
-        reporter = ChunkReporter(
-            stream.model, stream.stream, max_chunks, unique_id, previewer=frames, sid=client,
-            keep_frames=image_seconds * WAN21.fps,
-            frame_sink=take.write if take is not None else None, check_interrupt=False, open_ended=True,
-        )  # the loop checks for interrupts
+        # the take's file exists before anything is generated: an output folder that cannot be written fails now
+        take = new_take(rt.output_directory() / TAKE_SUBFOLDER, TAKE_PREFIX, WAN21.fps) if save_take else None
+        try:
+            reporter = ChunkReporter(
+                stream.model, stream.stream, max_chunks, unique_id, previewer=frames, sid=client,
+                keep_frames=image_seconds * WAN21.fps,
+                frame_sink=take.write if take is not None else None, check_interrupt=False, open_ended=True,
+            )  # the loop checks for interrupts
+        except BaseException:
+            _close_take(take)  # nothing was written: the empty file goes
+            raise
         watch = _DisconnectWatch(client, session)
 
         def on_chunk(snapshot: Any, index: int) -> None:

@@ -460,3 +460,15 @@ def test_a_disk_that_fills_during_a_take_ends_the_run_as_error_and_the_file_play
     assert texts[-1].startswith(f"Live run ended by an error after {made} chunks: Writing the take")
     kept = read_video_frames(take)
     assert 16 <= kept.shape[0] < images.shape[0] and Path(take).stat().st_size <= limit
+
+
+def test_an_output_folder_that_cannot_be_written_fails_the_live_node_before_any_chunk(live, monkeypatch,
+                                                                                        tmp_path) -> None:
+    stream, encoder = _start(live.env)
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the output folder should be")
+    monkeypatch.setattr(live.env.rt, "output_directory", lambda: blocker)
+    with pytest.raises(Exception, match="not_a_folder"):
+        _run_live(live, stream, encoder, seconds=3)
+    assert not [e for e, _, _ in live.events if e == "causal_forcing.chunk"] and len(live.nodes.REGISTRY) == 0
+    assert _run_live(live, stream, encoder, seconds=1, save_take=False)["result"][3] == ""  # without a take it runs
