@@ -31,7 +31,7 @@ import torch
 
 from ..causal_forcing_core.errors import CausalForcingError, TakeWriteError
 from ..causal_forcing_core.geometry import WAN21
-from ..causal_forcing_core.live import LiveControl, LiveEnd, LiveLoop, LiveResult, PromptEvent
+from ..causal_forcing_core.live import LiveControl, LiveEnd, LiveLoop, LiveResult, LiveState, PromptEvent
 from ..causal_forcing_core.preview_fallback import LatentRGBPreview
 from ..causal_forcing_core.prompt import Prompt, check_prompt_text
 from ..causal_forcing_core.stream import cache_frames_for
@@ -96,9 +96,15 @@ class LiveSession:
         return data
 
     def announce(self, *_: Any) -> None:
-        """Send the state to the client that queued the run, and to nobody else (the event carries the token)."""
-        if self.client_id is not None:
-            rt.send_sync(LIVE_EVENT, self.status(), self.client_id)
+        """Send the state to the client that queued the run, and to nobody else (the event carries the token). The
+        end is sent once, with why the run ended: the loop reports "finished" before the node has closed the take
+        and knows whether it ended cleanly, so that report waits for the node's own."""
+        if self.client_id is None:
+            return
+        status = self.status()
+        if status["state"] == LiveState.FINISHED.value and self.ended_by is None:
+            return
+        rt.send_sync(LIVE_EVENT, status, self.client_id)
 
 
 class LiveRegistry:

@@ -143,6 +143,9 @@ def test_stop_pause_and_a_finished_run(live) -> None:
     assert seen["status"][1]["chunk"] == 3 and seen["resume"][0] == 200
     assert seen["stopped"][0] == 200 and seen["stopped"][1]["state"] == "stopping"
     assert handle.stream.num_chunks == 3 and schedule == f"0: {PROMPTS[0]}"
+    # the end is announced once, with its reason (the take is closed first; the player labels "finished (stopped)")
+    ends = [d for e, d, _ in live.events if e == "causal_forcing.live" and d["state"] == "finished"]
+    assert [d.get("ended_by") for d in ends] == ["stop"]
     late = live.routes.handle_control({}, {"run": seen["run"], "action": "prompt", "text": "a cat"})
     assert late[0] == 409 and "ended (stop)" in late[1]["error"]
 
