@@ -35,9 +35,11 @@ from .config import (
     sampler_kind,
     sampler_preset,
 )
+from .dit import CausalWanModel
 from .errors import InvalidInputError
 from .geometry import WAN21
 from .kv_cache import KVCache, Recache, validate_window
+from .lora import load_lora, merge_loras, parse_lora_argument, plan_loras
 from .prompt import Prompt, trim_padding
 from .rolling import check_rolling_settings
 from .schedule import ScheduleEntry, parse_schedule
@@ -94,6 +96,10 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     models.add_argument("--vae", help=f"Wan 2.1 VAE weights (default {mf.VAE_FILE} in the models dir)")
     models.add_argument("--models-dir", type=Path, default=None, help="where model files live (or are downloaded)")
     models.add_argument("--download", action="store_true", help="fetch missing files from the Hugging Face hub")
+    models.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
+                        help="a LoRA merged into the student (repeatable; strength 1.0 by default)")
+    models.add_argument("--lora-ignore-unmatched", action="store_true",
+                        help="apply a LoRA's matching layers even if others match nothing in the student")
     run = parser.add_argument_group("runtime")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     run.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
@@ -297,6 +303,7 @@ class GeneratePlan:
     image: torch.Tensor | None
     prefer_ema: bool | None
     variant: str | None
+    loras: list[tuple[Path, float]]
 
 
 def check_generate(args: argparse.Namespace) -> GeneratePlan:
@@ -341,6 +348,10 @@ def check_generate(args: argparse.Namespace) -> GeneratePlan:
     num_chunks, schedule = plan_chunks(args, sampler, latent_frames, text)  # every bad line at once
     prompts = list(dict.fromkeys(e.prompt for e in schedule))
     check_memory(info.config, args, sampler, latent_frames, device, dtype)
+    loras = [parse_lora_argument(text) for text in args.lora]
+    with torch.device("meta"):  # names and shapes only: every LoRA fits, before any weight is read
+        plan_loras(CausalWanModel(info.config), [(load_lora(path, device="meta"), strength) for path, strength in loras],
+                   ignore_unmatched=args.lora_ignore_unmatched)
 
     # ---- the prompts' length, with the tokenizer alone
     tokenizer = load_tokenizer(tokenizer_path, allow_download=args.download)
@@ -348,7 +359,7 @@ def check_generate(args: argparse.Namespace) -> GeneratePlan:
     if info.sampler is None:
         logger.warning("No sampler preset known for %s; using %s (set --steps).", student.name, DEFAULT_SAMPLER)
     return GeneratePlan(device, dtype, latent_frames, text, prompts, student, encoder, tokenizer, vae, info, sampler,
-                        num_chunks, schedule, image, prefer_ema, variant)
+                        num_chunks, schedule, image, prefer_ema, variant, loras)
 
 
 def run_generate(args: argparse.Namespace) -> Timing:
@@ -375,6 +386,9 @@ def run_generate(args: argparse.Namespace) -> Timing:
     t0 = time.perf_counter()
     loaded = load_dit(plan.student, weight_dtype=dtype if dtype != torch.float32 else "fp32", compute_dtype=dtype,
                       device=device, prefer_ema=plan.prefer_ema, variant=plan.variant)
+    if plan.loras:
+        merge_loras(loaded.model, [(load_lora(path), strength) for path, strength in plan.loras],
+                    ignore_unmatched=args.lora_ignore_unmatched, keep_originals=False)
     vae = load_vae(plan.vae, device=device, dtype=dtype)
     timing.model_load_s = time.perf_counter() - t0
     text_len = loaded.config.text_len

@@ -208,6 +208,8 @@ class CausalWanModel(nn.Module):
     def __init__(self, config: DiTConfig) -> None:
         super().__init__()
         cfg = self.config = config
+        #: bumped whenever the weights change in place (a LoRA merged or unmerged, :mod:`.lora`): streams check it
+        self.weights_version = 0
         self.compute_dtype: torch.dtype = torch.float32
         #: dtype of the RoPE rotation: None = float32 (or float64 when computing in it); torch.float64 reproduces
         #: the reference's complex128 rotation bit for bit

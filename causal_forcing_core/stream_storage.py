@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 
 from .dit import CausalWanModel
+from .errors import StreamStateError
 from .geometry import WAN21
 from .host_memory import to_host
 from .kv_cache import KVCache, Recache, TextKVCache
@@ -43,6 +44,8 @@ class StreamStorage:
         self.scheduler = FlowMatchScheduler(settings.sampler.shift)
         self._sizing = {"capacity_frames": capacity_frames, "memory_budget_bytes": memory_budget_bytes}
         self.cache = self._new_cache(capacity_frames, memory_budget_bytes)
+        #: the model weights the caches are computed with (:attr:`.dit.CausalWanModel.weights_version`)
+        self.weights_version = model.weights_version
         self.text = TextKVCache(model.embed_text, settings.batch)
         #: the history the cache currently reflects; None = unknown (a failed destructive write)
         self.history: tuple[Event, ...] | None = ()
@@ -139,6 +142,12 @@ class StreamStorage:
     @torch.no_grad()
     def sync(self, target: tuple[Event, ...]) -> None:
         """Make the cache reflect ``target``: extend, rewind, or replay from scratch."""
+        if self.model.weights_version != self.weights_version:
+            raise StreamStateError(
+                "The model's weights changed since this stream started (a LoRA was merged or unmerged): its caches "
+                "were computed with the old weights. Start a new stream (the same seed and prompts give the new "
+                "model's video)."
+            )
         current = self.history
         if current is target:
             return

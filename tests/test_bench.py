@@ -106,3 +106,11 @@ def test_node_memory_prints_json() -> None:
     # 104 chunks make 1245 frames; the images output keeps the newest 60 s, the take on disk has them all
     assert live["chunks"] == 104 and live["images_output_frames"] == live["at_chunk_104"]["image_frames_kept"] == 960
     assert live["take"]["mb"] > 0 and results["generate_node"]["at_chunk_104"]["image_frames_kept"] == 0
+
+
+def test_lora_bench_quick_prints_json() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "lora_bench.py"), "--quick"],
+                         check=True, capture_output=True, text=True, timeout=300)
+    tiny, = json.loads(out.stdout)["results"]
+    assert tiny["layers"] == 2 * 10 and tiny["merge_s"] > 0  # q/k/v/o of both attentions and 2 FFN matrices, 2 blocks
+    assert tiny["kept_to_unmerge_mb"] > 0 and tiny["per_chunk_ms_merged"] > 0 and tiny["per_chunk_ms_plain"] > 0

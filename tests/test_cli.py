@@ -171,3 +171,38 @@ def test_generate_with_a_window_recache(weights, tmp_path) -> None:
     switch = WAN21.pixel_frames(2 * 3)  # pixel frames of the first 2 chunks (decoded identically)
     assert np.abs(videos["recent"][:switch - 3] - videos["window"][:switch - 3]).max() <= 2
     assert np.abs(videos["recent"][switch:] - videos["window"][switch:]).mean() > 0.5
+
+
+def _tiny_lora(path: Path, dim: int = TINY.dim, scale: float = 0.5) -> Path:
+    """A kohya-style LoRA on two of the tiny student's layers."""
+    gen = torch.Generator().manual_seed(0)
+    tensors = {}
+    for name in ("blocks.0.self_attn.q", "blocks.1.cross_attn.v"):
+        tensors[f"diffusion_model.{name}.lora_down.weight"] = torch.randn(4, dim, generator=gen) * scale
+        tensors[f"diffusion_model.{name}.lora_up.weight"] = torch.randn(dim, 4, generator=gen) * scale
+    save_file(tensors, str(path))
+    return path
+
+
+@pytest.mark.parametrize("lora,message", [
+    ("missing.safetensors", "no LoRA file .*missing.safetensors"),
+    ("{lora}:nan", "finite number"),
+    ("{big}", r"does not fit this model's layers: .*\(LoRA 1536x1536, model 64x64\)"),
+])
+def test_a_bad_lora_is_refused_before_the_student_loads(weights, tmp_path, caplog, lora: str, message: str) -> None:
+    arg = lora.format(lora=_tiny_lora(tmp_path / "ok.safetensors"), big=_tiny_lora(tmp_path / "big.safetensors", 1536))
+    code, logged = run_main_without_weights(_generate_args(weights, "--prompt", "a cat", "--lora", arg), caplog)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert code == 2 and len(errors) == 1 and re.search(message, errors[0].getMessage()), logged
+
+
+def test_generate_with_a_lora(weights, tmp_path, caplog) -> None:
+    """--lora FILE:0 makes the plain video bit for bit (PNG frames), --lora FILE another one."""
+    lora = _tiny_lora(tmp_path / "style.safetensors")
+    videos = {}
+    for name, extra in (("plain", []), ("zero", ["--lora", f"{lora}:0"]), ("lora", ["--lora", str(lora)])):
+        code, logged = run_main(_generate_args(weights, "--prompt", "a cat", "--frames", "9", "--seed", "1",
+                                               "--output", str(tmp_path / name) + "/", *extra), caplog)
+        assert code == 0, logged
+        videos[name] = read_video_frames(tmp_path / name)
+    assert np.array_equal(videos["zero"], videos["plain"]) and not np.array_equal(videos["lora"], videos["plain"])
