@@ -99,8 +99,13 @@ def _alpha_defaults(path: Path, metadata: Mapping[str, str]) -> float | None:
                 return float(alpha)
     config = path.with_name("adapter_config.json")
     if config.is_file():
-        alpha = json.loads(config.read_text()).get("lora_alpha")
-        return None if alpha is None else float(alpha)
+        try:
+            settings = json.loads(config.read_text())
+            alpha = settings.get("lora_alpha") if isinstance(settings, dict) else None
+            return None if alpha is None else float(alpha)
+        except (json.JSONDecodeError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{config} (the LoRA's PEFT config) is not valid JSON with a numeric lora_alpha: "
+                                  f"{err}.") from None
     return None
 
 

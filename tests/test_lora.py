@@ -199,6 +199,10 @@ def test_bad_loras_and_strengths_are_refused(model, tmp_path: Path) -> None:
     save_file({"blocks.0.self_attn.q.diff": torch.zeros(64, 64)}, str(tmp_path / "diff.safetensors"))
     with pytest.raises(CheckpointError, match="no LoRA layer: blocks.0.self_attn.q.diff"):
         load_lora(tmp_path / "diff.safetensors")
+    peft = _write(tmp_path, "peft_config", pairs, 2.0)
+    (peft.parent / "adapter_config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="adapter_config.json .*not valid JSON"):
+        load_lora(peft)
     nan = {k: torch.full_like(v, float("nan")) for k, v in tensors.items()}
     save_file(nan, str(tmp_path / "nan.safetensors"))
     with pytest.raises(CheckpointError, match="NaN or infinite"):
