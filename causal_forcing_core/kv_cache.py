@@ -199,7 +199,65 @@ def validate_window(window_frames: int | None, sink_frames: int, frames_per_bloc
         )
 
 
-class KVCache:
+class FrameBuffers:
+    """What every self-attention cache of a stream shares: K/V buffers ``k``/``v`` [num_layers, B, frames *
+    frame_tokens, H, D] and frame bookkeeping (``global_end``, ``local_end``, ``destructive_writes``), with the
+    mark / restore / reset / clone a stream's storage keeps them in line with. Subclasses say how an open pass is
+    dropped (:meth:`_close_pass`)."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    frame_tokens: int
+    global_end: int
+    local_end: int
+    destructive_writes: int
+
+    def _close_pass(self) -> None:
+        """Forget a pass in progress."""
+        raise NotImplementedError
+
+    @property
+    def capacity_frames(self) -> int:
+        return self.k.shape[2] // self.frame_tokens
+
+    @property
+    def nbytes(self) -> int:
+        return self.k.nbytes + self.v.nbytes
+
+    def mark(self) -> CacheMark:
+        """The bookkeeping now, for :meth:`restore`."""
+        return CacheMark(self.global_end, self.local_end, self.destructive_writes)
+
+    def restore(self, mark: CacheMark) -> bool:
+        """Close any open pass and go back to ``mark``. Returns False (and changes nothing else) when a
+        destructive write happened since: the buffer no longer holds the marked state and must be replayed."""
+        self._close_pass()
+        if self.destructive_writes != mark.destructive_writes:
+            return False
+        self.global_end, self.local_end = mark.global_end, mark.local_end
+        return True
+
+    def reset(self) -> None:
+        """Empty the cache (buffers are reused, not zeroed)."""
+        self.global_end = self.local_end = 0
+        self.destructive_writes += 1
+        self._close_pass()
+
+    def clone(self) -> "FrameBuffers":
+        """An independent copy (a forked stream's own cache)."""
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        other.k = self.k.clone()
+        other.v = self.v.clone()
+        return other
+
+    def valid(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The valid prefix [B, local_end * frame_tokens, H, D] of one layer's K and V."""
+        end = self.local_end * self.frame_tokens
+        return self.k[layer, :, :end], self.v[layer, :, :end]
+
+
+class KVCache(FrameBuffers):
     """Preallocated K/V buffers of every self-attention layer, with frame-level bookkeeping."""
 
     def __init__(
@@ -263,14 +321,6 @@ class KVCache:
                 "Use a local window (window_frames + sink_frames), fewer frames, a smaller size or batch, "
                 "or raise the budget."
             )
-
-    @property
-    def capacity_frames(self) -> int:
-        return self.k.shape[2] // self.frame_tokens
-
-    @property
-    def nbytes(self) -> int:
-        return self.k.nbytes + self.v.nbytes
 
     @property
     def dtype(self) -> torch.dtype:
@@ -369,18 +419,8 @@ class KVCache:
         return self.k[layer, :, :end], self.v[layer, :, :end]
 
     # ----------------------------------------------------------------------------------------------- state
-    def mark(self) -> CacheMark:
-        """The bookkeeping now, for :meth:`restore`."""
-        return CacheMark(self.global_end, self.local_end, self.destructive_writes)
-
-    def restore(self, mark: CacheMark) -> bool:
-        """Close any open block and go back to ``mark``. Returns False (and changes nothing else) when a
-        destructive write happened since: the buffer no longer holds the marked state and must be replayed."""
+    def _close_pass(self) -> None:
         self.open_plan = None
-        if self.destructive_writes != mark.destructive_writes:
-            return False
-        self.global_end, self.local_end = mark.global_end, mark.local_end
-        return True
 
     def rewind(self, num_frames: int) -> None:
         """Forget frames >= ``num_frames`` (only valid while no destructive write happened after them)."""
@@ -393,20 +433,3 @@ class KVCache:
         self.global_end = num_frames
         self.open_plan = None
 
-    def reset(self) -> None:
-        """Empty the cache (buffers are reused, not zeroed)."""
-        self.global_end = self.local_end = 0
-        self.destructive_writes += 1
-        self.open_plan = None
-
-    def clone(self) -> "KVCache":
-        other = object.__new__(KVCache)
-        other.__dict__.update(self.__dict__)
-        other.k = self.k.clone()
-        other.v = self.v.clone()
-        return other
-
-    def valid(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The valid prefix [B, local_end * frame_tokens, H, D] of one layer's K and V."""
-        end = self.local_end * self.frame_tokens
-        return self.k[layer, :, :end], self.v[layer, :, :end]

@@ -47,7 +47,7 @@ from .config import SamplerConfig
 from .dit import CausalWanModel
 from .errors import InvalidInputError, StreamStateError
 from .geometry import WAN21
-from .kv_cache import CacheMark, TextKV, shift_out
+from .kv_cache import FrameBuffers, TextKV, shift_out
 from .noise import NoiseSource
 from .rope import apply_rope
 from .sampling import chunk_timesteps, dit_flow
@@ -63,10 +63,11 @@ def rolling_cache_frames(block_frames: int, max_attention_frames: int = WAN21.tr
     return max_attention_frames + block_frames
 
 
-class RollingCache:
+class RollingCache(FrameBuffers):
     """The clean K/V cache of Rolling Forcing, bookkept in frames: an :class:`.kv_cache.AttentionCache` for the
-    window passes, and the :class:`.kv_cache.BlockCache` + mark / restore / rewind of :class:`.kv_cache.KVCache`
-    that a stream's storage uses to keep it in line with a history.
+    window passes, and the :class:`.kv_cache.BlockCache`, rewind and the mark / restore / reset / clone of
+    :class:`.kv_cache.FrameBuffers` (shared with :class:`.kv_cache.KVCache`) that a stream's storage uses to keep it
+    in line with a history.
 
     ``global_end``: the absolute frame where the newest reserved block ends; ``local_end``: frames of valid data in
     the buffer. :meth:`open_window` starts a denoising pass over a window, :meth:`open_refresh` (or
@@ -101,14 +102,6 @@ class RollingCache:
         self._slot = 0  # first frame (in the buffer) of the reserved block's slot
         self._window: tuple[int, int] | None = None  # (start frame, frames) of the window pass; None: refresh pass
         self._new: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    @property
-    def capacity_frames(self) -> int:
-        return self.k.shape[2] // self.frame_tokens
-
-    @property
-    def nbytes(self) -> int:
-        return self.k.nbytes + self.v.nbytes
 
     # ------------------------------------------------------------------------------------------- passes
     def open_window(self, start_frame: int, num_frames: int) -> None:
@@ -151,16 +144,8 @@ class RollingCache:
         self._slot = local_end - n
 
     # ------------------------------------------------------------------------------------------- state
-    def mark(self) -> CacheMark:
-        return CacheMark(self.global_end, self.local_end, self.destructive_writes)
-
-    def restore(self, mark: CacheMark) -> bool:
-        """Go back to ``mark``; False when a destructive write happened since (the caller replays)."""
+    def _close_pass(self) -> None:
         self._new = None
-        if self.destructive_writes != mark.destructive_writes:
-            return False
-        self.global_end, self.local_end = mark.global_end, mark.local_end
-        return True
 
     def rewind(self, num_frames: int) -> None:
         """Forget frames >= ``num_frames`` (only while no block was shifted out after them)."""
@@ -169,21 +154,6 @@ class RollingCache:
             raise StreamStateError(f"Cannot rewind a rolling cache holding {self.global_end} frames to {num_frames}.")
         self.local_end -= drop
         self.global_end = num_frames
-
-    def reset(self) -> None:
-        self.global_end = self.local_end = 0
-        self.destructive_writes += 1
-
-    def clone(self) -> "RollingCache":
-        """An independent copy (a forked stream's own cache)."""
-        other = object.__new__(RollingCache)
-        other.__dict__.update(self.__dict__)
-        other.k, other.v, other._new = self.k.clone(), self.v.clone(), None
-        return other
-
-    def valid(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        end = self.local_end * self.frame_tokens
-        return self.k[layer, :, :end], self.v[layer, :, :end]
 
     # ------------------------------------------------------------------------------------------- AttentionCache
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
