@@ -22,8 +22,6 @@ C, h, w] in call order, ``output``, the KV cache of every layer after the run) a
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -39,6 +37,7 @@ from official_patches import (  # noqa: E402
     official_crossattn_cache,
     official_kv_cache,
     sdpa,
+    write_fixture_cases,
 )
 
 #: configs/longlive_interactive_inference.yaml, scaled to the tiny model: 6-frame window with a 3-frame sink
@@ -128,21 +127,8 @@ def run_case(name: str, global_sink: bool, official: Path, weights: Path) -> tup
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--official", type=Path, required=True, help="a NVlabs/LongLive checkout at branch v1.0")
-    parser.add_argument("--weights", type=Path, required=True, help="dit_tiny.safetensors of the shared fixtures")
-    parser.add_argument("--out", type=Path, default=Path("tests/data"))
-    args = parser.parse_args(argv)
-    from safetensors.torch import save_file
-
-    torch.set_num_threads(1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, global_sink in CASES.items():
-        meta, tensors = run_case(name, global_sink, args.official.resolve(), args.weights)
-        save_file(tensors, str(args.out / f"longlive_{name}.safetensors"))
-        (args.out / f"longlive_{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
-        print(f"longlive_{name}: {len(meta['calls'])} calls, output {list(tensors['output'].shape)}", file=sys.stderr)
-    return 0
+    return write_fixture_cases(__doc__, "a NVlabs/LongLive checkout at branch v1.0", "longlive", CASES, run_case,
+                               lambda meta, tensors: f"{len(meta['calls'])} calls, output {list(tensors['output'].shape)}", argv)
 
 
 if __name__ == "__main__":

@@ -35,8 +35,6 @@ official code is copied here or committed. What it does, case by case (``CASES``
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -51,6 +49,7 @@ from official_patches import (  # noqa: E402
     official_crossattn_cache,
     official_kv_cache,
     sdpa,
+    write_fixture_cases,
 )
 
 #: the tiny DiT of the shared parity fixtures (dit_tiny.safetensors), chunk-wise
@@ -180,22 +179,9 @@ def run_case(name: str, spec: dict, official: Path, weights: Path) -> tuple[dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--official", type=Path, required=True, help="the long_video folder of thu-ml/Causal-Forcing")
-    parser.add_argument("--weights", type=Path, required=True, help="dit_tiny.safetensors of the shared fixtures")
-    parser.add_argument("--out", type=Path, default=Path("tests/data"))
-    args = parser.parse_args(argv)
-    from safetensors.torch import save_file
-
-    torch.set_num_threads(1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, spec in CASES.items():
-        meta, tensors = run_case(name, spec, args.official.resolve(), args.weights)
-        save_file(tensors, str(args.out / f"rolling_{name}.safetensors"))
-        (args.out / f"rolling_{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
-        print(f"rolling_{name}: {len(meta['calls'])} calls, {meta['num_renoise']} re-noise draws, output "
-              f"{list(tensors['output'].shape)}", file=sys.stderr)
-    return 0
+    return write_fixture_cases(__doc__, "the long_video folder of thu-ml/Causal-Forcing", "rolling", CASES, run_case,
+                               lambda meta, tensors: (f"{len(meta['calls'])} calls, {meta['num_renoise']} re-noise draws, output "
+                                  f"{list(tensors['output'].shape)}"), argv)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -83,3 +84,31 @@ def official_crossattn_cache(layers: int, batch: int, text_len: int, heads: int,
         "v": torch.zeros([batch, text_len, heads, head_dim], dtype=dtype, device=device),
         "is_init": False,
     } for _ in range(layers)]
+
+
+def write_fixture_cases(
+    doc: str, official_help: str, prefix: str, cases: dict[str, Any],
+    run_case: Callable[[str, Any, Path, Path], tuple[dict, dict[str, torch.Tensor]]],
+    describe: Callable[[dict, dict[str, torch.Tensor]], str], argv: list[str] | None = None,
+) -> int:
+    """The command line both fixture scripts share: ``--official`` (the checkout, ``official_help``), ``--weights``
+    (the shared tiny DiT) and ``--out``; runs ``run_case(name, spec, official, weights)`` for each case on one CPU
+    thread and writes ``<out>/<prefix>_<name>.safetensors`` + ``.json``, logging ``describe(meta, tensors)``."""
+    import argparse
+    import json
+
+    from safetensors.torch import save_file
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--official", type=Path, required=True, help=official_help)
+    parser.add_argument("--weights", type=Path, required=True, help="dit_tiny.safetensors of the shared fixtures")
+    parser.add_argument("--out", type=Path, default=Path("tests/data"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, spec in cases.items():
+        meta, tensors = run_case(name, spec, args.official.resolve(), args.weights)
+        save_file(tensors, str(args.out / f"{prefix}_{name}.safetensors"))
+        (args.out / f"{prefix}_{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
+        print(f"{prefix}_{name}: {describe(meta, tensors)}", file=sys.stderr)
+    return 0
