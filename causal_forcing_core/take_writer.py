@@ -2,7 +2,7 @@
 
 :class:`TakeWriter` takes chunks of frames (``[t, 3, H, W]`` float in [0, 1], torch on any device, or ``[t, H, W,
 3]`` uint8 numpy), makes them uint8 ``[t, H, W, 3]`` on the caller's thread and passes them over a bounded queue (a
-full one blocks the caller: back-pressure, not RAM) to a thread that encodes with :mod:`.video_io`'s mp4 settings
+full one blocks the caller: back-pressure, not RAM) to a thread that encodes with :mod:`.h264`'s mp4 settings
 (H.264 yuv420p, BT.601 limited-range tags, odd sizes padded even) at x264 preset ``veryfast``.
 
 The mp4 is *fragmented* (``empty_moov``: the header holds no sample table; a ``moof`` + ``mdat`` fragment per
@@ -29,18 +29,8 @@ import numpy as np
 import torch
 
 from .errors import InvalidInputError, TakeWriteError
-from .video_io import (
-    MP4_CODEC,
-    MP4_CRF,
-    VideoWriteResult,
-    add_h264_stream,
-    check_file_target,
-    check_fps,
-    ensure_parent,
-    frames_to_uint8,
-    import_h264,
-    pad_even,
-)
+from .h264 import MP4_CODEC, MP4_CRF, add_h264_stream, import_h264, pad_even
+from .video_io import VideoWriteResult, check_file_target, check_fps, ensure_parent, frames_to_uint8
 
 logger = logging.getLogger(__name__)
 
