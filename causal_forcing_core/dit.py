@@ -88,6 +88,20 @@ def gated_residual(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, frames:
     return out.flatten(1, 2).to(x.dtype)
 
 
+class Modulated(nn.Module):
+    """A module with a learned modulation table ``modulation`` [1, n, dim]. The table is read through
+    :meth:`modulation_table`, from this module or, for borrowed layers (:mod:`.dit_borrow`), from the module that
+    owns the weights; that owner is looked up at every call, so a weight its owner replaces is never stale."""
+
+    #: the module whose ``modulation`` is used instead of this one's (set by :func:`.dit_borrow.borrow_layers`)
+    modulation_owner: nn.Module | None = None
+
+    def modulation_table(self, device: torch.device) -> torch.Tensor:
+        """The modulation [1, n, dim] as float32 on ``device`` (the owner may keep it elsewhere, e.g. offloaded)."""
+        owner = self if self.modulation_owner is None else self.modulation_owner
+        return owner.modulation.to(device=device, dtype=torch.float32)
+
+
 # --------------------------------------------------------------------------------------------------- blocks
 class SelfAttention(nn.Module):
     def __init__(self, cfg: DiTConfig) -> None:
@@ -144,7 +158,7 @@ class CrossAttention(nn.Module):
         return self.o(attention(q, k, v))
 
 
-class CausalWanBlock(nn.Module):
+class CausalWanBlock(Modulated):
     def __init__(self, cfg: DiTConfig) -> None:
         super().__init__()
         self.norm1 = LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False)
@@ -157,7 +171,7 @@ class CausalWanBlock(nn.Module):
 
     def _modulation(self, e0: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """e0 [B, F, 6, dim] -> shift/scale/gate of self-attention, then of the FFN: 6 x [B, F, 1, dim] float32."""
-        return (self.modulation.float().unsqueeze(1) + e0).chunk(6, dim=2)
+        return (self.modulation_table(e0.device).unsqueeze(1) + e0).chunk(6, dim=2)
 
     def write_keys_values(
         self, x: torch.Tensor, e0: torch.Tensor, freqs: RopeTable, cache: AttentionCache, layer: int
@@ -187,7 +201,7 @@ class CausalWanBlock(nn.Module):
         return gated_residual(x, y, gate_ff, frames)
 
 
-class Head(nn.Module):
+class Head(Modulated):
     def __init__(self, cfg: DiTConfig) -> None:
         super().__init__()
         self.norm = LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False)
@@ -197,7 +211,7 @@ class Head(nn.Module):
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """x [B, F*T, dim], e [B, F, dim] (time embedding, float32) -> [B, F*T, out_dim*prod(patch)]."""
         frames = e.shape[1]
-        shift, scale = (self.modulation.float().unsqueeze(1) + e.unsqueeze(2)).chunk(2, dim=2)
+        shift, scale = (self.modulation_table(e.device).unsqueeze(1) + e.unsqueeze(2)).chunk(2, dim=2)
         return self.head(modulate(self.norm(x), shift, scale, frames))
 
 
@@ -214,6 +228,11 @@ class CausalWanModel(nn.Module):
         #: dtype of the RoPE rotation: None = float32 (or float64 when computing in it); torch.float64 reproduces
         #: the reference's complex128 rotation bit for bit
         self.rope_dtype: torch.dtype | None = None
+        #: the compute device when the weights may rest elsewhere (borrowed, partially loaded layers); None = where
+        #: the patch embedding is
+        self.run_device: torch.device | None = None
+        #: dtype fed to the patch embedding; None = ``compute_dtype`` (ComfyUI's Wan computes it in float32)
+        self.patch_dtype: torch.dtype | None = None
         self.rotary = RotaryTables(cfg.head_dim)
         self.patch_embedding = Conv3d(cfg.in_dim, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.text_embedding = nn.Sequential(Linear(cfg.text_dim, cfg.dim), nn.GELU(approximate="tanh"), Linear(cfg.dim, cfg.dim))
@@ -224,7 +243,7 @@ class CausalWanModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.patch_embedding.weight.device
+        return self.run_device if self.run_device is not None else self.patch_embedding.weight.device
 
     # ------------------------------------------------------------------------------------------- pieces
     def embed_text(self, context: torch.Tensor) -> TextKV:
@@ -252,7 +271,7 @@ class CausalWanModel(nn.Module):
 
     def _patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """[B, C, F, H, W] -> tokens [B, F*T, dim] and the token grid (F, H/ph, W/pw)."""
-        tokens = self.patch_embedding(x.to(self.device, self.compute_dtype))
+        tokens = self.patch_embedding(x.to(self.device, self.patch_dtype or self.compute_dtype)).to(self.compute_dtype)
         grid = tuple(tokens.shape[2:])
         return tokens.flatten(2).transpose(1, 2), grid  # type: ignore[return-value]
 
