@@ -22,19 +22,27 @@ own dtype (a float8 model stays float8). It keeps a CPU copy of each weight it c
 sampling then runs at the speed of the plain model. A LoRA key that matches no layer of the model is an error
 listing them (``ignore_unmatched`` applies the rest).
 
-A stream and a LoRA: merging or unmerging bumps the model's ``weights_version``, and a stream started before it
-refuses to go on, since its KV and text caches were computed with other weights. Either start a new stream (the
-new model's video from the start), or continue the video so far with ``stream.replayed()``, which re-encodes its
-committed latents under the new weights (a re-cache) and goes on from there.
+One model, several LoRA sets: :func:`use_loras` makes a model's weights the base plus exactly the given set,
+unmerging whatever set was merged before. A model shared by several users (one ComfyUI loader feeding branches
+with different LoRAs) stays correct when each user calls it with its own set before running.
+
+A stream and a LoRA: a merge sets the model's ``weights_version`` to one that names the LoRA set, and an unmerge
+gives back the version before it (the weights are back bit for bit). A stream refuses to go on under any other
+version than the one it started with, since its KV and text caches were computed with those weights. Either start
+a new stream (the new model's video from the start), or continue the video so far with ``stream.replayed()``,
+which re-encodes its committed latents under the new weights (a re-cache) and goes on from there. Switching back to
+the stream's own LoRA set (:func:`use_loras`) lets it go on as it was.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +64,8 @@ _PAIRS = {"lora_A": ("down", "peft"), "lora_B": ("up", "peft"), "lora_down": ("d
           "lora_up": ("up", "kohya")}
 _LAYER_KEY = re.compile(r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_down|lora_up)(?:\.[A-Za-z0-9_]+)?\.weight$")
 _NAMES_SHOWN = 8
+#: serial numbers of loaded LoRAs: a weights version names its LoRAs by them (never reused, unlike ``id``)
+_SERIALS = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,8 @@ class Lora:
     name: str
     layers: dict[str, LoraLayer]
     format: str
+    #: unique per loaded LoRA
+    serial: int = field(default_factory=lambda: next(_SERIALS), compare=False)
 
 
 def _alpha_defaults(path: Path, metadata: Mapping[str, str]) -> float | None:
@@ -193,6 +205,8 @@ class LoraMerge:
     originals: dict[str, torch.Tensor] = field(default_factory=dict)  # module name -> its weight before, on the CPU
     #: False when merged without keeping the originals (``keep_originals=False``): it cannot be undone
     reversible: bool = True
+    #: the model's ``weights_version`` before the merge, given back by :meth:`unmerge`
+    version_before: Hashable = 0
 
     @property
     def backup_bytes(self) -> int:
@@ -210,7 +224,7 @@ class LoraMerge:
             for name, weight in self.originals.items():
                 modules[name].weight.copy_(weight)
         self.originals.clear()
-        self.model.weights_version += 1
+        self.model.weights_version = self.version_before
 
 
 def plan_loras(
@@ -262,7 +276,7 @@ def merge_loras(
     never unmerged, like the command line's."""
     plan = plan_loras(model, loras, ignore_unmatched=ignore_unmatched)
     modules = dict(model.named_modules())
-    merge = LoraMerge(model, reversible=keep_originals)
+    merge = LoraMerge(model, reversible=keep_originals, version_before=model.weights_version)
     with torch.no_grad():
         for name, updates in plan.items():
             weight = modules[name].weight
@@ -273,10 +287,34 @@ def merge_loras(
                 total = total + layer.delta(strength).to(weight.device)
             weight.copy_(total.to(weight.dtype))
     if plan:
-        model.weights_version += 1
+        model.weights_version = (merge.version_before, tuple((lora.serial, float(s)) for lora, s in loras if s))
     logger.info("Merged %d LoRA(s) into %d layers (%.1f MB kept to unmerge)", len(loras), len(plan),
                 merge.backup_bytes / 2**20)
     return merge
+
+
+#: the LoRA set each model holds now, with its merge (what :func:`use_loras` undoes first)
+_MERGED: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[tuple[Lora, float], ...], LoraMerge]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def use_loras(
+    model: CausalWanModel, loras: Sequence[tuple[Lora, float]], *, ignore_unmatched: bool = False
+) -> None:
+    """Make ``model``'s weights its base weights plus exactly ``loras`` (none: the base), unmerging the set merged
+    by an earlier call first (bit for bit) when it is another one; nothing happens when it is the same set.
+    Checks the new set (:func:`plan_loras`) before touching any weight."""
+    wanted = tuple((lora, float(strength)) for lora, strength in loras)
+    held, merge = _MERGED.get(model, ((), None))
+    if len(held) == len(wanted) and all(a is b and s == t for (a, s), (b, t) in zip(held, wanted)):
+        return
+    plan_loras(model, wanted, ignore_unmatched=ignore_unmatched)
+    if merge is not None:
+        merge.unmerge()
+        del _MERGED[model]
+    if wanted:
+        _MERGED[model] = (wanted, merge_loras(model, wanted, ignore_unmatched=ignore_unmatched))
 
 
 def parse_lora_argument(text: str) -> tuple[Path, float]:

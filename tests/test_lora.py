@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from causal_forcing_core.errors import CheckpointError, InvalidInputError, StreamStateError, UnsafeCheckpointError
-from causal_forcing_core.lora import load_lora, merge_loras
+from causal_forcing_core.lora import load_lora, merge_loras, use_loras
 from tiny import tiny_model, tiny_stream
 
 RANK = 4
@@ -109,9 +109,9 @@ def test_every_format_merges_to_the_formula_and_unmerges_exactly(model, tmp_path
     for name, weight in expected.items():  # float32 rounding of the same sum
         torch.testing.assert_close(modules[name].weight, weight, rtol=0, atol=1e-6)
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
-    assert changed == {f"{n}.weight" for n in TARGETS} and model.weights_version == 1
+    assert changed == {f"{n}.weight" for n in TARGETS} and model.weights_version == (0, ((lora.serial, 0.5),))
     merge.unmerge()
-    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()) and model.weights_version == 2
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()) and model.weights_version == 0
 
 
 def test_strength_zero_is_the_plain_model_and_a_lora_changes_the_video(model, tmp_path: Path) -> None:
@@ -163,6 +163,37 @@ def test_a_stream_started_before_a_merge_refuses_to_go_on(model, tmp_path: Path)
     merge.unmerge()
     with pytest.raises(StreamStateError, match="weights changed"):
         again.generate(1)
+    # the weights are back bit for bit, and so is the version: the stream started before the merge goes on
+    assert torch.equal(stream.generate(1).latents, tiny_stream(model).generate(3).latents)
+
+
+def test_use_loras_switches_one_shared_model_between_sets(model, tmp_path: Path) -> None:
+    """One model, three users (no LoRA, LoRA a, LoRA a + b): each gets its own weights whatever ran before, and
+    a stream made under one set goes on when its set is back."""
+    a = load_lora(_write(tmp_path, "kohya", _pairs(model, 0), 2.0))
+    b = load_lora(_write(tmp_path, "comfyui", _pairs(model, 1), 4.0))
+    plain = tiny_stream(model).generate(2).latents
+    merge_loras(model, [(a, 1.0)]).unmerge()
+    sets = {"none": [], "a": [(a, 1.0)], "ab": [(a, 1.0), (b, 0.5)]}
+    videos, streams = {}, {}
+    for name, loras in sets.items():
+        use_loras(model, loras)
+        streams[name] = tiny_stream(model).generate(1)
+        videos[name] = tiny_stream(model).generate(2).latents
+    assert torch.equal(videos["none"], plain)
+    assert not torch.equal(videos["a"], plain) and not torch.equal(videos["ab"], videos["a"])
+    for name in ("a", "none", "ab", "a"):  # back and forth, in another order
+        use_loras(model, sets[name])
+        assert torch.equal(tiny_stream(model).generate(2).latents, videos[name])
+        assert torch.equal(streams[name].generate(1).latents, videos[name])
+    version = model.weights_version
+    use_loras(model, [(a, 1.0)])  # the same set again: nothing to do
+    assert model.weights_version == version
+    with pytest.raises(StreamStateError, match="weights changed"):
+        streams["none"].generate(1)
+    with pytest.raises(InvalidInputError, match="finite number"):
+        use_loras(model, [(b, float("nan"))])
+    assert torch.equal(tiny_stream(model).generate(2).latents, videos["a"])  # a refused set changed nothing
 
 
 def test_bad_loras_and_strengths_are_refused(model, tmp_path: Path) -> None:
@@ -187,7 +218,7 @@ def test_bad_loras_and_strengths_are_refused(model, tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="finite number"):
         merge_loras(model, [(load_lora(good), float("nan"))])
     # only the one with ignore_unmatched merged (and unmerged); the refused ones changed nothing
-    assert model.weights_version == 2 and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert model.weights_version == 0 and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
     torch.save({"generator_lora": {"x.lora_A.weight": _RunsCode()}}, tmp_path / "evil.pt")  # LongLive's layout
     with pytest.raises(UnsafeCheckpointError, match="wants to run code"):
