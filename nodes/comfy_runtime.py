@@ -11,11 +11,14 @@ import json
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import torch
+
+from ..causal_forcing_core.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -268,6 +271,73 @@ def load_models(patchers: list[Any], memory_required: int = 0) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- native objects
+#: ComfyUI's model config for a Wan 2.1 text-to-video DiT (``comfy.supported_models``), the one backbone the causal
+#: students share; the other Wan configs (image-to-video, VACE, Wan 2.2...) have other inputs or latents
+NATIVE_WAN_T2V = "WAN21_T2V"
+#: what the other Wan model configs are, for the refusal message
+_NATIVE_WAN_OTHERS = {
+    "WAN21_I2V": "Wan 2.1 image-to-video (CLIP image input, 36 input channels)",
+    "WAN21_FunControl2V": "Wan 2.1 Fun control",
+    "WAN21_Camera": "Wan 2.1 camera control",
+    "WAN21_Vace": "Wan 2.1 VACE",
+    "WAN21_HuMo": "Wan 2.1 HuMo",
+    "WAN22_T2V": "Wan 2.2 TI2V-5B (48-channel latents)",
+    "WAN22_S2V": "Wan 2.2 speech-to-video",
+    "WAN22_Animate": "Wan 2.2 Animate",
+    "WAN22_Camera": "Wan 2.2 camera control",
+}
+
+
+@dataclass(frozen=True)
+class NativeDiT:
+    """The parts of a native ``MODEL`` the causal sampler runs on: ComfyUI's own Wan DiT module (its layers, casts
+    and patches), where it computes, in which dtype, and the ModelPatcher that loads and patches it."""
+
+    module: torch.nn.Module
+    load_device: torch.device
+    compute_dtype: torch.dtype
+    patcher: Any
+
+
+def _model_kind(model: Any) -> str:
+    base = getattr(model, "model", None)
+    config = getattr(base, "model_config", None)
+    if config is None:
+        return f"a {type(model).__name__} (not a ComfyUI MODEL)"
+    name = type(config).__name__
+    return f"{_NATIVE_WAN_OTHERS.get(name, name)} ({type(base).__name__} / {name})"
+
+
+def native_wan_dit(model: Any) -> NativeDiT:
+    """The Wan 2.1 text-to-video DiT inside a native ``MODEL`` (a ModelPatcher from UNETLoader, a checkpoint
+    loader, LoraLoaderModelOnly...). Raises InvalidInputError naming what was received when it is another model,
+    or GGUF-quantised (whose weights only the GGUF pack's own layers can read)."""
+    base = getattr(model, "model", None)
+    config_name = type(getattr(base, "model_config", None)).__name__
+    if config_name != NATIVE_WAN_T2V:
+        raise InvalidInputError(
+            f"Causal Forcing runs on a Wan 2.1 text-to-video DiT (ComfyUI's {NATIVE_WAN_T2V}), but this MODEL is "
+            f"{_model_kind(model)}. Load a Causal Forcing student (or Wan2.1-T2V-1.3B) with Load Diffusion Model."
+        )
+    get = getattr(model, "get_model_object", None)
+    module = get("diffusion_model") if callable(get) else base.diffusion_model
+    quantised = {type(p).__name__ for p in module.parameters()} & {"GGMLTensor"}
+    if quantised:
+        raise InvalidInputError(
+            "This MODEL holds GGUF-quantised weights, which the causal sampler does not read. Load the student "
+            "as .safetensors with Load Diffusion Model instead (weight_dtype fp8_e4m3fn halves its memory)."
+        )
+    cast = get("manual_cast_dtype") if callable(get) else getattr(base, "manual_cast_dtype", None)
+    return NativeDiT(module, torch.device(model.load_device), cast or base.get_dtype(), model)
+
+
+def patched_weights_id(patcher: Any) -> object:
+    """Which patches ComfyUI applied to the weights the patcher's model now holds (its ``patches_uuid`` after a
+    load); None when unknown. Two MODELs sharing one base model hold each other's patches only while loaded."""
+    base = getattr(patcher, "model", None)
+    return getattr(base, "current_weight_patches_uuid", None)
+
+
 def clip_encode(clip: Any, text: str) -> list:
     """Encode ``text`` with a native ``CLIP`` the way CLIPTextEncode does; returns a ``CONDITIONING``."""
     if clip is None or not hasattr(clip, "tokenize"):

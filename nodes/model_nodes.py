@@ -8,14 +8,18 @@ dropped. The preview decoder shown on the Generate nodes is chosen here as well.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..causal_forcing_core.checkpoints import CheckpointError, load_dit
-from ..causal_forcing_core.config import SAMPLER_PRESETS, check_sampler_fits, sampler_preset
+from ..causal_forcing_core.config import SAMPLER_PRESETS, DiTConfig, SamplerConfig, check_sampler_fits, sampler_preset
+from ..causal_forcing_core.dit_borrow import borrow_layers, check_causal_backbone
+from ..causal_forcing_core.errors import InvalidInputError
 from ..causal_forcing_core.geometry import WAN21
+from ..causal_forcing_core.lora import check_strength, load_lora, plan_loras
 from ..causal_forcing_core.preview_fallback import LatentRGBPreview, Previewer, make_preview_decoder
 from . import comfy_runtime as rt
 from . import toy_entries as toy
@@ -29,6 +33,10 @@ WEIGHT_DTYPES = ("auto", "bf16", "fp16", "fp32", "fp8_e4m3fn")
 PREVIEW_AUTO, PREVIEW_LATENT2RGB, PREVIEW_NONE = "auto", "latent2rgb", "none"
 #: preview decoder files picked by "auto" (TAEHV for Wan 2.1)
 _TAEW_PREFIX = "taew2_1"
+#: inputs of native loaders that name the model file (UNETLoader, CheckpointLoaderSimple, ...)
+_FILE_INPUTS = ("unet_name", "ckpt_name", "model_name")
+#: how many MODEL-to-MODEL nodes (LoRA loaders, patches) the file-name search follows upstream
+_MAX_HOPS = 32
 
 
 def model_choices() -> list[str]:
@@ -89,6 +97,54 @@ def guess_variant(name: str) -> str:
     return "chunkwise-4step"
 
 
+def _variant_sampler(variant: str, file_name: str | None, what: str) -> SamplerConfig:
+    """The sampler of the variant widget; ``auto`` guesses it from the file name (warning when there is none)."""
+    if variant != "auto":
+        return sampler_preset(variant)
+    sampler = sampler_preset(guess_variant(file_name or ""))
+    logger.warning(
+        "%s does not say which sampler it was trained for; from %s it looks like %s. Pick the variant on the node "
+        "if that is wrong.", what, f"its file name {file_name!r}" if file_name else "nothing (no file name found)",
+        sampler.name,
+    )
+    return sampler
+
+
+def upstream_model_file(prompt: dict[str, Any] | None, node_id: str | None, input_name: str = "model") -> str | None:
+    """The model file a node's ``input_name`` MODEL was loaded from: the API prompt is followed upstream through
+    MODEL-to-MODEL nodes (LoRA loaders, patches) to the loader whose ``unet_name``/``ckpt_name`` names it. None
+    when the prompt is not known or no loader is found."""
+    if not isinstance(prompt, dict) or node_id is None:
+        return None
+    link = (prompt.get(str(node_id)) or {}).get("inputs", {}).get(input_name)
+    for _ in range(_MAX_HOPS):
+        if not (isinstance(link, list) and link):
+            return None
+        inputs = (prompt.get(str(link[0])) or {}).get("inputs", {})
+        for name in _FILE_INPUTS:
+            if isinstance(inputs.get(name), str):
+                return inputs[name]
+        link = inputs.get("model")
+    return None
+
+
+def adapt_native_model(model: Any, variant: str = "auto", preview: str = PREVIEW_AUTO, file_name: str | None = None) -> CFModel:
+    """A ``CF_MODEL`` running the causal sampler on a native ``MODEL``'s own Wan DiT (ComfyUI's weights, casts and
+    patches; nothing copied); see :class:`CausalForcingNativeModel`."""
+    native = rt.native_wan_dit(model)
+    name = Path(file_name).stem if file_name else "native Wan model"
+    config = DiTConfig.from_state_dict(dict(native.module.named_parameters()))
+    check_causal_backbone(config, f"The MODEL ({name})")
+    dit = borrow_layers(
+        native.module, config, device=native.load_device, compute_dtype=native.compute_dtype,
+        patch_dtype=torch.float32,  # ComfyUI's Wan keeps its patch embedding in float32
+        weights_probe=lambda: ("comfy", rt.patched_weights_id(model)),  # every MODEL on this base sees its patches
+    )
+    sampler = _variant_sampler(variant, file_name, f"The MODEL ({name})")
+    previewer = load_previewer(preview, native.load_device)
+    return CFModel(dit, sampler, name, WAN21.trained_latent_frames, previewer, patcher=model, native=True)
+
+
 def _compute_dtype(storage: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cpu":
         return torch.float32  # bf16/fp16 matmuls are slow or missing on CPUs
@@ -108,11 +164,7 @@ def load_model(name: str, variant: str = "auto", weight_dtype: str = "auto", pre
         own = loaded.metadata.get("variant")
         check_sampler_fits(sampler_preset(own) if own in SAMPLER_PRESETS else None, sampler, name, "variant")
     if sampler is None:
-        sampler = sampler_preset(guess_variant(name))
-        logger.warning(
-            "%s does not say which sampler it was trained for; from its name it looks like %s. Pick the variant on "
-            "the Causal Forcing loader if that is wrong.", name, sampler.name,
-        )
+        sampler = _variant_sampler("auto", name, name)
     max_frames = int(loaded.metadata.get("max_frames") or WAN21.trained_latent_frames)
     previewer = load_previewer(preview, device)
     model = CFModel(loaded.model, sampler, Path(path).stem, max_frames, previewer)
@@ -163,5 +215,105 @@ class CausalForcingModelLoader:
         return (load_model(model_name, variant, weight_dtype, preview),)
 
 
-NODE_CLASS_MAPPINGS = {"CausalForcingModelLoader": CausalForcingModelLoader}
-NODE_DISPLAY_NAME_MAPPINGS = {"CausalForcingModelLoader": "Causal Forcing Model Loader"}
+class CausalForcingNativeModel:
+    """A native ``MODEL`` (Load Diffusion Model, a checkpoint loader, LoRA loaders...) as a ``CF_MODEL``."""
+
+    DESCRIPTION = (
+        "Runs Causal Forcing's chunk-by-chunk sampler on a native MODEL: a Causal Forcing student loaded with Load "
+        "Diffusion Model (fp8 weight dtypes included), with any LoRA applied by LoraLoaderModelOnly. ComfyUI's own "
+        "weights, casts, LoRA patches and low-VRAM loading are used as they are; nothing is copied. Only a Wan 2.1 "
+        "text-to-video DiT fits. Patches that replace the model's forward (block swaps, caches) do not apply."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (CF_MODEL,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The native model with its sampler preset, ready for Causal Forcing Start.",)
+    FUNCTION = "adapt"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "A Wan 2.1 T2V Causal Forcing student from Load Diffusion Model."}),
+                "variant": (list(VARIANTS), {
+                    "default": "auto",
+                    "tooltip": "Sampler the student was trained for. auto: guessed from the loaded file's name "
+                               "(framewise / 1step / 2step / longvideo), else chunkwise-4step.",
+                }),
+                "preview": (preview_choices(), {
+                    "default": PREVIEW_AUTO,
+                    "tooltip": "Live preview decoder: a TAEHV taew2_1 file from models/vae_approx (auto picks it when "
+                               "present), latent2rgb (rough colours, no file), or none.",
+                }),
+            },
+            "hidden": {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"},
+        }
+
+    def adapt(
+        self, model: Any, variant: str, preview: str, prompt: dict[str, Any] | None = None, unique_id: str | None = None
+    ) -> tuple[CFModel]:
+        return (adapt_native_model(model, variant, preview, upstream_model_file(prompt, unique_id)),)
+
+
+def add_lora(model: CFModel, lora_name: str, strength: float, ignore_unmatched: bool = False) -> CFModel:
+    """``model`` with the LoRA file ``lora_name`` (from ``models/loras``) at ``strength`` added to its LoRA set
+    (a new CF_MODEL: the input one, which other branches may use, keeps its own set); see
+    :class:`CausalForcingLoRA`. The LoRA is checked against the model's layers here, before anything runs."""
+    strength = check_strength(strength)
+    if model.native:
+        raise InvalidInputError(
+            f"{model.name} is a native MODEL: apply LoRAs to it with LoraLoaderModelOnly before Causal Forcing Native "
+            "Model (ComfyUI patches its weights); Causal Forcing LoRA is for Causal Forcing Model Loader models."
+        )
+    lora = load_lora(rt.model_file_path("loras", lora_name))
+    loras = (*model.loras, (lora, strength))
+    unmatched = ignore_unmatched or model.ignore_unmatched
+    plan_loras(model.dit, loras, ignore_unmatched=unmatched)
+    return replace(model, loras=loras, ignore_unmatched=unmatched)
+
+
+class CausalForcingLoRA:
+    """Apply a LoRA to a ``CF_MODEL`` (chain several for a stack)."""
+
+    DESCRIPTION = (
+        "Applies a LoRA file from models/loras to a Causal Forcing model: diffusers/PEFT, kohya/ComfyUI and LongLive's "
+        "lora.pt. The weights are merged while this model runs and unmerged exactly when a branch without it runs, "
+        "so one loader can feed branches with different LoRAs. A stream started on one LoRA set goes on only on "
+        "that set. For a native MODEL use LoraLoaderModelOnly instead."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (CF_MODEL,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The model with this LoRA added to its LoRA set.",)
+    FUNCTION = "apply"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "model": (CF_MODEL, {}),
+                "lora_name": (rt.model_file_list("loras"), {"tooltip": "A LoRA of the Wan 2.1 1.3B DiT in models/loras."}),
+                "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01,
+                                       "tooltip": "How much of the LoRA to add; 0 leaves the model as it is."}),
+                "ignore_unmatched": ("BOOLEAN", {
+                    "default": False,
+                    "tooltip": "Apply the layers that match this model and ignore the others (off: a LoRA with "
+                               "layers this model lacks is refused, naming them).",
+                }),
+            }
+        }
+
+    def apply(self, model: CFModel, lora_name: str, strength: float, ignore_unmatched: bool) -> tuple[CFModel]:
+        return (add_lora(model, lora_name, strength, ignore_unmatched),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "CausalForcingModelLoader": CausalForcingModelLoader,
+    "CausalForcingNativeModel": CausalForcingNativeModel,
+    "CausalForcingLoRA": CausalForcingLoRA,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "CausalForcingModelLoader": "Causal Forcing Model Loader",
+    "CausalForcingNativeModel": "Causal Forcing Native Model",
+    "CausalForcingLoRA": "Causal Forcing LoRA",
+}

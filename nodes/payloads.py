@@ -28,6 +28,7 @@ from ..causal_forcing_core.errors import InvalidInputError
 from ..causal_forcing_core.geometry import WAN21
 from ..causal_forcing_core.kv_cache import KVCache
 from ..causal_forcing_core.latent_space import to_raw_latents
+from ..causal_forcing_core.lora import Lora, use_loras
 from ..causal_forcing_core.preview_fallback import Previewer
 from ..causal_forcing_core.stream import Stream
 from ..causal_forcing_core.text_encoder import TextEncoder
@@ -56,6 +57,13 @@ class CFModel:
     max_frames: int
     previewer: Previewer | None
     patcher: Any = None
+    #: the DiT borrows a native MODEL's layers (:class:`.model_nodes.CausalForcingNativeModel`): ComfyUI patches
+    #: its weights, and our own weight changes (a core LoRA merge) must not touch them
+    native: bool = False
+    #: LoRAs of the Causal Forcing LoRA node, merged into ``dit`` while this model runs (see :meth:`prepare`)
+    loras: tuple[tuple[Lora, float], ...] = ()
+    #: apply the LoRAs' layers that match, ignoring the others
+    ignore_unmatched: bool = False
 
     @property
     def config(self) -> DiTConfig:
@@ -71,8 +79,14 @@ class CFModel:
         )
 
     def prepare(self, extra_bytes: int = 0) -> None:
-        """Load the weights onto the compute device (through ComfyUI) with room for ``extra_bytes`` more."""
+        """Load the weights onto the compute device (through ComfyUI) with room for ``extra_bytes`` more, holding
+        this model's LoRAs. A native model's weights then hold this MODEL's patches (another MODEL on the same base
+        may have held its own), and our own DiT exactly this model's LoRA set (:func:`~.lora.use_loras`; a branch
+        without them unmerges them). The DiT's ``weights_version`` says which weights it holds (for a native model,
+        read from ComfyUI at each use), so a stream made under other weights refuses to go on."""
         rt.load_models([self.patcher], memory_required=extra_bytes)
+        if not self.native:  # one loaded DiT may feed branches with other LoRA sets: this model's set, exactly
+            use_loras(self.dit, self.loras, ignore_unmatched=self.ignore_unmatched)
 
 
 @dataclass(eq=False)

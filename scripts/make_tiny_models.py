@@ -10,6 +10,11 @@ writes, under ``MODELS_DIR``:
   (width 32) for the Causal Forcing text encoder nodes;
 - ``vae/cf_tiny_vae.safetensors``: a tiny Wan 2.1 VAE (dim 2) for the Causal Forcing VAE loader;
 - ``vae_approx/cf_tiny_preview.safetensors``: a small TAEHV-style preview decoder;
+- Wan-shaped for ComfyUI's own loaders (128-wide heads, Wan's 4096-wide text), all small:
+  ``diffusion_models/cf_tiny_wan_chunkwise.safetensors`` (a causal DiT that Load Diffusion Model reads as a Wan 2.1
+  T2V model, dim 128, 2 layers), ``text_encoders/cf_tiny_umt5_wide.safetensors`` (a umT5 of width 4096 with narrow
+  attention, for the Causal Forcing text encoder nodes) and ``loras/cf_tiny_wan_lora.safetensors`` (a ComfyUI-format
+  LoRA of that DiT that LoraLoaderModelOnly and the Causal Forcing LoRA node both read);
 - with ``--full-size-vae``, ``vae/cf_random_wan21_vae.safetensors``: a random VAE of the real Wan 2.1 shape
   (bf16, about 250 MB) that ComfyUI's own Load VAE accepts.
 
@@ -36,10 +41,11 @@ for _path in (ROOT, ROOT / "tests"):
         sys.path.insert(0, str(_path))
 
 from causal_forcing_core.checkpoint_convert import convert_release_to_safetensors  # noqa: E402
+from causal_forcing_core.config import DiTConfig  # noqa: E402
 from causal_forcing_core.preview import PreviewDecoder, TinyDecoderConfig, save_preview_decoder  # noqa: E402
 from causal_forcing_core.vae import VAEConfig, WanVAE  # noqa: E402
 from tiny import tiny_model  # noqa: E402
-from tiny_text import tiny_reference_t5, write_tiny_tokenizer  # noqa: E402
+from tiny_text import tiny_reference_t5, tiny_wide_t5, write_tiny_tokenizer  # noqa: E402
 
 logger = logging.getLogger("make_tiny_models")
 
@@ -49,6 +55,14 @@ TOKENIZER = "cf_tiny_umt5_tokenizer"
 TINY_VAE = "cf_tiny_vae.safetensors"
 FULL_VAE = "cf_random_wan21_vae.safetensors"
 PREVIEW = "cf_tiny_preview.safetensors"
+WAN_STUDENT = "cf_tiny_wan_chunkwise.safetensors"
+WIDE_TEXT_ENCODER = "cf_tiny_umt5_wide.safetensors"
+WAN_LORA = "cf_tiny_wan_lora.safetensors"
+#: the smallest DiT ComfyUI's Wan detection reads right: heads are dim / 128 there, the text width is always 4096
+WAN_SHAPED = DiTConfig(dim=128, ffn_dim=256, num_heads=1, num_layers=2, text_dim=4096)
+#: the layers the tiny LoRA changes, its rank and alpha
+LORA_TARGETS = ("blocks.0.self_attn.q", "blocks.0.cross_attn.k", "blocks.1.ffn.2", "blocks.1.self_attn.o")
+LORA_RANK, LORA_ALPHA = 4, 2.0
 
 
 def _random_vae(config: VAEConfig, seed: int) -> dict[str, torch.Tensor]:
@@ -57,18 +71,46 @@ def _random_vae(config: VAEConfig, seed: int) -> dict[str, torch.Tensor]:
     return {k: v.contiguous() for k, v in WanVAE(config).state_dict().items()}
 
 
+def tiny_wan_lora(config: DiTConfig = WAN_SHAPED, seed: int = 5) -> dict[str, torch.Tensor]:
+    """A random LoRA of :data:`LORA_TARGETS` in ComfyUI's format (``diffusion_model.<layer>.lora_down/lora_up``
+    and ``.alpha``), strong enough to change a video visibly."""
+    g = torch.Generator().manual_seed(seed)
+    model = tiny_model(config, seed=0)
+    modules = dict(model.named_modules())
+    out: dict[str, torch.Tensor] = {}
+    for name in LORA_TARGETS:
+        rows, cols = modules[name].weight.shape
+        key = f"diffusion_model.{name}"
+        out[f"{key}.lora_down.weight"] = torch.randn(LORA_RANK, cols, generator=g) * cols**-0.5
+        out[f"{key}.lora_up.weight"] = torch.randn(rows, LORA_RANK, generator=g) * 0.5
+        out[f"{key}.alpha"] = torch.tensor(LORA_ALPHA)
+    return out
+
+
+def _write_student(release_dir: Path, out: Path, model: torch.nn.Module, variant: str, **kwargs: object) -> Path:
+    release = release_dir / f"{out.stem}.pt"
+    torch.save({"generator": {f"model.{k}": v for k, v in model.state_dict().items()}}, release)
+    return convert_release_to_safetensors(release, out, variant=variant, **kwargs)  # type: ignore[arg-type]
+
+
 def write_tiny_models(root: Path, full_size_vae: bool = False) -> dict[str, Path]:
     """Write every tiny model under ``root`` (idempotent); returns what was written by role."""
     written: dict[str, Path] = {}
-    for folder in ("diffusion_models", "text_encoders", "vae", "vae_approx"):
+    for folder in ("diffusion_models", "text_encoders", "vae", "vae_approx", "loras"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for seed, (name, variant) in enumerate(STUDENTS.items()):
-            release = Path(tmp) / f"{Path(name).stem}.pt"
-            torch.save({"generator": {f"model.{k}": v for k, v in tiny_model(seed=seed).state_dict().items()}}, release)
-            written[variant] = convert_release_to_safetensors(
-                release, root / "diffusion_models" / name, variant=variant, num_heads=2, text_len=16
+            written[variant] = _write_student(
+                Path(tmp), root / "diffusion_models" / name, tiny_model(seed=seed), variant, num_heads=2, text_len=16
             )
+        written["wan_student"] = _write_student(
+            Path(tmp), root / "diffusion_models" / WAN_STUDENT, tiny_model(WAN_SHAPED, seed=0), "chunkwise-4step",
+            num_heads=WAN_SHAPED.num_heads, text_len=WAN_SHAPED.text_len,
+        )
+    save_file(tiny_wide_t5(WAN_SHAPED.text_dim), str(root / "text_encoders" / WIDE_TEXT_ENCODER))
+    written["wide_text_encoder"] = root / "text_encoders" / WIDE_TEXT_ENCODER
+    save_file(tiny_wan_lora(), str(root / "loras" / WAN_LORA))
+    written["wan_lora"] = root / "loras" / WAN_LORA
     torch.save(tiny_reference_t5(), root / "text_encoders" / TEXT_ENCODER)
     written["text_encoder"] = root / "text_encoders" / TEXT_ENCODER
     written["tokenizer"] = write_tiny_tokenizer(root / "text_encoders" / TOKENIZER)

@@ -45,3 +45,20 @@ def write_tiny_text_encoder(folder: Path) -> tuple[Path, Path]:
     weights = folder / "tiny_umt5.pth"
     torch.save(tiny_reference_t5(), weights)
     return weights, write_tiny_tokenizer(folder / "tokenizer")
+
+
+def tiny_wide_t5(width: int = 4096, seed: int = 0, vocab: int = 384, heads: int = 2, head_dim: int = 16,
+                 ffn: int = 32, layers: int = 1) -> dict[str, torch.Tensor]:
+    """Random umT5 encoder weights in the transformers layout, as wide as the real one (4096) but with narrow
+    attention and FFN: its embeddings fit a DiT whose text width is Wan's while the file stays small (~10 MB)."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    config = UMT5Config(
+        vocab_size=vocab, d_model=width, d_kv=head_dim, d_ff=ffn, num_layers=layers, num_decoder_layers=0,
+        num_heads=heads, relative_attention_num_buckets=32, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
+        use_cache=False, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    state = UMT5EncoderModel(config).state_dict()
+    state.pop("encoder.embed_tokens.weight", None)  # tied to shared.weight
+    return {k: v.contiguous() for k, v in state.items()}
