@@ -71,6 +71,10 @@ TINY_TOKENIZER = "cf_tiny_umt5_tokenizer"
 TINY_VAE = "cf_tiny_vae.safetensors"
 #: the random VAE of the real Wan 2.1 shape (make_tiny_models.py --full-size-vae) that ComfyUI's Load VAE reads
 TINY_NATIVE_VAE = "cf_random_wan21_vae.safetensors"
+#: the Wan-shaped tiny student, LoRA and 4096-wide text encoder for ComfyUI's own UNETLoader / LoraLoaderModelOnly
+TINY_WAN_STUDENT = "cf_tiny_wan_chunkwise.safetensors"
+TINY_WAN_LORA = "cf_tiny_wan_lora.safetensors"
+TINY_WIDE_TEXT_ENCODER = "cf_tiny_umt5_wide.safetensors"
 TINY_SIZE = 64
 TINY_MAX_CHUNKS = 3  # per Generate node
 TINY_SCHEDULE_CHUNKS = 6  # per Generate (Schedule) node
@@ -105,7 +109,7 @@ def link_pack(comfyui: Path) -> Path:
 def write_model_paths(models: Path, folder: Path) -> Path:
     path = folder / "extra_model_paths.yaml"
     lines = ["causal_forcing_smoke:", f"    base_path: {models}"]
-    lines += [f"    {name}: {name}" for name in ("diffusion_models", "text_encoders", "vae", "vae_approx")]
+    lines += [f"    {name}: {name}" for name in ("diffusion_models", "text_encoders", "vae", "vae_approx", "loras")]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -284,9 +288,12 @@ def _links_to(value: Any, node_ids: set[str]) -> bool:
 def tiny_variant(prompt: dict[str, dict[str, Any]], native_vae: bool = False) -> dict[str, dict[str, Any]]:
     """A ``/prompt`` workflow mapped onto the tiny random models of ``scripts/make_tiny_models.py`` (a copy).
 
-    Load CLIP + CLIP Text Encode become Causal Forcing Text Encoder Loader (cf_tiny_umt5.pth) + Causal Forcing Text
-    Encode (same node ids), a Prompt Schedule's or Live node's ``clip`` becomes ``text_encoder``; Load VAE becomes
-    Causal Forcing VAE Loader (cf_tiny_vae) and every ``vae`` input ``cf_vae``; students become
+    Load CLIP + CLIP Text Encode become Causal Forcing Text Encoder Loader (cf_tiny_umt5.pth; the 4096-wide
+    cf_tiny_umt5_wide when a native UNETLoader feeds the graph) + Causal Forcing Text Encode (same node ids), a
+    Prompt Schedule's or Live node's ``clip`` becomes ``text_encoder``; UNETLoader and LoraLoaderModelOnly read the
+    Wan-shaped tiny student and LoRA; Load VAE becomes
+    Causal Forcing VAE Loader (cf_tiny_vae) and every ``vae`` input ``cf_vae`` (VAE Decode becomes Causal Forcing
+    Decode); students become
     cf_tiny_chunkwise/framewise (a Rolling Forcing variant is kept); sizes 64x64; at most 3 chunks per Generate node and 6 per Generate (Schedule) node,
     whose schedule becomes equal segments of its prompts; a Live node runs at most 6 s, not in real time; windows
     6 + 3 sink; prompts at most 12 words; previews "auto".
@@ -295,13 +302,18 @@ def tiny_variant(prompt: dict[str, dict[str, Any]], native_vae: bool = False) ->
     """
     prompt = copy.deepcopy(prompt)
     clip_loaders, vae_loaders = set(), set()
+    native_dit = any(node["class_type"] == "UNETLoader" for node in prompt.values())
     for nid, node in prompt.items():
         inputs, kind = node["inputs"], node["class_type"]
         if kind == "CLIPLoader":
             node["class_type"] = "CausalForcingTextEncoderLoader"
-            node["inputs"] = {"text_encoder_name": TINY_TEXT_ENCODER, "tokenizer": TINY_TOKENIZER, "dtype": "auto",
-                              "device": "default"}
+            node["inputs"] = {"text_encoder_name": TINY_WIDE_TEXT_ENCODER if native_dit else TINY_TEXT_ENCODER,
+                              "tokenizer": TINY_TOKENIZER, "dtype": "auto", "device": "default"}
             clip_loaders.add(nid)
+        elif kind == "UNETLoader":
+            inputs.update(unet_name=TINY_WAN_STUDENT, weight_dtype="default")
+        elif kind == "LoraLoaderModelOnly":
+            inputs.update(lora_name=TINY_WAN_LORA)
         elif kind == "VAELoader" and native_vae:
             node["inputs"] = {"vae_name": TINY_NATIVE_VAE}
         elif kind == "VAELoader":
@@ -338,7 +350,10 @@ def tiny_variant(prompt: dict[str, dict[str, Any]], native_vae: bool = False) ->
         elif node["class_type"] in ("CausalForcingPromptSchedule", "CausalForcingLive") and _links_to(
                 inputs.get("clip"), clip_loaders):
             inputs["text_encoder"] = inputs.pop("clip")
-        if _links_to(inputs.get("vae"), vae_loaders):
+        if node["class_type"] == "VAEDecode" and _links_to(inputs.get("vae"), vae_loaders):
+            node["class_type"] = "CausalForcingDecode"  # the native decode, on the tiny VAE
+            node["inputs"] = {"samples": inputs["samples"], "cf_vae": inputs["vae"], "chunk_frames": 3}
+        elif _links_to(inputs.get("vae"), vae_loaders):
             inputs["cf_vae"] = inputs.pop("vae")
     return prompt
 

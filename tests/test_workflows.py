@@ -78,6 +78,12 @@ CORE_NODES: Schemas = {
         "lossless": ["BOOLEAN"], "quality": ["INT", {"min": 0, "max": 100}],
         "method": [["default", "fastest", "slowest"]]}),
     "PreviewAny": _core("Preview Any", {"source": ["*", {}]}),
+    "UNETLoader": _core("Load Diffusion Model", {"unet_name": [[FILES]], "weight_dtype": [[
+        "default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]]}, outputs=("MODEL",)),
+    "LoraLoaderModelOnly": _core("LoraLoaderModelOnly", {
+        "model": ["MODEL"], "lora_name": [[FILES]], "strength_model": ["FLOAT", {"min": -100.0, "max": 100.0}]},
+        outputs=("MODEL",)),
+    "VAEDecode": _core("VAE Decode", {"samples": ["LATENT"], "vae": ["VAE"]}, outputs=("IMAGE",)),
 }
 
 
@@ -299,13 +305,23 @@ def stream_problems(prompt: dict) -> list[str]:
     def source(value: Any) -> dict:
         return prompt[value[0]]
 
+    def model(start: dict) -> tuple[str, str]:
+        """(variant, file name) of a Start's model: its loader, through LoRA nodes; a native model's file is its
+        native loader's, through the MODEL-to-MODEL nodes before it."""
+        node = source(start["inputs"]["model"])
+        while node["class_type"] == "CausalForcingLoRA":
+            node = source(node["inputs"]["model"])
+        variant, upstream = node["inputs"].get("variant", "auto"), node
+        while "model_name" not in upstream["inputs"] and "unet_name" not in upstream["inputs"]:
+            upstream = source(upstream["inputs"]["model"])
+        return variant, upstream["inputs"].get("model_name") or upstream["inputs"]["unet_name"]
+
     def frames_per_chunk(start: dict) -> int:
-        loader = source(start["inputs"]["model"])["inputs"]
-        variant, name = loader.get("variant", "auto"), loader["model_name"]
+        variant, name = model(start)
         return 1 if variant.startswith("framewise") or (variant == "auto" and "framewise" in name) else 3
 
     def rolling(start: dict) -> bool:  # Rolling Forcing keeps its own window
-        return source(start["inputs"]["model"])["inputs"].get("variant", "auto").startswith("rolling")
+        return model(start)[0].startswith("rolling")
 
     def chunks(node: dict, fpc: int) -> int:
         if node["class_type"] == "CausalForcingLive":
@@ -492,7 +508,8 @@ def test_tiny_variant_uses_only_the_tiny_models(name: str, pack: ModuleType, tin
 def test_tiny_names_are_what_make_tiny_models_writes(tiny_models: Path) -> None:
     for folder, name in (("diffusion_models", smoke.TINY_CHUNKWISE), ("diffusion_models", smoke.TINY_FRAMEWISE),
                          ("text_encoders", smoke.TINY_TEXT_ENCODER), ("text_encoders", smoke.TINY_TOKENIZER),
-                         ("vae", smoke.TINY_VAE)):
+                         ("vae", smoke.TINY_VAE), ("diffusion_models", smoke.TINY_WAN_STUDENT),
+                         ("loras", smoke.TINY_WAN_LORA), ("text_encoders", smoke.TINY_WIDE_TEXT_ENCODER)):
         assert (tiny_models / folder / name).exists(), f"{folder}/{name}"
 
 
