@@ -317,6 +317,12 @@ def use_loras(
         _MERGED[model] = (wanted, merge_loras(model, wanted, ignore_unmatched=ignore_unmatched))
 
 
+def undo_bytes(model: CausalWanModel) -> int:
+    """Bytes :func:`use_loras` keeps to unmerge the set ``model`` holds now (CPU copies of the changed weights)."""
+    held = _MERGED.get(model)
+    return held[1].backup_bytes if held is not None else 0
+
+
 def parse_lora_argument(text: str) -> tuple[Path, float]:
     """``FILE`` or ``FILE:STRENGTH`` (the command line's ``--lora``) -> (path, strength, default 1.0); the file
     must exist."""
