@@ -617,7 +617,7 @@ STREAM_BREAKS = {
     "stream too long": ("causal_forcing_t2v_chunkwise",
                         lambda p: _by_class(p, "CausalForcingGenerate").update(length=8), "without a window"),
     "image to video chunk-wise": ("causal_forcing_i2v", lambda p: _by_class(p, "CausalForcingModelLoader").update(
-        model_name="causal_forcing_chunkwise.safetensors"), "needs a frame-wise model"),
+        model_name="causal_forcing_chunkwise.pt", variant="chunkwise-4step"), "needs a frame-wise model"),
     "schedule past its node": ("causal_forcing_prompt_schedule",  # the schedule switches at chunk 5
                                lambda p: _by_class(p, "CausalForcingGenerateSchedule").update(length=4),
                                "does not fit"),
