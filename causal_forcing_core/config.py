@@ -189,6 +189,10 @@ SAMPLER_PRESETS: dict[str, SamplerConfig] = {
     "framewise-2step": SamplerConfig("framewise-2step", 1, (1000, 500), first_chunk_steps=_FOUR),
     "framewise-1step": SamplerConfig("framewise-1step", 1, (1000,), first_chunk_steps=_FOUR),
     "rolling-4step": SamplerConfig("rolling-4step", 3, _FOUR, rolling=True),
+    # other students' own samplers (causal_forcing_core/students.py, docs/student_presets.md): Rolling Forcing's
+    # release rolls a window of 5 blocks over 5 steps; CausVid feeds 3 raw timesteps (no warp) at shift 8
+    "rolling-5step": SamplerConfig("rolling-5step", 3, (1000, 800, 600, 400, 200), rolling=True),
+    "causvid-3step": SamplerConfig("causvid-3step", 3, (1000, 757, 522), shift=8.0, warp=False),
 }
 
 

@@ -122,7 +122,8 @@ def test_image_to_video_needs_a_framewise_student_and_a_readable_image(weights, 
     [
         ("chunkwise-4step", "framewise-4step",
          "--steps framewise-4step is for frame-wise students (1-frame chunks), but student_chunkwise-4step.safetensors "
-         "is a chunk-wise model (chunkwise-4step, 3-frame chunks); use --steps chunkwise-4step or rolling-4step (or auto)."),
+         "is a chunk-wise model (chunkwise-4step, 3-frame chunks); use --steps chunkwise-4step or rolling-4step or "
+         "rolling-5step or causvid-3step (or auto)."),
         ("framewise-2step", "chunkwise-4step",
          "--steps chunkwise-4step is for chunk-wise students (3-frame chunks), but "
          "student_framewise-2step.safetensors is a frame-wise model (framewise-2step, 1-frame chunks); use --steps "
