@@ -5,6 +5,10 @@ path, suffix and fps, the report path, the size, frame count and schedule agains
 image and the student's kind (image-to-video, ``--steps``), the prompts' length (with the tokenizer alone), and
 whether the KV cache, the weights and the decoded frames fit in memory (from the student's header and shapes).
 
+A release name (``--model longlive``, :data:`.students.STUDENTS`) brings its files from its own hub repo (with
+``--download``; a release LoRA is merged into the weights) and its window, sink and re-cache settings, which the
+user's own flags replace (:func:`apply_student_defaults`).
+
 Order of work keeps peak memory low: prompts are encoded first and the text encoder is released, then the DiT
 generates chunk by chunk, then the VAE decodes the latents chunk by chunk (streaming) into the output file.
 """
@@ -44,6 +48,7 @@ from .prompt import Prompt, trim_padding
 from .rolling import check_rolling_settings
 from .schedule import ScheduleEntry, parse_schedule
 from .stream import Stream, cache_frames_for, start_stream
+from .students import STUDENTS, StudentRelease
 from .video_io import check_file_target, check_fps, check_video_target
 
 logger = logging.getLogger("causal_forcing_core.cli")
@@ -77,18 +82,22 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--seed", type=int, default=0)
     what.add_argument("--image", type=Path, help="first frame for image-to-video (frame-wise students)")
     what.add_argument("--image-mode", choices=["crop", "pad", "stretch"], default="crop")
-    what.add_argument("--window", type=int, default=0, help="local attention window in latent frames (0 = all)")
-    what.add_argument("--sink", type=int, default=0, help="sink frames kept at the start of the window")
-    what.add_argument("--recache", nargs="?", const=Recache.RECENT.value, default=Recache.OFF.value,
+    what.add_argument("--window", type=int, default=None,
+                      help="local attention window in latent frames (0 = all; default: the release's, else 0)")
+    what.add_argument("--sink", type=int, default=None,
+                      help="sink frames kept at the start of the window (default: the release's with its window, "
+                           "else 0)")
+    what.add_argument("--recache", nargs="?", const=Recache.RECENT.value, default=None,
                       choices=[m.value for m in Recache],
                       help="re-encode cached frames under the new prompt at each switch: recent (the default of a "
-                           "bare --recache: the frames after the sink; the sink keeps the first frames) or window "
-                           "(the last window of frames, whose oldest become the sink, as LongLive trains)")
+                           "bare --recache: the frames after the sink; the sink keeps the first frames), window "
+                           "(the last window of frames, whose oldest become the sink, as LongLive trains) or off "
+                           "(default: the release's, else off)")
     what.add_argument("--output", type=Path, default=Path("output.mp4"), help=".mp4, .webp, .gif or a folder (PNGs)")
     what.add_argument("--fps", type=int, default=WAN21.fps)
     models = parser.add_argument_group("models")
     models.add_argument("--model", default="chunkwise",
-                        help=f"a student file/folder, or a release name: {', '.join(mf.STUDENTS)}")
+                        help=f"a student file/folder, or a release name: {', '.join(STUDENTS)} (listed below)")
     models.add_argument("--steps", choices=["auto", *SAMPLER_PRESETS], default="auto",
                         help="sampler preset (auto: from the release name or the file's metadata)")
     models.add_argument("--text-encoder", help=f"umT5 weights (default {mf.TEXT_ENCODER_FILE} in the models dir)")
@@ -104,6 +113,37 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     run.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
     run.add_argument("--report", type=Path, help="also write the timing report as JSON here")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keeps the list below one student a line
+    parser.epilog = "release names (--model; sources of every setting: docs/student_presets.md):\n" + "\n".join(
+        f"  {name:<16} {release.title}; {_defaults_text(release)}" for name, release in STUDENTS.items()
+    )
+
+
+def _defaults_text(release: StudentRelease) -> str:
+    """What a release runs with by default, in --help's words."""
+    parts = [f"--steps {release.variant}"]
+    if release.window_frames:
+        parts.append(f"--window {release.window_frames} --sink {release.sink_frames}")
+    if release.recache:
+        parts.append(f"--recache {release.recache.value}")
+    if release.lora is not None:
+        parts.append(f"+ its LoRA (rank {release.lora.rank})")
+    return " ".join(parts)
+
+
+def apply_student_defaults(args: argparse.Namespace, release: StudentRelease | None) -> None:
+    """Fill ``--window``, ``--sink`` and ``--recache`` the user left out with the release's settings (a file
+    that is no release: no window, no sink, no re-cache). ``--sink`` follows the window it goes with: the
+    release's sink for any window the user sets, none with ``--window 0``."""
+    if args.window is None:
+        args.window = release.window_frames if release else 0
+    if args.sink is None:
+        args.sink = release.sink_frames if release and args.window else 0
+    if args.recache is None:
+        args.recache = (release.recache if release else Recache.OFF).value
+    if release is not None and (release.window_frames or release.recache):
+        logger.info("%s runs with --window %d --sink %d --recache %s", args.model, args.window, args.sink,
+                    args.recache)
 
 
 def _device(name: str) -> torch.device:
@@ -304,15 +344,21 @@ class GeneratePlan:
     prefer_ema: bool | None
     variant: str | None
     loras: list[tuple[Path, float]]
+    #: the release the student is (None: a file), and the LoRA its release adds (merged before ``loras``)
+    release: StudentRelease | None = None
+    release_lora: Path | None = None
 
 
 def check_generate(args: argparse.Namespace) -> GeneratePlan:
     """Every check of ``generate`` that needs no weights, in the order a user fixes things; raises
     InvalidInputError / CheckpointError with one line saying what to do. Reads only the student's header and
-    shapes, the tokenizer and the image."""
+    shapes, the tokenizer and the image. Fills in ``args`` what the user left to the release
+    (:func:`apply_student_defaults`), so the run that follows uses the same settings."""
     from .image_io import load_image
     from .text_encoder import TextEncoder, load_tokenizer
 
+    release = STUDENTS.get(args.model)
+    apply_student_defaults(args, release)
     device = _device(args.device)
     dtype = _dtype(args.dtype, device)
     models_dir = args.models_dir or mf.default_models_dir()
@@ -325,11 +371,14 @@ def check_generate(args: argparse.Namespace) -> GeneratePlan:
         image = load_image(args.image, args.height, args.width, mode=args.image_mode)
 
     # ---- every file, so a missing one fails before minutes of work
-    release = mf.STUDENTS.get(args.model)
     student = mf.resolve(
-        None if release else args.model, mf.STUDENT_REPO, release.filename if release else "",
-        models_dir, download=args.download, what="student",
+        None if release else args.model, release.repo if release else mf.STUDENT_REPO,
+        release.filename if release else "", models_dir, download=args.download, what="student",
     )
+    release_lora = None
+    if release is not None and release.lora is not None:
+        release_lora = mf.resolve(None, release.repo, release.lora.filename, models_dir, download=args.download,
+                                  what=f"{args.model} LoRA")
     encoder = mf.resolve(args.text_encoder, mf.WAN_BASE_REPO, mf.TEXT_ENCODER_FILE, models_dir,
                          download=args.download, what="umT5 text encoder")
     tokenizer_path = mf.resolve(args.tokenizer, mf.WAN_BASE_REPO, mf.TOKENIZER_DIR + "/*", models_dir,
@@ -350,7 +399,12 @@ def check_generate(args: argparse.Namespace) -> GeneratePlan:
     check_memory(info.config, args, sampler, latent_frames, device, dtype)
     loras = [parse_lora_argument(text) for text in args.lora]
     with torch.device("meta"):  # names and shapes only: every LoRA fits, before any weight is read
-        plan_loras(CausalWanModel(info.config), [(load_lora(path, device="meta"), strength) for path, strength in loras],
+        shapes = CausalWanModel(info.config)
+        if release_lora is not None:  # the release's own LoRA: its rank, and every layer must match
+            own = load_lora(release_lora, device="meta")
+            release.lora.strength_for(own)
+            plan_loras(shapes, [(own, 1.0)])
+        plan_loras(shapes, [(load_lora(path, device="meta"), strength) for path, strength in loras],
                    ignore_unmatched=args.lora_ignore_unmatched)
 
     # ---- the prompts' length, with the tokenizer alone
@@ -359,7 +413,7 @@ def check_generate(args: argparse.Namespace) -> GeneratePlan:
     if info.sampler is None:
         logger.warning("No sampler preset known for %s; using %s (set --steps).", student.name, DEFAULT_SAMPLER)
     return GeneratePlan(device, dtype, latent_frames, text, prompts, student, encoder, tokenizer, vae, info, sampler,
-                        num_chunks, schedule, image, prefer_ema, variant, loras)
+                        num_chunks, schedule, image, prefer_ema, variant, loras, release, release_lora)
 
 
 def run_generate(args: argparse.Namespace) -> Timing:
@@ -386,9 +440,12 @@ def run_generate(args: argparse.Namespace) -> Timing:
     t0 = time.perf_counter()
     loaded = load_dit(plan.student, weight_dtype=dtype if dtype != torch.float32 else "fp32", compute_dtype=dtype,
                       device=device, prefer_ema=plan.prefer_ema, variant=plan.variant)
-    if plan.loras:
-        merge_loras(loaded.model, [(load_lora(path), strength) for path, strength in plan.loras],
-                    ignore_unmatched=args.lora_ignore_unmatched, keep_originals=False)
+    loras = [(load_lora(path), strength) for path, strength in plan.loras]
+    if plan.release_lora is not None:
+        own = load_lora(plan.release_lora)
+        loras.insert(0, (own, plan.release.lora.strength_for(own)))
+    if loras:
+        merge_loras(loaded.model, loras, ignore_unmatched=args.lora_ignore_unmatched, keep_originals=False)
     vae = load_vae(plan.vae, device=device, dtype=dtype)
     timing.model_load_s = time.perf_counter() - t0
     text_len = loaded.config.text_len

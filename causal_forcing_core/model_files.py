@@ -6,6 +6,7 @@ Folder layout, the same whether files were downloaded or put there by hand::
     <models_dir>/Wan-AI/Wan2.1-T2V-1.3B/Wan2.1_VAE.pth
     <models_dir>/Wan-AI/Wan2.1-T2V-1.3B/google/umt5-xxl/          (tokenizer files)
     <models_dir>/zhuhz22/Causal-Forcing/chunkwise/causal_forcing.pt (students)
+    <models_dir>/Efficient-Large-Model/LongLive-1.3B/models/lora.pt  (other students: their own repos)
 
 ``models_dir`` defaults to ``$CF_MODELS_DIR`` or ``~/.cache/causal_forcing``.
 """
@@ -16,40 +17,24 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CheckpointError
+from .students import CAUSAL_FORCING_REPO
+from .students import STUDENTS as STUDENTS  # re-exported: the released students used to live here
+from .students import StudentRelease as StudentRelease
 
 WAN_BASE_REPO = "Wan-AI/Wan2.1-T2V-1.3B"
 TEXT_ENCODER_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
 VAE_FILE = "Wan2.1_VAE.pth"
 TOKENIZER_DIR = "google/umt5-xxl"
-STUDENT_REPO = "zhuhz22/Causal-Forcing"
+#: the Causal Forcing release; every student names its own repo (:data:`.students.STUDENTS`)
+STUDENT_REPO = CAUSAL_FORCING_REPO
 #: the hub library's logger (its retries and warnings)
 _HUB_LOGGER = "huggingface_hub"
 #: what the hub leaves beside a download that never started: its lock files and cache tags (a partial
 #: ``*.incomplete`` download is kept, so the next --download resumes it)
 _HUB_LEFTOVERS = (".lock", "CACHEDIR.TAG", ".gitignore")
-
-
-@dataclass(frozen=True)
-class StudentRelease:
-    """A released student: its file in the Causal Forcing repo, sampler preset and which weights to take."""
-
-    filename: str
-    variant: str
-    prefer_ema: bool
-
-
-#: Released students by short name (reference §3.2).
-STUDENTS: dict[str, StudentRelease] = {
-    "chunkwise": StudentRelease("chunkwise/causal_forcing.pt", "chunkwise-4step", prefer_ema=False),
-    "framewise": StudentRelease("framewise/causal_forcing.pt", "framewise-4step", prefer_ema=True),
-    "framewise-2step": StudentRelease("causal-forcing++/framewise-2step.pt", "framewise-2step", prefer_ema=True),
-    "framewise-1step": StudentRelease("causal-forcing++/framewise-1step.pt", "framewise-1step", prefer_ema=True),
-    "longvideo": StudentRelease("chunkwise/longvideo.pt", "rolling-4step", prefer_ema=True),  # trained for it
-}
 
 
 def default_models_dir() -> Path:
