@@ -149,7 +149,8 @@ def test_sampler_presets() -> None:
 @pytest.mark.parametrize("frames,per_block", [(6, 3), (5, 2), (4, 1)])
 def test_block_layouts_attend_like_their_dense_masks(kind: str, frames: int, per_block: int) -> None:
     """One SDPA call per query block over its keys gives the masked attention (a few float32 ulps apart: the
-    kernels sum in another order; measured 3.6e-7 on outputs, 2.4e-6 on gradients), gradients included."""
+    kernels sum in another order; measured 4.8e-7 on outputs, up to 6.2e-6 on gradients of magnitude 6 on an AMD EPYC,
+    2.4e-6 elsewhere), gradients included."""
     from causal_forcing_core.attention import attention, block_causal_layout, teacher_forcing_layout
 
     tokens = 3
@@ -164,7 +165,7 @@ def test_block_layouts_attend_like_their_dense_masks(kind: str, frames: int, per
     grads = torch.autograd.grad(ours.square().sum(), (q, k, v))
     expected = torch.autograd.grad(reference.square().sum(), (q, k, v))
     for g, e in zip(grads, expected):
-        torch.testing.assert_close(g, e, atol=5e-6, rtol=0)
+        torch.testing.assert_close(g, e, atol=1e-5, rtol=0)
 
 
 def test_a_real_size_layout_is_a_few_ranges() -> None:
