@@ -29,23 +29,26 @@ def test_fixture_folder_present() -> None:
     assert _cases(), f"{FOLDER} exists but holds no DiT parity case"
 
 
-#: max |ours - reference| per case with the reference's float64 RoPE (bench/parity_error.py --exact-rope); every
-#: case not listed is bit-exact. These equal what the complex128 rotation of earlier versions measured.
-EXACT_ROPE_MAX = {"fwd_train": 1.91e-6, "sample_longlive_recache": 9.6e-7}
-#: with the default float32 rotation every case measured <= 1.91e-6 (bench/parity_error.py); bound with 2x margin
+#: max |ours - reference| with the reference's float64 RoPE (bench/parity_error.py --exact-rope). Bit-exact for all
+#: but fwd_train (1.91e-6) and sample_longlive_recache (9.6e-7) on the Intel CPU the fixtures were checked on; on an
+#: AMD EPYC the float32 matmul kernels sum in another order from the second block on, and every case measured
+#: between 9.5e-7 and 1.91e-6. The bound is the largest of both machines, so a real departure (one ulp at 1.0 is
+#: 1.2e-7, a wrong mask or RoPE is >1e-3) still fails.
+EXACT_ROPE_MAX = 1.91e-6
+#: with the default float32 rotation every case measured <= 1.91e-6 on both CPUs; bound with 2x margin
 DEFAULT_ROPE_MAX = 4e-6
 
 
 @pytest.mark.parametrize("rope", ["default", "float64"])
 @pytest.mark.parametrize("case", _cases(), ids=lambda c: c.name)
 def test_dit_case(case, rope: str) -> None:
-    """Every case within the tests' tolerance, and within what was measured: exact (or as close as measured)
-    with the reference's float64 rotation, a few float32 ulps with the default one."""
+    """Every case within what was measured: a few float32 ulps, with the reference's float64 rotation or the
+    default one."""
     model = load_model(FOLDER, case.meta["dit_config"], torch.float64 if rope == "float64" else None)
     MEASURED.clear()
     RUNNERS[case.kind](case, model)
     worst = max(MEASURED.values())
-    bound = EXACT_ROPE_MAX.get(case.name, 0.0) if rope == "float64" else DEFAULT_ROPE_MAX
+    bound = EXACT_ROPE_MAX if rope == "float64" else DEFAULT_ROPE_MAX
     assert worst <= bound, f"{case.name}: max abs diff {worst:.3g} > {bound:.3g} measured before"
 
 
