@@ -25,7 +25,7 @@ process imports ComfyUI with ``--cpu``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import statistics
 import sys
 import tempfile
@@ -53,14 +53,6 @@ def _import_comfyui(comfyui: Path) -> ModuleType:
     return nodes
 
 
-def _import_pack() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(PACK_MODULE, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_MODULE] = pack
-    spec.loader.exec_module(pack)  # type: ignore[union-attr]
-    return pack
-
-
 def _max_diff(a: Any, b: Any) -> float:
     return float((a - b).abs().max())
 
@@ -75,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "bench")]
     from bench_io import emit_report  # noqa: PLC0415
     from make_tiny_models import WAN_LORA, WAN_STUDENT, write_tiny_models  # noqa: PLC0415
+    from pack_import import import_pack, run_node  # noqa: PLC0415
 
     if not (models / "diffusion_models" / WAN_STUDENT).is_file():
         write_tiny_models(models)
@@ -87,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for folder in ("diffusion_models", "loras", "text_encoders"):
         folder_paths.add_model_folder_path(folder, str(models / folder))
-    pack = _import_pack()
+    pack = import_pack(PACK_MODULE)
     model_nodes = importlib.import_module(f"{PACK_MODULE}.nodes.model_nodes")
     stream_nodes = importlib.import_module(f"{PACK_MODULE}.nodes.stream_nodes")
     errors = importlib.import_module(f"{PACK_MODULE}.causal_forcing_core.errors")
@@ -103,10 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         chunk of :data:`REPEATS` runs is recorded under ``label``."""
         times = []
         for _ in range(REPEATS):
-            handle = stream_nodes.CausalForcingStart().start(model, prompts[0], SIZE, SIZE, SEED, 0, 0)[0]
+            (handle,) = run_node(stream_nodes.CausalForcingStart, model, prompts[0], SIZE, SIZE, SEED, 0, 0).result
             begin = time.perf_counter()
             for n, prompt in zip(CHUNKS, prompts):
-                handle = stream_nodes.CausalForcingGenerate().generate(handle, n, "chunks", True, positive=prompt)["result"][0]
+                handle = run_node(stream_nodes.CausalForcingGenerate, handle, n, "chunks", True,
+                                  positive=prompt).result[0]
             times.append((time.perf_counter() - begin) / sum(CHUNKS))
         timings[label] = round(statistics.median(times) * 1000, 2)
         return handle

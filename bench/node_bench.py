@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from make_tiny_models import write_tiny_models  # noqa: E402
-from pack_import import import_pack  # noqa: E402
+from pack_import import import_pack, run_node  # noqa: E402
 
 logger = logging.getLogger("node_bench")
 
@@ -56,22 +56,25 @@ def main(argv: list[str] | None = None) -> int:
     pack = import_pack()
     runtime = sys.modules[f"{pack.__name__}.nodes.comfy_runtime"]
     runtime.temp_directory = lambda: work / "temp"  # preview frames go here, as into ComfyUI's temp folder
-    nodes = pack.NODE_CLASS_MAPPINGS
-    encoder, = nodes["CausalForcingTextEncoderLoader"]().load("cf_tiny_umt5.pth", "cf_tiny_umt5_tokenizer", "auto", "default")
-    cond, = nodes["CausalForcingTextEncode"]().encode(encoder, "a red square moves left")
-    vae, = nodes["CausalForcingVAELoader"]().load("cf_tiny_vae.safetensors", "fp32")
+    nodes = pack.NODE_CLASSES
+    encoder, = run_node(nodes["CausalForcingTextEncoderLoader"], "cf_tiny_umt5.pth", "cf_tiny_umt5_tokenizer", "auto",
+                        "default").result
+    cond, = run_node(nodes["CausalForcingTextEncode"], encoder, "a red square moves left").result
+    vae, = run_node(nodes["CausalForcingVAELoader"], "cf_tiny_vae.safetensors", "fp32").result
 
     report: dict = {"size": args.size, "chunks": args.chunks, "repeats": args.repeats, "device": "cpu",
                     "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine()}
     variants = {}
     for preview in ("none", "latent2rgb", "cf_tiny_preview.safetensors"):
-        model, = nodes["CausalForcingModelLoader"]().load("cf_tiny_chunkwise.safetensors", "auto", "auto", preview)
-        variants[preview], = nodes["CausalForcingStart"]().start(model, cond, args.size, args.size, 1, 0, 0)
+        model, = run_node(nodes["CausalForcingModelLoader"], "cf_tiny_chunkwise.safetensors", "auto", "auto",
+                          preview).result
+        variants[preview], = run_node(nodes["CausalForcingStart"], model, cond, args.size, args.size, 1, 0, 0).result
     start = variants["none"]
-    generate = nodes["CausalForcingGenerate"]()
+    generate = nodes["CausalForcingGenerate"]
     jobs = {"core": lambda: start.stream.generate(args.chunks)}
     for preview, handle in variants.items():
-        jobs[preview] = lambda handle=handle: generate.generate(handle, args.chunks, "chunks", True, unique_id="1")
+        jobs[preview] = lambda handle=handle: run_node(generate, handle, args.chunks, "chunks", True,
+                                                       hidden={"unique_id": "1"})
     for job in jobs.values():  # warm-up
         job()
     samples: dict[str, list[float]] = {k: [] for k in jobs}
@@ -79,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, job in jobs.items():
             samples[name].append(_median_time(job, 1))
     runs = {k: statistics.median(v) for k, v in samples.items()}
-    stream = nodes["CausalForcingGenerate"]().generate(start, args.chunks, "chunks", True)["result"][0]
-    decode = _median_time(lambda: nodes["CausalForcingDecode"]().decode(3, stream=stream, cf_vae=vae), args.repeats)
+    stream = run_node(generate, start, args.chunks, "chunks", True).result[0]
+    decode = _median_time(lambda: run_node(nodes["CausalForcingDecode"], 3, stream=stream, cf_vae=vae), args.repeats)
     frames_per_chunk = 4 * stream.frames_per_block
     report["per_chunk_ms"] = {k: round(v / args.chunks * 1000, 2) for k, v in runs.items()}
     report["node_overhead_per_chunk_ms"] = {

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from bench_io import emit_report, long_run_arguments, median_time, per_chunk_summary  # noqa: E402
 from live_bench import rss_bytes  # noqa: E402
 from make_tiny_models import write_tiny_models  # noqa: E402
-from pack_import import import_pack  # noqa: E402
+from pack_import import import_pack, run_node  # noqa: E402
 
 from causal_forcing_core.geometry import WAN21  # noqa: E402
 
@@ -86,15 +86,15 @@ def main(argv: list[str] | None = None) -> None:
     rt.temp_directory = lambda: work / "temp"
     rt.output_directory = lambda: work / "output"
     preview = sys.modules[f"{pack.__name__}.nodes.live_preview"]
-    nodes = pack.NODE_CLASS_MAPPINGS
-    encoder, = nodes["CausalForcingTextEncoderLoader"]().load("cf_tiny_umt5.pth", "cf_tiny_umt5_tokenizer", "auto",
-                                                              "default")
-    cond, = nodes["CausalForcingTextEncode"]().encode(encoder, PROMPT)
-    model, = nodes["CausalForcingModelLoader"]().load("cf_tiny_chunkwise.safetensors", "auto", "auto",
-                                                      "cf_tiny_preview.safetensors")
+    nodes = pack.NODE_CLASSES
+    encoder, = run_node(nodes["CausalForcingTextEncoderLoader"], "cf_tiny_umt5.pth", "cf_tiny_umt5_tokenizer", "auto",
+                        "default").result
+    cond, = run_node(nodes["CausalForcingTextEncode"], encoder, PROMPT).result
+    model, = run_node(nodes["CausalForcingModelLoader"], "cf_tiny_chunkwise.safetensors", "auto", "auto",
+                      "cf_tiny_preview.safetensors").result
 
     def start():
-        return nodes["CausalForcingStart"]().start(model, cond, args.size, args.size, 7, 12, 3)[0]
+        return run_node(nodes["CausalForcingStart"], model, cond, args.size, args.size, 7, 12, 3).result[0]
 
     def reference() -> float:
         return median_time(lambda: start().stream.generate(4))
@@ -103,19 +103,18 @@ def main(argv: list[str] | None = None) -> None:
     probe = ChunkProbe(preview.ChunkReporter, (100, args.chunks))
     ref_early = reference()
     probe.restart()
-    generate = nodes["CausalForcingGenerate"]()
-    first = generate.generate(start(), 100, "chunks", True, unique_id="g1")["result"][0]
-    generate.generate(first, args.chunks - 100, "chunks", True, unique_id="g2")
+    generate = nodes["CausalForcingGenerate"]
+    first = run_node(generate, start(), 100, "chunks", True, hidden={"unique_id": "g1"}).result[0]
+    run_node(generate, first, args.chunks - 100, "chunks", True, hidden={"unique_id": "g2"})
     results["generate_node"] = {**probe.points, "per_chunk": per_chunk_summary(probe.times, ref_early, reference())}
 
     probe.times, probe.points = [], {}
     ref_early = reference()
     seconds = math.ceil(args.chunks * WAN21.chunk_seconds(3))  # the Live node counts seconds (exact for 4k chunks)
     probe.restart()
-    out = nodes["CausalForcingLive"]().run(
-        start(), PROMPT, seconds, False, True, "preview", text_encoder=encoder, save_take=True, image_seconds=60,
-        unique_id="l1")
-    handle, images, _, take = out["result"]
+    out = run_node(nodes["CausalForcingLive"], start(), PROMPT, seconds, False, True, "preview", text_encoder=encoder,
+                   save_take=True, image_seconds=60, hidden={"unique_id": "l1"})
+    handle, images, _, take = out.result
     results["live_node"] = {
         **probe.points, "per_chunk": per_chunk_summary(probe.times, ref_early, reference()),
         "chunks": handle.stream.num_chunks, "images_output_frames": int(images.shape[0]),

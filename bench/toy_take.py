@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from bench_io import emit_report  # noqa: E402
 from live_bench import rss_bytes  # noqa: E402
 from node_memory import ChunkProbe  # noqa: E402
-from pack_import import import_pack  # noqa: E402
+from pack_import import import_pack, run_node  # noqa: E402
 
 from causal_forcing_core.video_io import read_video_frames  # noqa: E402
 
@@ -48,18 +48,18 @@ def main(argv: list[str] | None = None) -> None:
     rt.temp_directory = lambda: out / "temp"
     rt.output_directory = lambda: out
     toy = sys.modules[f"{pack.__name__}.nodes.toy_entries"]
-    nodes = pack.NODE_CLASS_MAPPINGS
-    encoder, = nodes["CausalForcingTextEncoderLoader"]().load(toy.TEXT_ENCODER_ENTRY, toy.TOKENIZER_ENTRY, "auto",
-                                                              "default")
-    vae, = nodes["CausalForcingVAELoader"]().load(toy.VAE_ENTRY, "auto")
-    model, = nodes["CausalForcingModelLoader"]().load(toy.MODEL_ENTRY, "auto", "auto", "auto")
-    cond, = nodes["CausalForcingTextEncode"]().encode(encoder, PROMPT)
-    start, = nodes["CausalForcingStart"]().start(model, cond, 64, 64, 42, 12, 3)
+    nodes = pack.NODE_CLASSES
+    encoder, = run_node(nodes["CausalForcingTextEncoderLoader"], toy.TEXT_ENCODER_ENTRY, toy.TOKENIZER_ENTRY, "auto",
+                        "default").result
+    vae, = run_node(nodes["CausalForcingVAELoader"], toy.VAE_ENTRY, "auto").result
+    model, = run_node(nodes["CausalForcingModelLoader"], toy.MODEL_ENTRY, "auto", "auto", "auto").result
+    cond, = run_node(nodes["CausalForcingTextEncode"], encoder, PROMPT).result
+    start, = run_node(nodes["CausalForcingStart"], model, cond, 64, 64, 42, 12, 3).result
     rss_start = rss_bytes()
     probe = ChunkProbe(sys.modules[f"{pack.__name__}.nodes.live_preview"].ChunkReporter, (100, 400, 800))
     t0 = time.perf_counter()
-    result = nodes["CausalForcingLive"]().run(start, PROMPT, args.seconds, False, True, "vae", text_encoder=encoder,
-                                              cf_vae=vae, save_take=True, image_seconds=60, unique_id="toy")["result"]
+    result = run_node(nodes["CausalForcingLive"], start, PROMPT, args.seconds, False, True, "vae", text_encoder=encoder,
+                      cf_vae=vae, save_take=True, image_seconds=60, hidden={"unique_id": "toy"}).result
     wall = time.perf_counter() - t0
     rss_end = rss_bytes()  # before the file is read back (that alone holds every frame)
     handle, images, _, take = result

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from comfy_api.latest import io
 
 from ..causal_forcing_core.errors import CausalForcingError, TakeWriteError
 from ..causal_forcing_core.geometry import WAN21
@@ -40,7 +41,7 @@ from ..causal_forcing_core.vae import WanVAE
 from . import comfy_runtime as rt
 from .common import CATEGORY, prompt_from_conditioning, resolve_text_encoder, resolve_vae
 from .live_preview import ChunkReporter
-from .payloads import CF_STREAM, CF_TEXT_ENCODER, CF_VAE, CFTextEncoder, CFVae, StreamHandle
+from .payloads import CFTextEncoder, CFVae, StreamHandle, StreamSocket, TextEncoderSocket, VAESocket
 from .protocol import LIVE_EVENT, RunEnd
 
 logger = logging.getLogger(__name__)
@@ -156,70 +157,73 @@ class _VAEFrames:
             return ((pixels.float() + 1.0) / 2.0).clamp(0, 1)
 
 
-class CausalForcingLive:
+class CausalForcingLive(io.ComfyNode):
     """Stream a video live: chunk after chunk until stopped, steered from the node (prompt, pause, resume, stop)."""
 
-    DESCRIPTION = (
-        "Generates a stream live: chunk after chunk, played on the node as it comes, until you press Stop, the "
-        "maximum length is reached, or the queue is interrupted (all keep what was made). Type a new prompt on the "
-        "node to steer the video; it applies from the next chunk. Outputs the stream, the frames and the prompt "
-        "events as a schedule for Causal Forcing Prompt Schedule. Long runs need a window on Causal Forcing Start."
-    )
-    CATEGORY = CATEGORY
-    OUTPUT_NODE = True
-    RETURN_TYPES = (CF_STREAM, "IMAGE", "STRING", "STRING")
-    RETURN_NAMES = ("stream", "images", "schedule", "take")
-    OUTPUT_TOOLTIPS = (
-        "The stream as it was when the run ended.",
-        "The frames shown during the run (decoded with the chosen decoder): the newest image_seconds of them.",
-        "The prompt events as 'chunk: prompt' lines (re-render them with Causal Forcing Prompt Schedule).",
-        "The path of the saved take (an mp4 in the output folder; empty when save_take is off).",
-    )
-    FUNCTION = "run"
-
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "stream": (CF_STREAM, {}),
-                "prompt": ("STRING", {"multiline": True, "default": "a red fox trots through fresh snow",
-                                      "tooltip": "The first prompt; steer from the node while it runs."}),
-                "max_seconds": ("INT", {"default": 60, "min": 1, "max": MAX_LIVE_SECONDS,
-                                        "tooltip": "The run stops by itself after this much video."}),
-                "realtime": ("BOOLEAN", {"default": True,
-                                         "tooltip": "Stay at most one chunk ahead of playback, so prompt changes show "
-                                                    "up quickly (off: generate as fast as possible)."}),
-                "recache": ("BOOLEAN", {"default": True,
-                                        "tooltip": "Re-encode the cached frames under each new prompt (LongLive)."}),
-                "decoder": (list(DECODERS), {"default": DECODER_PREVIEW,
-                                             "tooltip": "preview: the model's preview decoder (fast); vae: the Wan "
-                                                        "VAE (full quality, needs vae or cf_vae)."}),
-            },
-            "optional": {
-                "clip": ("CLIP", {"tooltip": "Load CLIP with type wan: encodes the prompts typed while it runs."}),
-                "text_encoder": (CF_TEXT_ENCODER, {"tooltip": "Or a Causal Forcing text encoder."}),
-                "vae": ("VAE", {"tooltip": "For decoder vae: the native Wan 2.1 VAE."}),
-                "cf_vae": (CF_VAE, {"tooltip": "Or a Causal Forcing VAE."}),
-                "save_take": ("BOOLEAN", {"default": True, "tooltip": (
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CausalForcingLive", display_name="Causal Forcing Live", category=CATEGORY,
+            description=(
+                "Generates a stream live: chunk after chunk, played on the node as it comes, until you press Stop, "
+                "the maximum length is reached, or the queue is interrupted (all keep what was made). Type a new "
+                "prompt on the node to steer the video; it applies from the next chunk. Outputs the stream, the "
+                "frames and the prompt events as a schedule for Causal Forcing Prompt Schedule. Long runs need a "
+                "window on Causal Forcing Start."
+            ),
+            inputs=[
+                StreamSocket.Input("stream"),
+                io.String.Input("prompt", multiline=True, default="a red fox trots through fresh snow",
+                                tooltip="The first prompt; steer from the node while it runs."),
+                io.Int.Input("max_seconds", default=60, min=1, max=MAX_LIVE_SECONDS,
+                             tooltip="The run stops by itself after this much video."),
+                io.Boolean.Input("realtime", default=True, tooltip=(
+                    "Stay at most one chunk ahead of playback, so prompt changes show up quickly (off: generate as "
+                    "fast as possible).")),
+                io.Boolean.Input("recache", default=True,
+                                 tooltip="Re-encode the cached frames under each new prompt (LongLive)."),
+                io.Combo.Input("decoder", options=list(DECODERS), default=DECODER_PREVIEW, tooltip=(
+                    "preview: the model's preview decoder (fast); vae: the Wan VAE (full quality, needs vae or "
+                    "cf_vae).")),
+                io.Clip.Input("clip", optional=True,
+                              tooltip="Load CLIP with type wan: encodes the prompts typed while it runs."),
+                TextEncoderSocket.Input("text_encoder", optional=True, tooltip="Or a Causal Forcing text encoder."),
+                io.Vae.Input("vae", optional=True, tooltip="For decoder vae: the native Wan 2.1 VAE."),
+                VAESocket.Input("cf_vae", optional=True, tooltip="Or a Causal Forcing VAE."),
+                io.Boolean.Input("save_take", default=True, optional=True, tooltip=(
                     f"Write the frames to output/{TAKE_SUBFOLDER}/{TAKE_PREFIX}_NNNNN.mp4 as they are made (H.264, "
-                    "plays in browsers). A crash or a full disk still leaves a playable file of what was made.")}),
-                "image_seconds": ("INT", {"default": DEFAULT_IMAGE_SECONDS, "min": 1, "max": MAX_LIVE_SECONDS,
-                                          "tooltip": "The images output holds the newest this many seconds of the "
-                                                     "take (memory stays bounded on long takes; the saved take "
-                                                     "has all of it)."}),
-            },
-            "hidden": {"unique_id": "UNIQUE_ID"},
-        }
+                    "plays in browsers). A crash or a full disk still leaves a playable file of what was made.")),
+                io.Int.Input("image_seconds", default=DEFAULT_IMAGE_SECONDS, min=1, max=MAX_LIVE_SECONDS,
+                             optional=True, tooltip=(
+                    "The images output holds the newest this many seconds of the take (memory stays bounded on long "
+                    "takes; the saved take has all of it).")),
+            ],
+            outputs=[
+                StreamSocket.Output(display_name="stream", tooltip="The stream as it was when the run ended."),
+                io.Image.Output(display_name="images", tooltip=(
+                    "The frames shown during the run (decoded with the chosen decoder): the newest image_seconds of "
+                    "them.")),
+                io.String.Output(display_name="schedule", tooltip=(
+                    "The prompt events as 'chunk: prompt' lines (re-render them with Causal Forcing Prompt "
+                    "Schedule).")),
+                io.String.Output(display_name="take", tooltip=(
+                    "The path of the saved take (an mp4 in the output folder; empty when save_take is off).")),
+            ],
+            hidden=[io.Hidden.unique_id],
+            is_output_node=True,
+        )
 
     @classmethod
-    def IS_CHANGED(cls, **_: Any) -> float:
+    def fingerprint_inputs(cls, **_: Any) -> float:
         return float("nan")  # a live take is never the same twice: run on every queue
 
-    def run(
-        self, stream: StreamHandle, prompt: str, max_seconds: int, realtime: bool, recache: bool, decoder: str,
+    @classmethod
+    def execute(
+        cls, stream: StreamHandle, prompt: str, max_seconds: int, realtime: bool, recache: bool, decoder: str,
         clip: Any = None, text_encoder: CFTextEncoder | None = None, vae: Any = None, cf_vae: CFVae | None = None,
-        save_take: bool = True, image_seconds: int = DEFAULT_IMAGE_SECONDS, unique_id: str | None = None,
-    ) -> dict[str, Any]:
+        save_take: bool = True, image_seconds: int = DEFAULT_IMAGE_SECONDS,
+    ) -> io.NodeOutput:
+        unique_id = cls.hidden.unique_id
         first = check_prompt_text(prompt)
         encode_text = resolve_text_encoder(
             clip, text_encoder, purpose=" (the live node encodes the prompts you type while it runs)")
@@ -301,7 +305,7 @@ class CausalForcingLive:
         elif saved_note:
             rt.send_progress_text(saved_note, unique_id)
         handle = stream.with_stream(result.stream)
-        return {"ui": reporter.ui(), "result": (handle, reporter.images(), result.schedule(), saved)}
+        return io.NodeOutput(handle, reporter.images(), result.schedule(), saved, ui=reporter.ui())
 
 
 def _close_take(take: TakeWriter | None) -> tuple[str, str | None]:
@@ -356,5 +360,5 @@ class _DisconnectWatch:
             raise _Disconnected()
 
 
-NODE_CLASS_MAPPINGS = {"CausalForcingLive": CausalForcingLive}
-NODE_DISPLAY_NAME_MAPPINGS = {"CausalForcingLive": "Causal Forcing Live"}
+#: the nodes of this module, registered by :mod:`nodes`
+NODES: tuple[type[io.ComfyNode], ...] = (CausalForcingLive,)

@@ -1,4 +1,5 @@
-"""Loading a Causal Forcing student: ``CausalForcingModelLoader`` -> ``CF_MODEL``.
+"""Models: Causal Forcing Model Loader (a student file), Causal Forcing Native Model (a native ``MODEL``) and Causal
+Forcing LoRA, each giving a ``CF_MODEL``.
 
 The DiT is wrapped in a ComfyUI ModelPatcher (through :mod:`.comfy_runtime`), so ComfyUI's memory management loads
 it to the GPU for a run, offloads it when another model needs the memory, and frees it when the loader's output is
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from comfy_api.latest import io
 
 from ..causal_forcing_core.checkpoints import CheckpointError, load_dit
 from ..causal_forcing_core.config import SAMPLER_PRESETS, DiTConfig, SamplerConfig, check_sampler_fits, sampler_preset
@@ -24,7 +26,7 @@ from ..causal_forcing_core.preview_fallback import LatentRGBPreview, Previewer, 
 from . import comfy_runtime as rt
 from . import toy_entries as toy
 from .common import CATEGORY
-from .payloads import CF_MODEL, CFModel
+from .payloads import CFModel, CFModelSocket
 
 logger = logging.getLogger(__name__)
 
@@ -172,87 +174,75 @@ def load_model(name: str, variant: str = "auto", weight_dtype: str = "auto", pre
     return model
 
 
-class CausalForcingModelLoader:
+def _preview_input() -> Any:
+    return io.Combo.Input("preview", options=preview_choices(), default=PREVIEW_AUTO, tooltip=(
+        "Live preview decoder: a TAEHV taew2_1 file from models/vae_approx (auto picks it when present), latent2rgb "
+        "(rough colours, no file), or none."))
+
+
+class CausalForcingModelLoader(io.ComfyNode):
     """Load a Causal Forcing (or Self Forcing) student from ``diffusion_models`` or ``checkpoints``."""
 
-    DESCRIPTION = (
-        "Loads a Causal Forcing student (a causal Wan2.1-T2V-1.3B DiT) for chunk-by-chunk generation with a KV "
-        "cache. Files: .safetensors (converted, remembers its variant), or the release .pt/.pth. 'auto' variant "
-        "reads the file's metadata; for a release .pt pick chunkwise-4step or framewise-Nstep yourself."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (CF_MODEL,)
-    RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The student with its sampler preset, ready for Causal Forcing Start.",)
-    FUNCTION = "load"
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CausalForcingModelLoader", display_name="Causal Forcing Model Loader", category=CATEGORY,
+            description=(
+                "Loads a Causal Forcing student (a causal Wan2.1-T2V-1.3B DiT) for chunk-by-chunk generation with a "
+                "KV cache. Files: .safetensors (converted, remembers its variant), or the release .pt/.pth. 'auto' "
+                "variant reads the file's metadata; for a release .pt pick chunkwise-4step or framewise-Nstep "
+                "yourself."
+            ),
+            inputs=[
+                io.Combo.Input("model_name", options=model_choices(), tooltip=(
+                    "Student weights in models/diffusion_models or models/checkpoints; "
+                    f"'{toy.MODEL_ENTRY}' is the small toy model that ships with the pack.")),
+                io.Combo.Input("variant", options=list(VARIANTS), default="auto", tooltip=(
+                    "Sampler the student was trained for: chunk-wise 3-frame blocks with 4 steps, or frame-wise with "
+                    "4, 2 or 1 steps. auto: from the file's metadata.")),
+                io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="auto", tooltip=(
+                    "Storage precision. auto keeps the file's; fp8_e4m3fn halves memory (computed in bf16).")),
+                _preview_input(),
+            ],
+            outputs=[CFModelSocket.Output(display_name="model", tooltip=(
+                "The student with its sampler preset, ready for Causal Forcing Start."))],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "model_name": (model_choices(), {
-                    "tooltip": "Student weights in models/diffusion_models or models/checkpoints; "
-                               f"'{toy.MODEL_ENTRY}' is the small toy model that ships with the pack.",
-                }),
-                "variant": (list(VARIANTS), {
-                    "default": "auto",
-                    "tooltip": "Sampler the student was trained for: chunk-wise 3-frame blocks with 4 steps, or "
-                               "frame-wise with 4, 2 or 1 steps. auto: from the file's metadata.",
-                }),
-                "weight_dtype": (list(WEIGHT_DTYPES), {
-                    "default": "auto",
-                    "tooltip": "Storage precision. auto keeps the file's; fp8_e4m3fn halves memory (computed in bf16).",
-                }),
-                "preview": (preview_choices(), {
-                    "default": PREVIEW_AUTO,
-                    "tooltip": "Live preview decoder: a TAEHV taew2_1 file from models/vae_approx (auto picks it when "
-                               "present), latent2rgb (rough colours, no file), or none.",
-                }),
-            }
-        }
-
-    def load(self, model_name: str, variant: str, weight_dtype: str, preview: str) -> tuple[CFModel]:
-        return (load_model(model_name, variant, weight_dtype, preview),)
+    def execute(cls, model_name: str, variant: str, weight_dtype: str, preview: str) -> io.NodeOutput:
+        return io.NodeOutput(load_model(model_name, variant, weight_dtype, preview))
 
 
-class CausalForcingNativeModel:
+class CausalForcingNativeModel(io.ComfyNode):
     """A native ``MODEL`` (Load Diffusion Model, a checkpoint loader, LoRA loaders...) as a ``CF_MODEL``."""
 
-    DESCRIPTION = (
-        "Runs Causal Forcing's chunk-by-chunk sampler on a native MODEL: a Causal Forcing student loaded with Load "
-        "Diffusion Model (fp8 weight dtypes included), with any LoRA applied by LoraLoaderModelOnly. ComfyUI's own "
-        "weights, casts, LoRA patches and low-VRAM loading are used as they are; nothing is copied. Only a Wan 2.1 "
-        "text-to-video DiT fits. Patches that replace the model's forward (block swaps, caches) do not apply."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (CF_MODEL,)
-    RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The native model with its sampler preset, ready for Causal Forcing Start.",)
-    FUNCTION = "adapt"
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CausalForcingNativeModel", display_name="Causal Forcing Native Model", category=CATEGORY,
+            description=(
+                "Runs Causal Forcing's chunk-by-chunk sampler on a native MODEL: a Causal Forcing student loaded with "
+                "Load Diffusion Model (fp8 weight dtypes included), with any LoRA applied by LoraLoaderModelOnly. "
+                "ComfyUI's own weights, casts, LoRA patches and low-VRAM loading are used as they are; nothing is "
+                "copied. Only a Wan 2.1 text-to-video DiT fits. Patches that replace the model's forward (block "
+                "swaps, caches) do not apply."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="A Wan 2.1 T2V Causal Forcing student from Load Diffusion Model."),
+                io.Combo.Input("variant", options=list(VARIANTS), default="auto", tooltip=(
+                    "Sampler the student was trained for. auto: guessed from the loaded file's name (framewise / "
+                    "1step / 2step / longvideo), else chunkwise-4step.")),
+                _preview_input(),
+            ],
+            outputs=[CFModelSocket.Output(display_name="model", tooltip=(
+                "The native model with its sampler preset, ready for Causal Forcing Start."))],
+            hidden=[io.Hidden.prompt, io.Hidden.unique_id],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "model": ("MODEL", {"tooltip": "A Wan 2.1 T2V Causal Forcing student from Load Diffusion Model."}),
-                "variant": (list(VARIANTS), {
-                    "default": "auto",
-                    "tooltip": "Sampler the student was trained for. auto: guessed from the loaded file's name "
-                               "(framewise / 1step / 2step / longvideo), else chunkwise-4step.",
-                }),
-                "preview": (preview_choices(), {
-                    "default": PREVIEW_AUTO,
-                    "tooltip": "Live preview decoder: a TAEHV taew2_1 file from models/vae_approx (auto picks it when "
-                               "present), latent2rgb (rough colours, no file), or none.",
-                }),
-            },
-            "hidden": {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"},
-        }
-
-    def adapt(
-        self, model: Any, variant: str, preview: str, prompt: dict[str, Any] | None = None, unique_id: str | None = None
-    ) -> tuple[CFModel]:
-        return (adapt_native_model(model, variant, preview, upstream_model_file(prompt, unique_id)),)
+    def execute(cls, model: Any, variant: str, preview: str) -> io.NodeOutput:
+        file_name = upstream_model_file(cls.hidden.prompt, cls.hidden.unique_id)
+        return io.NodeOutput(adapt_native_model(model, variant, preview, file_name))
 
 
 def add_lora(model: CFModel, lora_name: str, strength: float, ignore_unmatched: bool = False) -> CFModel:
@@ -272,48 +262,36 @@ def add_lora(model: CFModel, lora_name: str, strength: float, ignore_unmatched: 
     return replace(model, loras=loras, ignore_unmatched=unmatched)
 
 
-class CausalForcingLoRA:
+class CausalForcingLoRA(io.ComfyNode):
     """Apply a LoRA to a ``CF_MODEL`` (chain several for a stack)."""
 
-    DESCRIPTION = (
-        "Applies a LoRA file from models/loras to a Causal Forcing model: diffusers/PEFT, kohya/ComfyUI and LongLive's "
-        "lora.pt. The weights are merged while this model runs and unmerged exactly when a branch without it runs, "
-        "so one loader can feed branches with different LoRAs. A stream started on one LoRA set goes on only on "
-        "that set. For a native MODEL use LoraLoaderModelOnly instead."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (CF_MODEL,)
-    RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The model with this LoRA added to its LoRA set.",)
-    FUNCTION = "apply"
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CausalForcingLoRA", display_name="Causal Forcing LoRA", category=CATEGORY,
+            description=(
+                "Applies a LoRA file from models/loras to a Causal Forcing model: diffusers/PEFT, kohya/ComfyUI and "
+                "LongLive's lora.pt. The weights are merged while this model runs and unmerged exactly when a branch "
+                "without it runs, so one loader can feed branches with different LoRAs. A stream started on one LoRA "
+                "set goes on only on that set. For a native MODEL use LoraLoaderModelOnly instead."
+            ),
+            inputs=[
+                CFModelSocket.Input("model"),
+                io.Combo.Input("lora_name", options=rt.model_file_list("loras"),
+                               tooltip="A LoRA of the Wan 2.1 1.3B DiT in models/loras."),
+                io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01,
+                               tooltip="How much of the LoRA to add; 0 leaves the model as it is."),
+                io.Boolean.Input("ignore_unmatched", default=False, tooltip=(
+                    "Apply the layers that match this model and ignore the others (off: a LoRA with layers this "
+                    "model lacks is refused, naming them).")),
+            ],
+            outputs=[CFModelSocket.Output(display_name="model", tooltip="The model with this LoRA added to its LoRA set.")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "model": (CF_MODEL, {}),
-                "lora_name": (rt.model_file_list("loras"), {"tooltip": "A LoRA of the Wan 2.1 1.3B DiT in models/loras."}),
-                "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01,
-                                       "tooltip": "How much of the LoRA to add; 0 leaves the model as it is."}),
-                "ignore_unmatched": ("BOOLEAN", {
-                    "default": False,
-                    "tooltip": "Apply the layers that match this model and ignore the others (off: a LoRA with "
-                               "layers this model lacks is refused, naming them).",
-                }),
-            }
-        }
-
-    def apply(self, model: CFModel, lora_name: str, strength: float, ignore_unmatched: bool) -> tuple[CFModel]:
-        return (add_lora(model, lora_name, strength, ignore_unmatched),)
+    def execute(cls, model: CFModel, lora_name: str, strength: float, ignore_unmatched: bool) -> io.NodeOutput:
+        return io.NodeOutput(add_lora(model, lora_name, strength, ignore_unmatched))
 
 
-NODE_CLASS_MAPPINGS = {
-    "CausalForcingModelLoader": CausalForcingModelLoader,
-    "CausalForcingNativeModel": CausalForcingNativeModel,
-    "CausalForcingLoRA": CausalForcingLoRA,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "CausalForcingModelLoader": "Causal Forcing Model Loader",
-    "CausalForcingNativeModel": "Causal Forcing Native Model",
-    "CausalForcingLoRA": "Causal Forcing LoRA",
-}
+#: the nodes of this module, registered by :mod:`nodes`
+NODES: tuple[type[io.ComfyNode], ...] = (CausalForcingModelLoader, CausalForcingNativeModel, CausalForcingLoRA)

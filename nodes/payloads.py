@@ -10,7 +10,8 @@ socket type            payload                     made by
 ``CF_VAE``             :class:`CFVae`              Causal Forcing VAE Loader
 =====================  ==========================  ===========================================================
 
-Every payload class lives here, so node modules import them from here and never from each other. Payloads are
+Every payload class lives here, with its V3 socket type (``CFModelSocket``...), so node modules import them from here
+and never from each other. Payloads are
 data with small accessors; what nodes do with them lives in the node modules. The names are part of saved
 workflows: never rename one.
 """
@@ -21,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+from comfy_api.latest import io
 
 from ..causal_forcing_core.config import DiTConfig, SamplerConfig
 from ..causal_forcing_core.dit import CausalWanModel
@@ -172,3 +174,30 @@ class StreamHandle:
                 f"fit). For longer videos set window_frames (e.g. 12) and sink_frames (e.g. 3) on Causal Forcing "
                 "Start; the cache then rolls and memory stays flat."
             )
+
+
+# --------------------------------------------------------------------------------------------------- V3 socket types
+# Each socket type declared for the V3 schema (``io.comfytype``): ``XSocket.Input(...)`` / ``XSocket.Output(...)``.
+@io.comfytype(io_type=CF_MODEL)
+class CFModelSocket(io.ComfyTypeIO):
+    Type = CFModel
+
+
+@io.comfytype(io_type=CF_STREAM)
+class StreamSocket(io.ComfyTypeIO):
+    Type = StreamHandle
+
+
+@io.comfytype(io_type=CF_SCHEDULE)
+class ScheduleSocket(io.ComfyTypeIO):
+    Type = PromptSchedule
+
+
+@io.comfytype(io_type=CF_TEXT_ENCODER)
+class TextEncoderSocket(io.ComfyTypeIO):
+    Type = CFTextEncoder
+
+
+@io.comfytype(io_type=CF_VAE)
+class VAESocket(io.ComfyTypeIO):
+    Type = CFVae

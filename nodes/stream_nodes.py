@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import torch
+from comfy_api.latest import io
 
 from ..causal_forcing_core.errors import InvalidInputError
 from ..causal_forcing_core.geometry import WAN21
@@ -22,17 +23,17 @@ from ..causal_forcing_core.stream import cache_frames_for, start_stream
 from . import stream_state
 from .common import CATEGORY, MAX_SEED, MAX_SIZE, prompt_from_conditioning, resolve_vae
 from .payloads import (
-    CF_MODEL,
-    CF_SCHEDULE,
-    CF_STREAM,
-    CF_VAE,
     UNIT_CHUNKS,
     UNIT_SECONDS,
     UNITS,
     CFModel,
+    CFModelSocket,
     CFVae,
     PromptSchedule,
+    ScheduleSocket,
     StreamHandle,
+    StreamSocket,
+    VAESocket,
 )
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ SIZE_STEP = WAN21.size_multiple()
 def size_problem(width: int, height: int) -> str | None:
     """None, or one message about the whole size naming the nearest valid sides (multiples of 16 up to the widgets'
     maximum), e.g. ``"size 70 x 480 (width x height): width 70 is not a multiple of 16 (try 64 or 80)"``. ComfyUI
-    lists a VALIDATE_INPUTS message under each input it takes, so it reads right under "width" and under "height"."""
+    lists a validate_inputs message under each input it takes, so it reads right under "width" and under "height"."""
     problems = WAN21.size_problems(height, width, SIZE_STEP, MAX_SIZE)
     return f"size {width} x {height} (width x height): {'; '.join(problems)}" if problems else None
 
@@ -83,65 +84,60 @@ def _context(
     return None
 
 
-class CausalForcingStart:
+class CausalForcingStart(io.ComfyNode):
     """Open a stream: model, first prompt, size, seed, cache window; optionally an image (I2V) or a video to continue."""
 
-    DESCRIPTION = (
-        "Starts a Causal Forcing video stream. Nothing is generated yet: chain Causal Forcing Generate nodes after it "
-        "(one per prompt segment). window_frames 0 attends to the whole video (up to 81 frames for the released "
-        "students); set a window (e.g. 12) and sink (e.g. 3) for long videos with flat memory."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (CF_STREAM,)
-    RETURN_NAMES = ("stream",)
-    FUNCTION = "start"
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CausalForcingStart", display_name="Causal Forcing Start", category=CATEGORY,
+            description=(
+                "Starts a Causal Forcing video stream. Nothing is generated yet: chain Causal Forcing Generate nodes "
+                "after it (one per prompt segment). window_frames 0 attends to the whole video (up to 81 frames for "
+                "the released students); set a window (e.g. 12) and sink (e.g. 3) for long videos with flat memory."
+            ),
+            inputs=[
+                CFModelSocket.Input("model"),
+                io.Conditioning.Input("positive", tooltip="The first prompt (CLIPTextEncode with the Wan umT5 CLIP)."),
+                io.Int.Input("width", default=832, min=SIZE_STEP, max=MAX_SIZE, step=SIZE_STEP),
+                io.Int.Input("height", default=480, min=SIZE_STEP, max=MAX_SIZE, step=SIZE_STEP),
+                io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=True, tooltip=(
+                    "Chunk k's noise comes from (seed, k): the same video however the chunks are split over nodes. "
+                    "Set 'control after generate' to fixed, so that editing a later prompt re-generates only from "
+                    "that node.")),
+                io.Int.Input("window_frames", default=0, min=0, max=MAX_WINDOW, tooltip=(
+                    "Latent frames the attention sees (0 = the whole video). 12 with 3 sink frames for long videos.")),
+                io.Int.Input("sink_frames", default=0, min=0, max=MAX_WINDOW,
+                             tooltip="First frames kept in the window forever (attention sink)."),
+                io.Image.Input("start_image", optional=True, tooltip="Image-to-video (frame-wise students): the first frame."),
+                io.Vae.Input("vae", optional=True, tooltip="Native Wan 2.1 VAE, to encode the start image."),
+                VAESocket.Input("cf_vae", optional=True, tooltip="Or a Causal Forcing VAE."),
+                io.Latent.Input("continue_latent", optional=True, tooltip="A Wan video LATENT to continue (whole chunks)."),
+                io.Combo.Input("image_fit", options=list(RESIZE_MODES), default="crop", optional=True,
+                               tooltip="How the start image is fitted to width x height."),
+                io.Combo.Input("recache_frames", options=RECACHE_FRAMES, default=Recache.RECENT.value, optional=True,
+                               tooltip=(
+                    "What a prompt switch with re-cache re-encodes under the new prompt. recent: the frames after the "
+                    "sink (the sink keeps the video's first frames). window: the whole window, whose oldest frames "
+                    "become the new sink (how LongLive trains).")),
+            ],
+            outputs=[StreamSocket.Output(display_name="stream")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "model": (CF_MODEL, {}),
-                "positive": ("CONDITIONING", {"tooltip": "The first prompt (CLIPTextEncode with the Wan umT5 CLIP)."}),
-                "width": ("INT", {"default": 832, "min": SIZE_STEP, "max": MAX_SIZE, "step": SIZE_STEP}),
-                "height": ("INT", {"default": 480, "min": SIZE_STEP, "max": MAX_SIZE, "step": SIZE_STEP}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
-                                 "tooltip": "Chunk k's noise comes from (seed, k): the same video however the "
-                                            "chunks are split over nodes. Set 'control after generate' to fixed, "
-                                            "so that editing a later prompt re-generates only from that node."}),
-                "window_frames": ("INT", {"default": 0, "min": 0, "max": MAX_WINDOW,
-                                          "tooltip": "Latent frames the attention sees (0 = the whole video). "
-                                                     "12 with 3 sink frames for long videos."}),
-                "sink_frames": ("INT", {"default": 0, "min": 0, "max": MAX_WINDOW,
-                                        "tooltip": "First frames kept in the window forever (attention sink)."}),
-            },
-            "optional": {
-                "start_image": ("IMAGE", {"tooltip": "Image-to-video (frame-wise students): the first frame."}),
-                "vae": ("VAE", {"tooltip": "Native Wan 2.1 VAE, to encode the start image."}),
-                "cf_vae": (CF_VAE, {"tooltip": "Or a Causal Forcing VAE."}),
-                "continue_latent": ("LATENT", {"tooltip": "A Wan video LATENT to continue (whole chunks)."}),
-                "image_fit": (list(RESIZE_MODES), {"default": "crop",
-                                                   "tooltip": "How the start image is fitted to width x height."}),
-                "recache_frames": (RECACHE_FRAMES, {
-                    "default": Recache.RECENT.value,
-                    "tooltip": "What a prompt switch with re-cache re-encodes under the new prompt. recent: the "
-                               "frames after the sink (the sink keeps the video's first frames). window: the whole "
-                               "window, whose oldest frames become the new sink (how LongLive trains)."}),
-            },
-        }
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, width: int | None, height: int | None) -> str | bool:
+    def validate_inputs(cls, width: int | None, height: int | None) -> str | bool:
         """Sizes, before the run. Only these two are named: ComfyUI still range-checks every other input (it
-        skips that for inputs a VALIDATE_INPUTS takes, and for all of them when it takes **kwargs)."""
+        skips that for inputs a validate_inputs takes, and for all of them when it takes **kwargs)."""
         if width is None or height is None:  # linked from another node: checked when it runs
             return True
         return size_problem(int(width), int(height)) or True
 
-    def start(
-        self, model: CFModel, positive: list, width: int, height: int, seed: int, window_frames: int,
+    @classmethod
+    def execute(
+        cls, model: CFModel, positive: list, width: int, height: int, seed: int, window_frames: int,
         sink_frames: int, start_image: torch.Tensor | None = None, vae: Any = None, cf_vae: CFVae | None = None,
         continue_latent: dict | None = None, image_fit: str = "crop", recache_frames: str = Recache.RECENT.value,
-    ) -> tuple[StreamHandle]:
+    ) -> io.NodeOutput:
         problem = size_problem(width, height)
         if problem is not None:
             raise InvalidInputError(f"Width and height must be multiples of {SIZE_STEP}: {problem}.")
@@ -163,20 +159,24 @@ class CausalForcingStart:
             sink_frames=sink_frames, context=context,
             capacity_frames=None if window else model.max_frames, recache=recache_frames,
         )
-        return (StreamHandle(stream, model, width, height),)
+        return io.NodeOutput(StreamHandle(stream, model, width, height))
 
 
-def _length_inputs(default: int) -> dict[str, Any]:
-    return {
-        "length": ("INT", {"default": default, "min": 1, "max": 100_000,
-                           "tooltip": "How much to generate, in chunks (3 latent frames = 12 video frames for "
-                                      "chunk-wise models, 4 for frame-wise) or seconds (rounded up to whole chunks)."}),
-        "unit": (list(UNITS), {"default": UNIT_CHUNKS, "tooltip": "What length counts: chunks or seconds."}),
-        "recache": ("BOOLEAN", {"default": True,
-                                "tooltip": "On a prompt switch, re-encode the cached frames under the new prompt "
-                                           "(LongLive re-cache): the video follows the new prompt sooner. Which "
-                                           "frames: recache_frames on Causal Forcing Start."}),
-    }
+def _length_inputs(default: int) -> list[Any]:
+    return [
+        io.Int.Input("length", default=default, min=1, max=100_000, tooltip=(
+            "How much to generate, in chunks (3 latent frames = 12 video frames for chunk-wise models, 4 for "
+            "frame-wise) or seconds (rounded up to whole chunks).")),
+        io.Combo.Input("unit", options=list(UNITS), default=UNIT_CHUNKS, tooltip="What length counts: chunks or seconds."),
+        io.Boolean.Input("recache", default=True, tooltip=(
+            "On a prompt switch, re-encode the cached frames under the new prompt (LongLive re-cache): the video "
+            "follows the new prompt sooner. Which frames: recache_frames on Causal Forcing Start.")),
+    ]
+
+
+def _generated_outputs() -> list[Any]:
+    return [StreamSocket.Output(display_name="stream", tooltip="The stream after these chunks."),
+            io.Latent.Output(display_name="latent", tooltip="Every frame so far, raw Wan 2.1 latents.")]
 
 
 def _num_chunks(handle: StreamHandle, length: int, unit: str) -> int:
@@ -185,68 +185,65 @@ def _num_chunks(handle: StreamHandle, length: int, unit: str) -> int:
     return int(length)
 
 
-def _ui_and_result(handle: StreamHandle, reporter: Any) -> dict[str, Any]:
-    return {"ui": reporter.ui(), "result": (handle, handle.latent())}
+def _output(handle: StreamHandle, reporter: Any) -> io.NodeOutput:
+    return io.NodeOutput(handle, handle.latent(), ui=reporter.ui())
 
 
-class CausalForcingGenerate:
+class CausalForcingGenerate(io.ComfyNode):
     """Generate more chunks of a stream, optionally switching the prompt from here on."""
 
-    DESCRIPTION = (
-        "Generates the next chunks of a stream with the KV cache. Connect positive to switch the prompt from this "
-        "point (chain several Generate nodes for a prompt switch). Outputs the stream (for the next Generate) and "
-        "the whole video so far as a LATENT (native VAE Decode works on it)."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (CF_STREAM, "LATENT")
-    RETURN_NAMES = ("stream", "latent")
-    OUTPUT_TOOLTIPS = ("The stream after these chunks.", "Every frame so far, raw Wan 2.1 latents.")
-    FUNCTION = "generate"
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CausalForcingGenerate", display_name="Causal Forcing Generate", category=CATEGORY,
+            description=(
+                "Generates the next chunks of a stream with the KV cache. Connect positive to switch the prompt from "
+                "this point (chain several Generate nodes for a prompt switch). Outputs the stream (for the next "
+                "Generate) and the whole video so far as a LATENT (native VAE Decode works on it)."
+            ),
+            inputs=[
+                StreamSocket.Input("stream"),
+                *_length_inputs(3),
+                io.Conditioning.Input("positive", optional=True, tooltip="Switch to this prompt from the first new chunk."),
+            ],
+            outputs=_generated_outputs(),
+            hidden=[io.Hidden.unique_id],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {"stream": (CF_STREAM, {}), **_length_inputs(3)},
-            "optional": {"positive": ("CONDITIONING", {"tooltip": "Switch to this prompt from the first new chunk."})},
-            "hidden": {"unique_id": "UNIQUE_ID"},
-        }
-
-    def generate(
-        self, stream: StreamHandle, length: int, unit: str, recache: bool, positive: list | None = None,
-        unique_id: str | None = None,
-    ) -> dict[str, Any]:
+    def execute(
+        cls, stream: StreamHandle, length: int, unit: str, recache: bool, positive: list | None = None,
+    ) -> io.NodeOutput:
+        unique_id = cls.hidden.unique_id
         num_chunks = _num_chunks(stream, length, unit)
         cfg = stream.model.config
         prompt = None
         if positive is not None:
             prompt = prompt_from_conditioning(positive, cfg.text_dim, cfg.text_len, label=f"node {unique_id}")
-        handle, reporter = stream_state.generate(stream, [(num_chunks, prompt)], recache, unique_id)
-        return _ui_and_result(handle, reporter)
+        return _output(*stream_state.generate(stream, [(num_chunks, prompt)], recache, unique_id))
 
 
-class CausalForcingGenerateSchedule:
+class CausalForcingGenerateSchedule(io.ComfyNode):
     """Generate chunks following a prompt schedule (prompt switches at the chunks the schedule names)."""
 
-    DESCRIPTION = (
-        "Generates chunks of a stream following a Causal Forcing Prompt Schedule: each prompt starts at its chunk "
-        "(or second), counted from this node's first chunk."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (CF_STREAM, "LATENT")
-    RETURN_NAMES = ("stream", "latent")
-    FUNCTION = "generate"
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CausalForcingGenerateSchedule", display_name="Causal Forcing Generate (Schedule)",
+            category=CATEGORY,
+            description=(
+                "Generates chunks of a stream following a Causal Forcing Prompt Schedule: each prompt starts at its "
+                "chunk (or second), counted from this node's first chunk."
+            ),
+            inputs=[StreamSocket.Input("stream"), ScheduleSocket.Input("schedule"), *_length_inputs(7)],
+            outputs=_generated_outputs(),
+            hidden=[io.Hidden.unique_id],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {"stream": (CF_STREAM, {}), "schedule": (CF_SCHEDULE, {}), **_length_inputs(7)},
-            "hidden": {"unique_id": "UNIQUE_ID"},
-        }
-
-    def generate(
-        self, stream: StreamHandle, schedule: PromptSchedule, length: int, unit: str, recache: bool,
-        unique_id: str | None = None,
-    ) -> dict[str, Any]:
+    def execute(
+        cls, stream: StreamHandle, schedule: PromptSchedule, length: int, unit: str, recache: bool,
+    ) -> io.NodeOutput:
         num_chunks = _num_chunks(stream, length, unit)
         stream.check_length(num_chunks)
         entries = parse_schedule(
@@ -259,17 +256,8 @@ class CausalForcingGenerateSchedule:
         }
         bounds = [e.start for e in entries] + [num_chunks]
         segments = [(end - e.start, prompts[e.prompt]) for e, end in zip(entries, bounds[1:])]
-        handle, reporter = stream_state.generate(stream, segments, recache, unique_id)
-        return _ui_and_result(handle, reporter)
+        return _output(*stream_state.generate(stream, segments, recache, cls.hidden.unique_id))
 
 
-NODE_CLASS_MAPPINGS = {
-    "CausalForcingStart": CausalForcingStart,
-    "CausalForcingGenerate": CausalForcingGenerate,
-    "CausalForcingGenerateSchedule": CausalForcingGenerateSchedule,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "CausalForcingStart": "Causal Forcing Start",
-    "CausalForcingGenerate": "Causal Forcing Generate",
-    "CausalForcingGenerateSchedule": "Causal Forcing Generate (Schedule)",
-}
+#: the nodes of this module, registered by :mod:`nodes`
+NODES: tuple[type[io.ComfyNode], ...] = (CausalForcingStart, CausalForcingGenerate, CausalForcingGenerateSchedule)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from comfy_api.latest import io
 
 from ..causal_forcing_core.config import WAN_TEXT_LEN
 from ..causal_forcing_core.errors import CausalForcingError, InvalidInputError
@@ -23,7 +24,15 @@ from ..causal_forcing_core.text_encoder import load_text_encoder
 from . import comfy_runtime as rt
 from . import toy_entries as toy
 from .common import CATEGORY, resolve_text_encoder
-from .payloads import CF_SCHEDULE, CF_TEXT_ENCODER, UNIT_CHUNKS, UNIT_SECONDS, UNITS, CFTextEncoder, PromptSchedule
+from .payloads import (
+    UNIT_CHUNKS,
+    UNIT_SECONDS,
+    UNITS,
+    CFTextEncoder,
+    PromptSchedule,
+    ScheduleSocket,
+    TextEncoderSocket,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -92,37 +101,35 @@ def _encoder_files(text_encoder_name: str, tokenizer: str) -> tuple[Path, Path, 
     return Path(rt.model_file_path("text_encoders", text_encoder_name)), tokenizer_path(tokenizer), WAN_TEXT_LEN
 
 
-class CausalForcingTextEncoderLoader:
+class CausalForcingTextEncoderLoader(io.ComfyNode):
     """Load the umT5 text encoder with the pack's own loader."""
 
-    DESCRIPTION = (
-        "Loads a umT5 encoder from models/text_encoders (the reference models_t5_umt5-xxl-enc-bf16.pth, "
-        "transformers-layout or scaled-fp8 safetensors) and its tokenizer folder. The native Load CLIP (type wan) "
-        "works as well; use this one for files it cannot read."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (CF_TEXT_ENCODER,)
-    RETURN_NAMES = ("text_encoder",)
-    FUNCTION = "load"
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CausalForcingTextEncoderLoader", display_name="Causal Forcing Text Encoder Loader",
+            category=CATEGORY,
+            description=(
+                "Loads a umT5 encoder from models/text_encoders (the reference models_t5_umt5-xxl-enc-bf16.pth, "
+                "transformers-layout or scaled-fp8 safetensors) and its tokenizer folder. The native Load CLIP "
+                "(type wan) works as well; use this one for files it cannot read."
+            ),
+            inputs=[
+                io.Combo.Input("text_encoder_name", options=text_encoder_choices(), tooltip=(
+                    "umT5 weights in models/text_encoders; "
+                    f"'{toy.TEXT_ENCODER_ENTRY}' is the toy model's encoder (it uses its own tokenizer).")),
+                io.Combo.Input("tokenizer", options=tokenizer_choices(), tooltip=(
+                    "A tokenizer folder inside models/text_encoders (the embedded toy encoder always uses "
+                    f"'{toy.TOKENIZER_ENTRY}').")),
+                io.Combo.Input("dtype", options=list(TEXT_DTYPES), default="auto", tooltip="auto: bf16 on GPU, fp32 on CPU."),
+                io.Combo.Input("device", options=list(TEXT_DEVICES), default="default",
+                               tooltip="cpu keeps GPU memory for the video model."),
+            ],
+            outputs=[TextEncoderSocket.Output(display_name="text_encoder")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "text_encoder_name": (text_encoder_choices(), {
-                    "tooltip": "umT5 weights in models/text_encoders; "
-                               f"'{toy.TEXT_ENCODER_ENTRY}' is the toy model's encoder (it uses its own tokenizer).",
-                }),
-                "tokenizer": (tokenizer_choices(), {
-                    "tooltip": "A tokenizer folder inside models/text_encoders (the embedded toy encoder always uses "
-                               f"'{toy.TOKENIZER_ENTRY}').",
-                }),
-                "dtype": (list(TEXT_DTYPES), {"default": "auto", "tooltip": "auto: bf16 on GPU, fp32 on CPU."}),
-                "device": (list(TEXT_DEVICES), {"default": "default", "tooltip": "cpu keeps GPU memory for the video model."}),
-            }
-        }
-
-    def load(self, text_encoder_name: str, tokenizer: str, dtype: str, device: str) -> tuple[CFTextEncoder]:
+    def execute(cls, text_encoder_name: str, tokenizer: str, dtype: str, device: str) -> io.NodeOutput:
         target = torch.device("cpu") if device == "cpu" else rt.get_torch_device()
         chosen = TEXT_DTYPES.get(dtype) or (torch.float32 if target.type == "cpu" else torch.bfloat16)
         weights, tokenizer_folder, text_len = _encoder_files(text_encoder_name, tokenizer)
@@ -131,29 +138,27 @@ class CausalForcingTextEncoderLoader:
             dtype=chosen, text_len=text_len,
         )
         patcher = None if device == "cpu" else rt.manage_model(encoder.model)
-        return (CFTextEncoder(encoder, patcher, toy_vocabulary=toy.is_embedded(text_encoder_name)),)
+        return io.NodeOutput(CFTextEncoder(encoder, patcher, toy_vocabulary=toy.is_embedded(text_encoder_name)))
 
 
-class CausalForcingTextEncode:
+class CausalForcingTextEncode(io.ComfyNode):
     """Encode a prompt with the pack's umT5 encoder into a native CONDITIONING."""
 
-    DESCRIPTION = "Encodes a prompt with a Causal Forcing text encoder into CONDITIONING (same as CLIPTextEncode)."
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("CONDITIONING",)
-    RETURN_NAMES = ("conditioning",)
-    FUNCTION = "encode"
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CausalForcingTextEncode", display_name="Causal Forcing Text Encode", category=CATEGORY,
+            description="Encodes a prompt with a Causal Forcing text encoder into CONDITIONING (same as CLIPTextEncode).",
+            inputs=[
+                TextEncoderSocket.Input("text_encoder"),
+                io.String.Input("text", multiline=True, dynamic_prompts=True, tooltip="What the video shows."),
+            ],
+            outputs=[io.Conditioning.Output(display_name="conditioning")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "text_encoder": (CF_TEXT_ENCODER, {}),
-                "text": ("STRING", {"multiline": True, "dynamicPrompts": True, "tooltip": "What the video shows."}),
-            }
-        }
-
-    def encode(self, text_encoder: CFTextEncoder, text: str) -> tuple[list]:
-        return (text_encoder.encode(check_prompt_text(text)),)
+    def execute(cls, text_encoder: CFTextEncoder, text: str) -> io.NodeOutput:
+        return io.NodeOutput(text_encoder.encode(check_prompt_text(text)))
 
 
 def validate_schedule_text(schedule: str, unit: str) -> str | bool:
@@ -166,52 +171,44 @@ def validate_schedule_text(schedule: str, unit: str) -> str | bool:
     return True
 
 
-class CausalForcingPromptSchedule:
+class CausalForcingPromptSchedule(io.ComfyNode):
     """Encode a prompt schedule once: ``0: prompt`` lines (by chunk or second) or ``a | b | c`` segments."""
 
-    DESCRIPTION = (
-        "A prompt schedule for Causal Forcing Generate (Schedule). One line per prompt, 'start: prompt', where start "
-        "counts chunks (or seconds) from the first chunk that node generates; or 'a | b | c' to split the video into "
-        "equal parts. Encoded with a CLIP (type wan) or a Causal Forcing text encoder."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (CF_SCHEDULE,)
-    RETURN_NAMES = ("schedule",)
-    FUNCTION = "build"
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CausalForcingPromptSchedule", display_name="Causal Forcing Prompt Schedule", category=CATEGORY,
+            description=(
+                "A prompt schedule for Causal Forcing Generate (Schedule). One line per prompt, 'start: prompt', "
+                "where start counts chunks (or seconds) from the first chunk that node generates; or 'a | b | c' to "
+                "split the video into equal parts. Encoded with a CLIP (type wan) or a Causal Forcing text encoder."
+            ),
+            inputs=[
+                io.String.Input("schedule", multiline=True, default=(
+                    "0: a red fox trots through fresh snow in a pine forest\n"
+                    "4: the fox stops and looks at the camera\n"),
+                    tooltip="'start: prompt' lines, or 'a | b | c' for equal segments."),
+                io.Combo.Input("unit", options=list(UNITS), default=UNIT_CHUNKS, tooltip=(
+                    "What the line numbers of the schedule count: chunks or seconds from the first chunk of the "
+                    "Generate (Schedule) node (its own length has a unit of its own).")),
+                io.Clip.Input("clip", optional=True, tooltip="Load CLIP with type wan (umT5-XXL)."),
+                TextEncoderSocket.Input("text_encoder", optional=True, tooltip="Or a Causal Forcing text encoder."),
+            ],
+            outputs=[ScheduleSocket.Output(display_name="schedule")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "schedule": ("STRING", {
-                    "multiline": True,
-                    "default": "0: a red fox trots through fresh snow in a pine forest\n"
-                               "4: the fox stops and looks at the camera\n",
-                    "tooltip": "'start: prompt' lines, or 'a | b | c' for equal segments.",
-                }),
-                "unit": (list(UNITS), {
-                    "default": UNIT_CHUNKS,
-                    "tooltip": "What the line numbers of the schedule count: chunks or seconds from the first chunk "
-                               "of the Generate (Schedule) node (its own length has a unit of its own).",
-                }),
-            },
-            "optional": {
-                "clip": ("CLIP", {"tooltip": "Load CLIP with type wan (umT5-XXL)."}),
-                "text_encoder": (CF_TEXT_ENCODER, {"tooltip": "Or a Causal Forcing text encoder."}),
-            },
-        }
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, schedule: str | None) -> str | bool:
+    def validate_inputs(cls, schedule: str | None) -> str | bool:
         """The schedule's syntax, before the run (line numbers as chunks or seconds; the unit is checked exactly
         when the node runs). Only ``schedule`` is named, so ComfyUI still checks ``unit`` against its options."""
         if schedule is None:  # linked from another node: checked when it runs
             return True
         return validate_schedule_text(schedule, UNIT_SECONDS)
 
-    def build(
-        self, schedule: str, unit: str, clip: Any = None, text_encoder: CFTextEncoder | None = None
-    ) -> tuple[PromptSchedule]:
+    @classmethod
+    def execute(
+        cls, schedule: str, unit: str, clip: Any = None, text_encoder: CFTextEncoder | None = None
+    ) -> io.NodeOutput:
         problem = validate_schedule_text(schedule, unit)
         if problem is not True:
             raise InvalidInputError(str(problem))
@@ -221,16 +218,8 @@ class CausalForcingPromptSchedule:
         for text in prompts:
             rt.throw_if_interrupted()
             conds[text] = encode(check_prompt_text(text))
-        return (PromptSchedule(schedule, unit, conds),)
+        return io.NodeOutput(PromptSchedule(schedule, unit, conds))
 
 
-NODE_CLASS_MAPPINGS = {
-    "CausalForcingTextEncoderLoader": CausalForcingTextEncoderLoader,
-    "CausalForcingTextEncode": CausalForcingTextEncode,
-    "CausalForcingPromptSchedule": CausalForcingPromptSchedule,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "CausalForcingTextEncoderLoader": "Causal Forcing Text Encoder Loader",
-    "CausalForcingTextEncode": "Causal Forcing Text Encode",
-    "CausalForcingPromptSchedule": "Causal Forcing Prompt Schedule",
-}
+#: the nodes of this module, registered by :mod:`nodes`
+NODES: tuple[type[io.ComfyNode], ...] = (CausalForcingTextEncoderLoader, CausalForcingTextEncode, CausalForcingPromptSchedule)

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
+from comfy_api.latest import io
 
 from ..causal_forcing_core.errors import InvalidInputError
 from ..causal_forcing_core.geometry import WAN21
@@ -23,7 +24,7 @@ from ..causal_forcing_core.vae import WanVAE, load_vae
 from . import comfy_runtime as rt
 from . import toy_entries as toy
 from .common import CATEGORY, resolve_vae
-from .payloads import CF_STREAM, CF_VAE, CFVae, StreamHandle
+from .payloads import CFVae, StreamHandle, StreamSocket, VAESocket
 
 logger = logging.getLogger(__name__)
 
@@ -92,130 +93,114 @@ def vae_path(name: str) -> str:
     return rt.model_file_path("vae", name)
 
 
-class CausalForcingVAELoader:
+class CausalForcingVAELoader(io.ComfyNode):
     """Load a Wan 2.1 VAE file with the pack's own loader (reference .pth, ComfyUI safetensors, small test VAEs)."""
 
-    DESCRIPTION = (
-        "Loads a Wan 2.1 VAE from models/vae with the Causal Forcing core (also reads the reference Wan2.1_VAE.pth). "
-        "The native Load VAE works for decoding too; this one also loads VAEs the native loader cannot."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (CF_VAE,)
-    RETURN_NAMES = ("cf_vae",)
-    FUNCTION = "load"
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CausalForcingVAELoader", display_name="Causal Forcing VAE Loader", category=CATEGORY,
+            description=(
+                "Loads a Wan 2.1 VAE from models/vae with the Causal Forcing core (also reads the reference "
+                "Wan2.1_VAE.pth). The native Load VAE works for decoding too; this one also loads VAEs the native "
+                "loader cannot."
+            ),
+            inputs=[
+                io.Combo.Input("vae_name", options=vae_choices(),
+                               tooltip=f"A Wan 2.1 VAE in models/vae; '{toy.VAE_ENTRY}' is the toy model's VAE."),
+                io.Combo.Input("dtype", options=list(VAE_DTYPES), default="auto", tooltip="auto: bf16 on GPU, fp32 on CPU."),
+            ],
+            outputs=[VAESocket.Output(display_name="cf_vae")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "vae_name": (vae_choices(), {
-                    "tooltip": f"A Wan 2.1 VAE in models/vae; '{toy.VAE_ENTRY}' is the toy model's VAE.",
-                }),
-                "dtype": (list(VAE_DTYPES), {"default": "auto", "tooltip": "auto: bf16 on GPU, fp32 on CPU."}),
-            }
-        }
-
-    def load(self, vae_name: str, dtype: str) -> tuple[CFVae]:
+    def execute(cls, vae_name: str, dtype: str) -> io.NodeOutput:
         device = rt.get_torch_device()
         chosen = VAE_DTYPES.get(dtype) or (torch.float32 if device.type == "cpu" else torch.bfloat16)
         vae = load_vae(vae_path(vae_name), device=rt.offload_device(), dtype=chosen)
-        return (CFVae(vae, rt.manage_model(vae)),)
+        return io.NodeOutput(CFVae(vae, rt.manage_model(vae)))
 
 
-class CausalForcingDecode:
+def _decode_inputs() -> list[Any]:
+    """What both decoding nodes take: the chunk size, then a stream or a LATENT, and a VAE of either kind."""
+    return [
+        io.Int.Input("chunk_frames", default=3, min=1, max=64,
+                     tooltip="Latent frames decoded at once: smaller uses less memory, the result is the same."),
+        StreamSocket.Input("stream", optional=True, tooltip="The stream to decode (all its frames so far)."),
+        io.Latent.Input("samples", optional=True, tooltip="Or a Wan 2.1 video LATENT."),
+        io.Vae.Input("vae", optional=True, tooltip="Native Wan 2.1 VAE (Load VAE, wan_2.1_vae.safetensors)."),
+        VAESocket.Input("cf_vae", optional=True, tooltip="Or a VAE from Causal Forcing VAE Loader."),
+    ]
+
+
+class CausalForcingDecode(io.ComfyNode):
     """Decode a stream (or a Wan LATENT) into frames, chunk by chunk with a persistent cache (no seams)."""
 
-    DESCRIPTION = (
-        "Decodes a Causal Forcing stream or a Wan 2.1 LATENT into IMAGE frames (16 fps). Decoding streams chunk by "
-        "chunk with the VAE's causal cache kept between chunks, so there are no seams. Connect a native VAE "
-        "(wan_2.1_vae) or a CF_VAE."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("images",)
-    FUNCTION = "decode"
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CausalForcingDecode", display_name="Causal Forcing Decode", category=CATEGORY,
+            description=(
+                "Decodes a Causal Forcing stream or a Wan 2.1 LATENT into IMAGE frames (16 fps). Decoding streams "
+                "chunk by chunk with the VAE's causal cache kept between chunks, so there are no seams. Connect a "
+                "native VAE (wan_2.1_vae) or a CF_VAE."
+            ),
+            inputs=_decode_inputs(),
+            outputs=[io.Image.Output(display_name="images")],
+            hidden=[io.Hidden.unique_id],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "chunk_frames": ("INT", {
-                    "default": 3, "min": 1, "max": 64,
-                    "tooltip": "Latent frames decoded at once: smaller uses less memory, the result is the same.",
-                }),
-            },
-            "optional": {
-                "stream": (CF_STREAM, {"tooltip": "The stream to decode (all its frames so far)."}),
-                "samples": ("LATENT", {"tooltip": "Or a Wan 2.1 video LATENT."}),
-                "vae": ("VAE", {"tooltip": "Native Wan 2.1 VAE (Load VAE, wan_2.1_vae.safetensors)."}),
-                "cf_vae": (CF_VAE, {"tooltip": "Or a VAE from Causal Forcing VAE Loader."}),
-            },
-            "hidden": {"unique_id": "UNIQUE_ID"},
-        }
-
-    def decode(
-        self, chunk_frames: int, stream: StreamHandle | None = None, samples: dict | None = None, vae: Any = None,
-        cf_vae: CFVae | None = None, unique_id: str | None = None,
-    ) -> tuple[torch.Tensor]:
+    def execute(
+        cls, chunk_frames: int, stream: StreamHandle | None = None, samples: dict | None = None, vae: Any = None,
+        cf_vae: CFVae | None = None,
+    ) -> io.NodeOutput:
         latents = _latents_to_decode(stream, samples)
         model = resolve_vae(vae, cf_vae)
-        return (decode_streaming(model, latents, chunk_frames, unique_id),)
+        return io.NodeOutput(decode_streaming(model, latents, chunk_frames, cls.hidden.unique_id))
 
 
-class CausalForcingSaveVideo:
+class CausalForcingSaveVideo(io.ComfyNode):
     """Decode a stream chunk by chunk straight into an mp4 in the output folder (memory flat however long)."""
 
-    DESCRIPTION = (
-        "Decodes a Causal Forcing stream or a Wan 2.1 LATENT chunk by chunk and writes each chunk to an mp4 in the "
-        "output folder as soon as it is decoded (H.264, 16 fps, plays in browsers). Memory stays flat however long "
-        "the stream, and an interrupted or failed run leaves a playable file of what was decoded. Use it instead of "
-        "Decode + Save for long streams."
-    )
-    CATEGORY = CATEGORY
-    OUTPUT_NODE = True
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("path",)
-    OUTPUT_TOOLTIPS = ("The path of the saved mp4.",)
-    FUNCTION = "save"
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CausalForcingSaveVideo", display_name="Causal Forcing Save Video", category=CATEGORY,
+            description=(
+                "Decodes a Causal Forcing stream or a Wan 2.1 LATENT chunk by chunk and writes each chunk to an mp4 "
+                "in the output folder as soon as it is decoded (H.264, 16 fps, plays in browsers). Memory stays flat "
+                "however long the stream, and an interrupted or failed run leaves a playable file of what was "
+                "decoded. Use it instead of Decode + Save for long streams."
+            ),
+            inputs=[
+                io.String.Input("filename_prefix", default="causal_forcing/video",
+                                tooltip="Saved as output/<prefix>_00001.mp4, numbered on."),
+                *_decode_inputs(),
+            ],
+            outputs=[io.String.Output(display_name="path", tooltip="The path of the saved mp4.")],
+            hidden=[io.Hidden.unique_id],
+            is_output_node=True,
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        decode = CausalForcingDecode.INPUT_TYPES()
-        return {
-            "required": {
-                "filename_prefix": ("STRING", {"default": "causal_forcing/video",
-                                               "tooltip": "Saved as output/<prefix>_00001.mp4, numbered on."}),
-                **decode["required"],
-            },
-            "optional": decode["optional"],
-            "hidden": decode["hidden"],
-        }
-
-    def save(
-        self, filename_prefix: str, chunk_frames: int, stream: StreamHandle | None = None, samples: dict | None = None,
-        vae: Any = None, cf_vae: CFVae | None = None, unique_id: str | None = None,
-    ) -> dict[str, Any]:
+    def execute(
+        cls, filename_prefix: str, chunk_frames: int, stream: StreamHandle | None = None, samples: dict | None = None,
+        vae: Any = None, cf_vae: CFVae | None = None,
+    ) -> io.NodeOutput:
         latents = _latents_to_decode(stream, samples)
         if latents.shape[0] != 1:
             raise InvalidInputError(f"Save Video writes one video; this LATENT holds a batch of {latents.shape[0]}.")
         model = resolve_vae(vae, cf_vae)
         folder, subfolder, prefix = output_folder_for(filename_prefix)
         with new_take(folder, prefix, WAN21.fps) as take:  # closed on any end: the file keeps what was decoded
-            for frames in decoded_chunks(model, latents, chunk_frames, unique_id):
+            for frames in decoded_chunks(model, latents, chunk_frames, cls.hidden.unique_id):
                 take.write(frames[0])
         saved = take.close()
         logger.info("Saved %s", saved)
         ui = {"images": [{"filename": saved.path.name, "subfolder": subfolder, "type": "output"}], "animated": [True]}
-        return {"ui": ui, "result": (str(saved.path),)}
+        return io.NodeOutput(str(saved.path), ui=ui)
 
 
-NODE_CLASS_MAPPINGS = {
-    "CausalForcingVAELoader": CausalForcingVAELoader,
-    "CausalForcingDecode": CausalForcingDecode,
-    "CausalForcingSaveVideo": CausalForcingSaveVideo,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "CausalForcingVAELoader": "Causal Forcing VAE Loader",
-    "CausalForcingDecode": "Causal Forcing Decode",
-    "CausalForcingSaveVideo": "Causal Forcing Save Video",
-}
+#: the nodes of this module, registered by :mod:`nodes`
+NODES: tuple[type[io.ComfyNode], ...] = (CausalForcingVAELoader, CausalForcingDecode, CausalForcingSaveVideo)

@@ -448,9 +448,9 @@ def main(argv: list[str] | None = None) -> int:
         from pack_import import import_pack  # noqa: PLC0415 - scripts/ is on sys.path above
 
         pack = import_pack()
-        report["import"], object_info = check_import(server, sorted(pack.NODE_CLASS_MAPPINGS))
+        report["import"], object_info = check_import(server, sorted(pack.NODE_CLASSES))
         used = {n["type"] for name in names for n in load_workflow(name)["nodes"]} - VIRTUAL_NODES
-        report["core_schemas"] = {t: object_info[t] for t in sorted(used - set(pack.NODE_CLASS_MAPPINGS))
+        report["core_schemas"] = {t: object_info[t] for t in sorted(used - set(pack.NODE_CLASSES))
                                   if t in object_info}
         report["workflows"] = {}
         for name in names:

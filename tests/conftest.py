@@ -1,4 +1,5 @@
-"""Test set-up: the repo root and tests/ on sys.path, so tests import the core and the helpers directly.
+"""Test set-up: the repo root and tests/ on sys.path, so tests import the core and the helpers directly, and
+``comfy_api`` importable (ComfyUI's, or the stand-in in ``tests/stand_ins``) for the V3 nodes.
 
 Fixtures:
 
@@ -19,7 +20,9 @@ for path in (ROOT, ROOT / "tests"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from scripts.pack_import import PACK_NAME, import_pack  # noqa: E402,F401 - the pack as ComfyUI imports it
+from scripts.pack_import import PACK_NAME, import_pack, use_comfy_api_stand_in  # noqa: E402,F401 - the pack as ComfyUI imports it
+
+use_comfy_api_stand_in()  # ComfyUI's V3 node API, or the tests' stand-in for it (tests/stand_ins/comfy_api)
 from toy_bundle import toy_bundle, toy_bundle_session  # noqa: E402,F401 - shared toy-model fixtures
 
 

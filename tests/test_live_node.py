@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from causal_forcing_core.video_io import read_video_frames
-from comfy_sim import MiniComfy
+from comfy_sim import MiniComfy, call
 from test_nodes_stream import PROMPTS, chain, env, models_dir  # noqa: F401 - fixtures
 
 
@@ -50,11 +50,10 @@ def _start(env, window: int = 6):  # noqa: F811
 
 
 def _run_live(live, stream, encoder, seconds=6, **kw):
-    node = live.env.nodes["CausalForcingLive"]()
     args = dict(stream=stream, prompt=PROMPTS[0], max_seconds=seconds, realtime=False, recache=True,
-                decoder="preview", text_encoder=encoder, unique_id="30")
+                decoder="preview", text_encoder=encoder)
     args.update(kw)
-    return node.run(**args)
+    return call(live.env.nodes["CausalForcingLive"], hidden={"unique_id": "30"}, **args)
 
 
 class Browser:
@@ -107,15 +106,15 @@ def test_steering_through_the_route_equals_the_schedule_offline(live, monkeypatc
 
     live.listeners.append(page)
     out = _run_live(live, stream, encoder, seconds=6)  # 6 s = 8 chunks of 0.75 s
-    handle, images, schedule = out["result"][:3]
+    handle, images, schedule = out.result[:3]
     answers = browser.answers([box for _, box in sent])
     assert [a[0] for a in answers] == [200, 200] and [a[1]["applies_at_chunk"] for a in answers] == [2, 5]
     assert schedule == f"0: {PROMPTS[0]}\n2: {PROMPTS[1]}\n5: {PROMPTS[2]}"
     assert handle.stream.num_chunks == 8 and images.shape == (8 * 12 - 3, 64, 64, 3)
     # the improvised take, re-rendered offline from its schedule with the same seed, is the same video
     node = live.env.nodes
-    sched, = node["CausalForcingPromptSchedule"]().build(schedule, "chunks", text_encoder=encoder)
-    again = node["CausalForcingGenerateSchedule"]().generate(stream, sched, 8, "chunks", True)["result"][0]
+    sched, = call(node["CausalForcingPromptSchedule"], schedule, "chunks", text_encoder=encoder).result
+    again = call(node["CausalForcingGenerateSchedule"], stream, sched, 8, "chunks", True).result[0]
     assert torch.equal(again.stream.latents, handle.stream.latents)
     last = [d for e, d, _ in live.events if e == "causal_forcing.live"][-1]
     assert last["state"] == "finished" and last["ended_by"] == "max_chunks" and len(live.nodes.REGISTRY) == 0
@@ -138,7 +137,7 @@ def test_stop_pause_and_a_finished_run(live) -> None:
             seen["stopped"] = live.routes.handle_control({}, {"run": data["run"], "action": "stop"})
 
     live.listeners.append(browser)
-    handle, images, schedule = _run_live(live, stream, encoder, seconds=60)["result"][:3]
+    handle, images, schedule = _run_live(live, stream, encoder, seconds=60).result[:3]
     assert seen["pause"][0] == 200 and seen["pause"][1]["pause_requested"] is True
     assert seen["status"][1]["chunk"] == 3 and seen["resume"][0] == 200
     assert seen["stopped"][0] == 200 and seen["stopped"][1]["state"] == "stopping"
@@ -166,7 +165,7 @@ def test_a_queue_interrupt_and_a_vanished_client_end_the_run_with_its_outputs(li
     rt = live.env.rt
     monkeypatch.setattr(rt, "throw_if_interrupted", interrupt_at_step_10)
     monkeypatch.setattr(rt, "interruption_types", lambda: (Interrupt,))
-    handle, images, schedule = _run_live(live, stream, encoder, seconds=60)["result"][:3]
+    handle, images, schedule = _run_live(live, stream, encoder, seconds=60).result[:3]
     assert handle.stream.num_chunks == 2 and images.shape[0] == 2 * 12 - 3
     ended = [d for e, d, _ in live.events if e == "causal_forcing.live"][-1]
     assert ended["ended_by"] == "interrupted"  # a cancel from the queue, labelled as such, keeping the take
@@ -179,7 +178,7 @@ def test_a_queue_interrupt_and_a_vanished_client_end_the_run_with_its_outputs(li
             live.instance.sockets.clear()
 
     live.listeners.append(close_the_page)
-    handle, images, _ = _run_live(live, stream, encoder, seconds=60)["result"][:3]
+    handle, images, _ = _run_live(live, stream, encoder, seconds=60).result[:3]
     ended = [d for e, d, _ in live.events if e == "causal_forcing.live"][-1]
     assert ended["ended_by"] == "disconnected" and 1 <= handle.stream.num_chunks < 80
     assert len(live.nodes.REGISTRY) == 0
@@ -277,7 +276,7 @@ def test_a_misspelled_prompt_is_refused_at_the_route_and_the_take_goes_on(live, 
                 sent[data["chunk"]] = browser.send({"run": data["run"], "action": "prompt", "text": text})
 
     live.listeners.append(page)
-    handle, images, schedule = _run_live(live, stream, encoder, seconds=6)["result"][:3]
+    handle, images, schedule = _run_live(live, stream, encoder, seconds=6).result[:3]
     (bad, refused), (good, accepted) = browser.answers([sent[2], sent[4]])
     assert bad == 400 and "bleu" in refused["error"] and "circle" in refused["error"]  # names word and vocabulary
     assert good == 200 and accepted["applies_at_chunk"] == 4
@@ -299,7 +298,7 @@ def test_a_prompt_longer_than_the_model_reads_is_refused_at_the_route(live, monk
             sent["box"] = browser.send({"run": data["run"], "action": "prompt", "text": too_long})
 
     live.listeners.append(page)
-    handle, _, schedule = _run_live(live, stream, encoder, seconds=3)["result"][:3]
+    handle, _, schedule = _run_live(live, stream, encoder, seconds=3).result[:3]
     (status, answer), = browser.answers([sent["box"]])
     assert status == 400 and f"this model reads at most {text_len}" in answer["error"]
     assert handle.stream.num_chunks == 4 and schedule == f"0: {PROMPTS[0]}"
@@ -340,9 +339,9 @@ def test_an_error_inside_the_loop_ends_the_run_as_error_with_its_outputs(live, m
 
         monkeypatch.setattr(live.env.rt, "throw_if_interrupted", step_then_fail)
     out = _run_live(live, stream, encoder, seconds=60)
-    handle, images, schedule, take = out["result"]
+    handle, images, schedule, take = out.result
     assert handle.stream.num_chunks == 3 and images.shape[0] == 3 * 12 - 3 and schedule == f"0: {PROMPTS[0]}"
-    assert len(out["ui"]["causal_forcing_frames"]) == images.shape[0]  # the player replays exactly the outputs
+    assert len(out.ui["causal_forcing_frames"]) == images.shape[0]  # the player replays exactly the outputs
     last = [d for e, d, _ in live.events if e == "causal_forcing.live"][-1]
     assert last["state"] == "finished" and last["ended_by"] == "error" and last["chunk"] == 3
     assert f"RuntimeError: CUDA out of memory ({where})" == last["error"]
@@ -372,7 +371,7 @@ def test_a_run_queued_without_a_client_never_sends_its_token(live) -> None:
     stream, encoder = _start(live.env)
     registered = []
     live.listeners.append(lambda event, data, sid: registered.append(len(live.nodes.REGISTRY)))
-    handle, images, schedule = _run_live(live, stream, encoder, seconds=3)["result"][:3]
+    handle, images, schedule = _run_live(live, stream, encoder, seconds=3).result[:3]
     assert handle.stream.num_chunks == 4 and images.shape[0] == 4 * 12 - 3
     assert {e for e, _, _ in live.events} == {"causal_forcing.chunk"} and set(registered) == {0}
     assert all("run" not in d or len(d["run"]) != 32 for _, d, _ in live.events)  # the chunk events' ids are short
@@ -403,13 +402,13 @@ def test_a_live_run_on_rolling_forcing_steers_like_any_stream(live, monkeypatch)
             sent["box"] = browser.send({"run": data["run"], "action": "prompt", "text": PROMPTS[1]})
 
     live.listeners.append(page)
-    handle, images, schedule = _run_live(live, stream, encoder, seconds=6)["result"][:3]
+    handle, images, schedule = _run_live(live, stream, encoder, seconds=6).result[:3]
     (status, answer), = browser.answers([sent["box"]])
     assert status == 200 and answer["applies_at_chunk"] == 3 and handle.stream.num_chunks == 8
     assert schedule == f"0: {PROMPTS[0]}\n3: {PROMPTS[1]}" and images.shape[0] == 8 * 12 - 3
     node = live.env.nodes
-    sched, = node["CausalForcingPromptSchedule"]().build(schedule, "chunks", text_encoder=encoder)
-    again = node["CausalForcingGenerateSchedule"]().generate(stream, sched, 8, "chunks", True)["result"][0]
+    sched, = call(node["CausalForcingPromptSchedule"], schedule, "chunks", text_encoder=encoder).result
+    again = call(node["CausalForcingGenerateSchedule"], stream, sched, 8, "chunks", True).result[0]
     assert torch.equal(again.stream.latents, handle.stream.latents)
 
 
@@ -417,14 +416,14 @@ def test_a_long_take_keeps_bounded_images_and_replay_and_saves_everything(live, 
     """images holds the newest image_seconds, the player's JPEGs the newest REPLAY_FRAMES (older files are
     deleted during the run), and the saved take every frame: the same video, frame for frame."""
     stream, encoder = _start(live.env)
-    full = _run_live(live, stream, encoder, seconds=4, save_take=False)["result"]
+    full = _run_live(live, stream, encoder, seconds=4, save_take=False).result
     assert full[3] == "" and not (live.env.rt.output_directory() / "causal_forcing").exists()
     monkeypatch.setattr(live.env.pack.nodes.live_preview, "REPLAY_FRAMES", 32)
     out = _run_live(live, stream, encoder, seconds=4, image_seconds=1)
-    handle, images, schedule, take = out["result"]
+    handle, images, schedule, take = out.result
     assert handle.stream.num_chunks == full[0].stream.num_chunks == 6 and schedule == full[2]
     assert torch.equal(images, full[1][-16:])  # the newest second, exactly
-    replay = out["ui"]["causal_forcing_frames"]
+    replay = out.ui["causal_forcing_frames"]
     folder = live.env.rt.temp_directory() / replay[0]["subfolder"]
     assert len(replay) == 32 and sorted(p.name for p in folder.iterdir()) == sorted(f["filename"] for f in replay)
     saved = read_video_frames(take)
@@ -444,14 +443,14 @@ def test_a_disk_that_fills_during_a_take_ends_the_run_as_error_and_the_file_play
     stream, encoder = _start(live.env)
     texts = []
     monkeypatch.setattr(live.env.rt, "send_progress_text", lambda text, node_id=None: texts.append(text))
-    whole = _run_live(live, stream, encoder, seconds=8)["result"]
+    whole = _run_live(live, stream, encoder, seconds=8).result
     chunks, whole = whole[0].stream.num_chunks, whole[3]
     limit = Path(whole).stat().st_size // 2
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
     try:
-        handle, images, schedule, take = _run_live(live, stream, encoder, seconds=8)["result"]
+        handle, images, schedule, take = _run_live(live, stream, encoder, seconds=8).result
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, old_handler)
@@ -474,4 +473,4 @@ def test_an_output_folder_that_cannot_be_written_fails_the_live_node_before_any_
     with pytest.raises(Exception, match="not_a_folder"):
         _run_live(live, stream, encoder, seconds=3)
     assert not [e for e, _, _ in live.events if e == "causal_forcing.chunk"] and len(live.nodes.REGISTRY) == 0
-    assert _run_live(live, stream, encoder, seconds=1, save_take=False)["result"][3] == ""  # without a take it runs
+    assert _run_live(live, stream, encoder, seconds=1, save_take=False).result[3] == ""  # without a take it runs

@@ -8,78 +8,79 @@ from types import ModuleType, SimpleNamespace
 import pytest
 import torch
 
+from comfy_sim import call
 from test_nodes_stream import PROMPTS, _image, env, models_dir  # noqa: F401 - fixtures
 
 
 @pytest.fixture
 def made(env):  # noqa: F811
     n = env.nodes
-    model, = n["CausalForcingModelLoader"]().load("cf_tiny_chunkwise.safetensors", "auto", "auto", "none")
-    te, = n["CausalForcingTextEncoderLoader"]().load("cf_tiny_umt5.pth", "cf_tiny_umt5_tokenizer", "auto", "default")
-    cond, = n["CausalForcingTextEncode"]().encode(te, PROMPTS[0])
-    other, = n["CausalForcingTextEncode"]().encode(te, PROMPTS[1])
-    stream, = n["CausalForcingStart"]().start(model, cond, 64, 64, 5, 0, 0)
+    model, = call(n["CausalForcingModelLoader"], "cf_tiny_chunkwise.safetensors", "auto", "auto", "none").result
+    te, = call(n["CausalForcingTextEncoderLoader"], "cf_tiny_umt5.pth", "cf_tiny_umt5_tokenizer", "auto", "default").result
+    cond, = call(n["CausalForcingTextEncode"], te, PROMPTS[0]).result
+    other, = call(n["CausalForcingTextEncode"], te, PROMPTS[1]).result
+    stream, = call(n["CausalForcingStart"], model, cond, 64, 64, 5, 0, 0).result
     return SimpleNamespace(n=n, model=model, te=te, cond=cond, other=other, stream=stream, env=env)
 
 
 def _generate(made, stream, chunks=2, positive=None):
-    return made.n["CausalForcingGenerate"]().generate(stream, chunks, "chunks", True, positive=positive)["result"]
+    return call(made.n["CausalForcingGenerate"], stream, chunks, "chunks", True, positive=positive).result
 
 
 def test_conditioning_from_another_text_encoder(made) -> None:
     clip_l = [[torch.randn(1, 77, 768), {"pooled_output": torch.randn(1, 768)}]]
     with pytest.raises(Exception, match=r"768 wide but this model reads 32-wide umT5.*Load CLIP type 'wan'"):
-        made.n["CausalForcingStart"]().start(made.model, clip_l, 64, 64, 5, 0, 0)
+        call(made.n["CausalForcingStart"], made.model, clip_l, 64, 64, 5, 0, 0)
     with pytest.raises(Exception, match="768 wide"):
         _generate(made, made.stream, positive=clip_l)
     with pytest.raises(Exception, match=r"CONDITIONING does not fit.*must be a tensor \[B, tokens, 32\], got str"):
-        made.n["CausalForcingStart"]().start(made.model, "a cat", 64, 64, 5, 0, 0)
+        call(made.n["CausalForcingStart"], made.model, "a cat", 64, 64, 5, 0, 0)
 
 
 def test_vae_that_is_not_wan21(made) -> None:
     sd_vae = SimpleNamespace(first_stage_model=torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), patcher=None)
-    framewise, = made.n["CausalForcingModelLoader"]().load("cf_tiny_framewise.safetensors", "auto", "auto", "none")
+    framewise, = call(made.n["CausalForcingModelLoader"], "cf_tiny_framewise.safetensors", "auto", "auto", "none").result
     with pytest.raises(Exception, match="not a Wan 2.1 VAE.*wan_2.1_vae.safetensors"):
-        made.n["CausalForcingStart"]().start(framewise, made.cond, 64, 64, 5, 0, 0, start_image=_image(), vae=sd_vae)
+        call(made.n["CausalForcingStart"], framewise, made.cond, 64, 64, 5, 0, 0, start_image=_image(), vae=sd_vae)
     latent = _generate(made, made.stream)[1]
     with pytest.raises(Exception, match="not a Wan 2.1 VAE"):
-        made.n["CausalForcingDecode"]().decode(3, samples=latent, vae=sd_vae)
+        call(made.n["CausalForcingDecode"], 3, samples=latent, vae=sd_vae)
     with pytest.raises(Exception, match="Connect a VAE"):
-        made.n["CausalForcingDecode"]().decode(3, samples=latent)
+        call(made.n["CausalForcingDecode"], 3, samples=latent)
     with pytest.raises(Exception, match="Connect a stream"):
-        made.n["CausalForcingDecode"]().decode(3, vae=sd_vae)
+        call(made.n["CausalForcingDecode"], 3, vae=sd_vae)
     with pytest.raises(Exception, match="image model's"):
-        made.n["CausalForcingDecode"]().decode(3, samples={"samples": torch.zeros(1, 4, 8, 8)}, vae=sd_vae)
+        call(made.n["CausalForcingDecode"], 3, samples={"samples": torch.zeros(1, 4, 8, 8)}, vae=sd_vae)
 
 
 def test_either_or_inputs_take_exactly_one(made) -> None:
-    vae, = made.n["CausalForcingVAELoader"]().load("cf_tiny_vae.safetensors", "auto")
+    vae, = call(made.n["CausalForcingVAELoader"], "cf_tiny_vae.safetensors", "auto").result
     native = SimpleNamespace(first_stage_model=vae.vae, patcher=None)
     latent = _generate(made, made.stream)[1]
     with pytest.raises(Exception, match="Both vae and cf_vae are connected; connect only one"):
-        made.n["CausalForcingDecode"]().decode(3, samples=latent, vae=native, cf_vae=vae)
+        call(made.n["CausalForcingDecode"], 3, samples=latent, vae=native, cf_vae=vae)
     with pytest.raises(Exception, match="stream .* or a LATENT to decode, not both"):
-        made.n["CausalForcingDecode"]().decode(3, stream=made.stream, samples=latent, cf_vae=vae)
+        call(made.n["CausalForcingDecode"], 3, stream=made.stream, samples=latent, cf_vae=vae)
     with pytest.raises(Exception, match="Both a CLIP and a Causal Forcing text encoder are connected"):
-        made.n["CausalForcingPromptSchedule"]().build("0: a dog", "chunks", clip=object(), text_encoder=made.te)
-    assert made.n["CausalForcingDecode"]().decode(3, samples=latent, cf_vae=vae)[0].shape[0] == 1 + 4 * 5
+        call(made.n["CausalForcingPromptSchedule"], "0: a dog", "chunks", clip=object(), text_encoder=made.te)
+    assert call(made.n["CausalForcingDecode"], 3, samples=latent, cf_vae=vae).result[0].shape[0] == 1 + 4 * 5
 
 
 def test_sizes_not_multiples_of_16(made) -> None:
     with pytest.raises(Exception, match=r"width 72 is not a multiple of 16 \(try 64 or 80\)"):
-        made.n["CausalForcingStart"]().start(made.model, made.cond, 72, 64, 5, 0, 0)
+        call(made.n["CausalForcingStart"], made.model, made.cond, 72, 64, 5, 0, 0)
 
 
 def test_image_to_video_needs_a_framewise_model_and_a_vae(made) -> None:
-    vae, = made.n["CausalForcingVAELoader"]().load("cf_tiny_vae.safetensors", "auto")
+    vae, = call(made.n["CausalForcingVAELoader"], "cf_tiny_vae.safetensors", "auto").result
     with pytest.raises(Exception, match="Image-to-video needs a frame-wise student"):
-        made.n["CausalForcingStart"]().start(made.model, made.cond, 64, 64, 5, 0, 0, start_image=_image(), cf_vae=vae)
-    framewise, = made.n["CausalForcingModelLoader"]().load("cf_tiny_framewise.safetensors", "auto", "auto", "none")
+        call(made.n["CausalForcingStart"], made.model, made.cond, 64, 64, 5, 0, 0, start_image=_image(), cf_vae=vae)
+    framewise, = call(made.n["CausalForcingModelLoader"], "cf_tiny_framewise.safetensors", "auto", "auto", "none").result
     with pytest.raises(Exception, match="Connect a VAE to encode the start image"):
-        made.n["CausalForcingStart"]().start(framewise, made.cond, 64, 64, 5, 0, 0, start_image=_image())
+        call(made.n["CausalForcingStart"], framewise, made.cond, 64, 64, 5, 0, 0, start_image=_image())
     latent = {"samples": torch.zeros(1, 16, 1, 8, 8)}
     with pytest.raises(Exception, match="not both"):
-        made.n["CausalForcingStart"]().start(framewise, made.cond, 64, 64, 5, 0, 0, start_image=_image(),
+        call(made.n["CausalForcingStart"], framewise, made.cond, 64, 64, 5, 0, 0, start_image=_image(),
                                              cf_vae=vae, continue_latent=latent)
 
 
@@ -89,8 +90,8 @@ def test_too_many_chunks_without_a_window(made) -> None:
                                         r"set window_frames"):
         _generate(made, stream, chunks=2)
     with pytest.raises(Exception, match="sink_frames needs a window"):
-        made.n["CausalForcingStart"]().start(made.model, made.cond, 64, 64, 5, 0, 3)
-    windowed, = made.n["CausalForcingStart"]().start(made.model, made.cond, 64, 64, 5, 6, 3)
+        call(made.n["CausalForcingStart"], made.model, made.cond, 64, 64, 5, 0, 3)
+    windowed, = call(made.n["CausalForcingStart"], made.model, made.cond, 64, 64, 5, 6, 3).result
     long, latent = _generate(made, windowed, chunks=12)
     assert latent["samples"].shape[2] == 36
 
@@ -101,26 +102,26 @@ def test_a_file_that_is_not_a_dit(made, models_dir, tmp_path, monkeypatch: pytes
     shutil.copy(root / "vae" / "cf_tiny_vae.safetensors", root / "diffusion_models" / "some_vae.safetensors")
     (root / "diffusion_models" / "broken.safetensors").write_bytes(b"\x00" * 64)
     monkeypatch.setenv("CF_MODELS_DIR", str(root))
-    loader = made.n["CausalForcingModelLoader"]()
+    loader = made.n["CausalForcingModelLoader"]
     with pytest.raises(Exception, match="not a Wan DiT.*It looks like a VAE|not a Wan DiT"):
-        loader.load("some_vae.safetensors", "auto", "auto", "none")
+        call(loader, "some_vae.safetensors", "auto", "auto", "none")
     with pytest.raises(Exception, match="broken.safetensors"):
-        loader.load("broken.safetensors", "auto", "auto", "none")
+        call(loader, "broken.safetensors", "auto", "auto", "none")
     with pytest.raises(Exception, match="neither models/diffusion_models nor models/checkpoints"):
-        loader.load("missing.safetensors", "auto", "auto", "none")
+        call(loader, "missing.safetensors", "auto", "auto", "none")
     with pytest.raises(Exception, match="Unknown sampler preset"):
-        loader.load("cf_tiny_chunkwise.safetensors", "eightstep", "auto", "none")
+        call(loader, "cf_tiny_chunkwise.safetensors", "eightstep", "auto", "none")
 
 
 def test_empty_prompts_and_missing_encoders(made) -> None:
     with pytest.raises(Exception, match="prompt is empty"):
-        made.n["CausalForcingTextEncode"]().encode(made.te, "   ")
+        call(made.n["CausalForcingTextEncode"], made.te, "   ")
     with pytest.raises(Exception, match="2001 characters; keep it under 2000"):  # the core's one prompt limit
-        made.n["CausalForcingTextEncode"]().encode(made.te, "x" * 2001)
+        call(made.n["CausalForcingTextEncode"], made.te, "x" * 2001)
     with pytest.raises(Exception, match="Connect a CLIP"):
-        made.n["CausalForcingPromptSchedule"]().build("0: a dog", "chunks")
+        call(made.n["CausalForcingPromptSchedule"], "0: a dog", "chunks")
     with pytest.raises(Exception, match="line 1"):
-        made.n["CausalForcingPromptSchedule"]().build("zero: a dog\n1: a cat", "chunks", text_encoder=made.te)
+        call(made.n["CausalForcingPromptSchedule"], "zero: a dog\n1: a cat", "chunks", text_encoder=made.te)
 
 
 def test_a_failed_node_leaves_the_stream_intact(made) -> None:
@@ -145,11 +146,11 @@ def test_release_files_without_metadata_get_a_variant_from_their_name(pack: Modu
 
 
 def test_a_variant_of_the_other_kind_is_refused_when_the_model_loads(env) -> None:  # noqa: F811
-    loader = env.nodes["CausalForcingModelLoader"]()
+    loader = env.nodes["CausalForcingModelLoader"]
     with pytest.raises(Exception, match=r"variant rolling-4step is for chunk-wise students \(3-frame chunks\), but "
                                         r"cf_tiny_framewise.safetensors is a frame-wise model \(framewise-4step"):
-        loader.load("cf_tiny_framewise.safetensors", "rolling-4step", "auto", "auto")
+        call(loader, "cf_tiny_framewise.safetensors", "rolling-4step", "auto", "auto")
     with pytest.raises(Exception, match="use variant chunkwise-4step or rolling-4step"):
-        loader.load("cf_tiny_chunkwise.safetensors", "framewise-2step", "auto", "auto")
-    (model,) = loader.load("cf_tiny_chunkwise.safetensors", "rolling-4step", "auto", "auto")  # same chunk size: fine
+        call(loader, "cf_tiny_chunkwise.safetensors", "framewise-2step", "auto", "auto")
+    (model,) = call(loader, "cf_tiny_chunkwise.safetensors", "rolling-4step", "auto", "auto").result  # same chunk size: fine
     assert model.sampler.rolling

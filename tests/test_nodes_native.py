@@ -19,7 +19,7 @@ import torch
 from causal_forcing_core.checkpoints import load_dit
 from causal_forcing_core.config import WAN_14B
 from causal_forcing_core.dit import CausalWanModel
-from comfy_sim import MiniComfy
+from comfy_sim import MiniComfy, call
 
 STUDENT = "cf_tiny_wan_chunkwise.safetensors"
 LORA = "cf_tiny_wan_lora.safetensors"
@@ -71,7 +71,7 @@ def env(models_dir: Path, monkeypatch: pytest.MonkeyPatch, pack: ModuleType):
         def load_unet(self, unet_name: str, weight_dtype: str = "default"):
             return (StandInPatcher(load_dit(models_dir / "diffusion_models" / unet_name).model),)
 
-    nodes = {**pack.NODE_CLASS_MAPPINGS, "UNETLoader": UNETLoader}
+    nodes = {**pack.NODE_CLASSES, "UNETLoader": UNETLoader}
     errors = importlib.import_module(f"{pack.__name__}.causal_forcing_core.errors")  # the pack's own classes
     return SimpleNamespace(nodes=nodes, model_nodes=model_nodes, root=models_dir, errors=errors)
 
@@ -221,7 +221,7 @@ def test_a_stream_refuses_to_go_on_under_another_models_patches(env) -> None:
     model = env.model_nodes.adapt_native_model(patcher, "chunkwise-4step", "none")
     stream_nodes = importlib.import_module(env.model_nodes.__name__.replace("model_nodes", "stream_nodes"))
     conditioning = [[torch.randn(1, 5, 4096), {"pooled_output": None}]]
-    handle = stream_nodes.CausalForcingStart().start(model, conditioning, 64, 64, 1, 0, 0)[0]
+    handle = call(stream_nodes.CausalForcingStart, model, conditioning, 64, 64, 1, 0, 0).result[0]
     handle.stream.generate(1)  # under its own patches it goes on
     patcher.model.current_weight_patches_uuid = "another MODEL's patches"  # what ComfyUI's load of a clone sets
     with pytest.raises(env.errors.StreamStateError, match="weights changed"):

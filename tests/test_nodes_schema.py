@@ -1,5 +1,6 @@
-"""Layer 3: every node's V1 schema is valid plain data that ComfyUI accepts, defaults lie in range, and the
-function takes exactly the inputs the schema declares."""
+"""Layer 3: every node's V3 schema, seen the way ComfyUI serves it (its V1 view, as ``/object_info`` lists it), is
+valid plain data that ComfyUI accepts, defaults lie in range, and ``execute`` takes exactly the inputs the schema
+declares."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from types import ModuleType
 
 import pytest
 
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+from comfy_sim import combo_choices, overrides
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SOCKET_TYPES = {"CF_MODEL", "CF_STREAM", "CF_SCHEDULE", "CF_TEXT_ENCODER", "CF_VAE", "CONDITIONING", "LATENT",
                 "IMAGE", "VAE", "CLIP", "MODEL"}
 OUTPUT_TYPES = SOCKET_TYPES | {"STRING"}
@@ -27,15 +30,16 @@ def _models(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFa
 
 
 def _nodes(pack: ModuleType) -> list[tuple[str, type]]:
-    return sorted(pack.NODE_CLASS_MAPPINGS.items())
+    return sorted(pack.NODE_CLASSES.items())
 
 
 def _check_widget(node_id: str, name: str, kind, options: dict) -> None:
     where = f"{node_id}.{name}"
-    if isinstance(kind, list):
-        assert kind and all(isinstance(x, str) for x in kind), f"{where}: combo options must be strings"
+    if kind == "COMBO":
+        choices = combo_choices((kind, options))
+        assert all(isinstance(x, str) for x in choices), f"{where}: combo options must be strings"
         if "default" in options:
-            assert options["default"] in kind, f"{where}: default {options['default']!r} not an option"
+            assert options["default"] in choices, f"{where}: default {options['default']!r} not an option"
         return
     assert isinstance(kind, str), f"{where}: type must be a string or a combo list"
     assert kind in WIDGET_TYPES | SOCKET_TYPES, f"{where}: unknown type {kind}"
@@ -56,7 +60,7 @@ def _check_widget(node_id: str, name: str, kind, options: dict) -> None:
 
 
 def test_every_schema_is_valid_plain_data(pack: ModuleType) -> None:
-    assert len(pack.NODE_CLASS_MAPPINGS) >= 10
+    assert len(pack.NODE_CLASSES) >= 10
     for node_id, cls in _nodes(pack):
         assert node_id.startswith("CausalForcing")
         spec = cls.INPUT_TYPES()
@@ -69,7 +73,7 @@ def test_every_schema_is_valid_plain_data(pack: ModuleType) -> None:
                 assert isinstance(options, dict)
                 _check_widget(node_id, name, entry[0], options)
         for name, value in spec.get("hidden", {}).items():
-            assert value in HIDDEN_VALUES, f"{node_id}.{name}"
+            assert isinstance(value, tuple) and len(value) == 1 and value[0] in HIDDEN_VALUES, f"{node_id}.{name}"
         assert isinstance(cls.RETURN_TYPES, tuple) and all(isinstance(t, str) for t in cls.RETURN_TYPES)
         assert all(t in OUTPUT_TYPES for t in cls.RETURN_TYPES), f"{node_id}: {cls.RETURN_TYPES}"
         assert len(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)) == len(cls.RETURN_TYPES)
@@ -77,26 +81,26 @@ def test_every_schema_is_valid_plain_data(pack: ModuleType) -> None:
             assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES)
         assert cls.CATEGORY == "Causal Forcing"
         assert isinstance(cls.DESCRIPTION, str) and len(cls.DESCRIPTION) > 40
-        assert pack.NODE_DISPLAY_NAME_MAPPINGS[node_id].startswith("Causal Forcing")
+        assert pack.DISPLAY_NAMES[node_id].startswith("Causal Forcing")
 
 
 def test_functions_take_exactly_the_declared_inputs(pack: ModuleType) -> None:
     for node_id, cls in _nodes(pack):
         spec = cls.INPUT_TYPES()
-        params = inspect.signature(getattr(cls, cls.FUNCTION)).parameters
-        names = [n for n in params if n != "self"]
+        params = inspect.signature(cls.execute).parameters
+        names = list(params)  # hidden values arrive on cls.hidden, not as arguments
         required = set(spec["required"])
-        optional = set(spec.get("optional", {})) | set(spec.get("hidden", {}))
+        optional = set(spec.get("optional", {}))
         assert set(names) == required | optional, f"{node_id}: {names} vs schema"
         for name in optional:
             assert params[name].default is not inspect.Parameter.empty, f"{node_id}.{name} must default (optional)"
         for name in required:
             assert params[name].default is inspect.Parameter.empty, f"{node_id}.{name} is required"
-        validate = getattr(cls, "VALIDATE_INPUTS", None)
-        if validate is not None:  # ComfyUI calls it on the class; linked inputs arrive as None
-            assert inspect.ismethod(validate), f"{node_id}.VALIDATE_INPUTS must be a classmethod"
+        if overrides(cls, "validate_inputs"):  # ComfyUI calls it on the class; linked inputs arrive as None
+            validate = cls.validate_inputs
+            assert inspect.ismethod(validate), f"{node_id}.validate_inputs must be a classmethod"
             checked = inspect.signature(validate).parameters
-            # ComfyUI skips its own range/option checks for the inputs a VALIDATE_INPUTS takes, and for every input
+            # ComfyUI skips its own range/option checks for the inputs a validate_inputs takes, and for every input
             # when it takes **kwargs: name only what it checks, and only widgets
             assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in checked.values()), f"{node_id}: name the inputs"
             assert set(checked) <= required | set(spec.get("optional", {}))
@@ -104,22 +108,22 @@ def test_functions_take_exactly_the_declared_inputs(pack: ModuleType) -> None:
 
 
 def test_model_combos_list_the_files_in_the_model_folders(pack: ModuleType) -> None:
-    nodes = pack.NODE_CLASS_MAPPINGS
+    nodes = pack.NODE_CLASSES
     models = nodes["CausalForcingModelLoader"].INPUT_TYPES()["required"]
-    assert {"cf_tiny_chunkwise.safetensors", "cf_tiny_framewise.safetensors"} <= set(models["model_name"][0])
-    assert models["preview"][0][:3] == ["auto", "latent2rgb", "none"]
-    assert "cf_tiny_preview.safetensors" in models["preview"][0]
+    assert {"cf_tiny_chunkwise.safetensors", "cf_tiny_framewise.safetensors"} <= set(combo_choices(models["model_name"]))
+    assert combo_choices(models["preview"])[:3] == ["auto", "latent2rgb", "none"]
+    assert "cf_tiny_preview.safetensors" in combo_choices(models["preview"])
     text = nodes["CausalForcingTextEncoderLoader"].INPUT_TYPES()["required"]
-    assert [t for t in text["tokenizer"][0] if not t.startswith("[embedded toy]")] == ["cf_tiny_umt5_tokenizer"]
-    assert "cf_tiny_vae.safetensors" in nodes["CausalForcingVAELoader"].INPUT_TYPES()["required"]["vae_name"][0]
+    assert [t for t in combo_choices(text["tokenizer"]) if not t.startswith("[embedded toy]")] == ["cf_tiny_umt5_tokenizer"]
+    assert "cf_tiny_vae.safetensors" in combo_choices(nodes["CausalForcingVAELoader"].INPUT_TYPES()["required"]["vae_name"])
 
 
 def test_start_validates_sizes_before_the_run(pack: ModuleType) -> None:
-    start = pack.NODE_CLASS_MAPPINGS["CausalForcingStart"]
-    assert start.VALIDATE_INPUTS(width=832, height=480) is True
-    message = start.VALIDATE_INPUTS(width=830, height=480)
+    start = pack.NODE_CLASSES["CausalForcingStart"]
+    assert start.validate_inputs(width=832, height=480) is True
+    message = start.validate_inputs(width=830, height=480)
     # ComfyUI shows the message under both inputs: it names the whole size, so it reads right under "height" too
     assert message == "size 830 x 480 (width x height): width 830 is not a multiple of 16 (try 816 or 832)"
     # the core's size rule (height first, like every (height, width) in the core), with the widgets' maximum
-    assert start.VALIDATE_INPUTS(width=0, height=4112) == (
+    assert start.validate_inputs(width=0, height=4112) == (
         "size 0 x 4112 (width x height): height 4112 is above the largest size, 4096; width 0 is below the smallest size, 16")

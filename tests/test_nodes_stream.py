@@ -13,7 +13,7 @@ from types import ModuleType, SimpleNamespace
 import pytest
 import torch
 
-from comfy_sim import MiniComfy, bypass
+from comfy_sim import MiniComfy, bypass, call
 
 PROMPTS = ("a red square moves left", "a blue circle moves up", "a dog runs in snow")
 
@@ -33,7 +33,7 @@ def env(models_dir, monkeypatch: pytest.MonkeyPatch, pack: ModuleType, tmp_path)
     rt = importlib.import_module(f"{pack.__name__}.nodes.comfy_runtime")
     monkeypatch.setattr(rt, "temp_directory", lambda: tmp_path / "temp")
     monkeypatch.setattr(rt, "output_directory", lambda: tmp_path / "output")
-    return SimpleNamespace(nodes=pack.NODE_CLASS_MAPPINGS, rt=rt, root=models_dir, pack=pack)
+    return SimpleNamespace(nodes=pack.NODE_CLASSES, rt=rt, root=models_dir, pack=pack)
 
 
 def chain(prompts=PROMPTS, chunks=(2, 1, 2), model="cf_tiny_chunkwise.safetensors", window=0, sink=0, seed=42,
@@ -234,11 +234,11 @@ def test_schedule_equals_a_chain_of_generate_nodes(env) -> None:
 
 def test_schedule_errors_name_the_line(env) -> None:
     node = env.nodes["CausalForcingPromptSchedule"]
-    message = node.VALIDATE_INPUTS(schedule="0: a dog\nthe dog runs")
+    message = node.validate_inputs(schedule="0: a dog\nthe dog runs")
     assert isinstance(message, str) and "line 2" in message
-    assert "must start at chunk 0" in node.VALIDATE_INPUTS(schedule="3: a dog")
-    assert node.VALIDATE_INPUTS(schedule="0: a dog\n2.5: a cat") is True  # seconds or chunks: exact at run time
-    assert node.VALIDATE_INPUTS(schedule=None) is True  # linked: checked at run time
+    assert "must start at chunk 0" in node.validate_inputs(schedule="3: a dog")
+    assert node.validate_inputs(schedule="0: a dog\n2.5: a cat") is True  # seconds or chunks: exact at run time
+    assert node.validate_inputs(schedule=None) is True  # linked: checked at run time
     comfy = MiniComfy(env.nodes)
     bad = _schedule_prompt(f"0: {PROMPTS[0]}\n9: {PROMPTS[1]}", "chunks", 4)
     with pytest.raises(Exception, match="line 2 starts at chunk 9"):
@@ -294,20 +294,20 @@ def _image(size: int = 64) -> torch.Tensor:
 
 def test_image_to_video_starts_from_the_encoded_image(env) -> None:
     nodes = env.nodes
-    model, = nodes["CausalForcingModelLoader"]().load("cf_tiny_framewise.safetensors", "auto", "auto", "none")
-    te, = nodes["CausalForcingTextEncoderLoader"]().load("cf_tiny_umt5.pth", "cf_tiny_umt5_tokenizer", "auto", "default")
-    cond, = nodes["CausalForcingTextEncode"]().encode(te, PROMPTS[0])
-    vae, = nodes["CausalForcingVAELoader"]().load("cf_tiny_vae.safetensors", "fp32")
-    stream, = nodes["CausalForcingStart"]().start(model, cond, 64, 64, 1, 0, 0, start_image=_image(), cf_vae=vae)
+    model, = call(nodes["CausalForcingModelLoader"], "cf_tiny_framewise.safetensors", "auto", "auto", "none").result
+    te, = call(nodes["CausalForcingTextEncoderLoader"], "cf_tiny_umt5.pth", "cf_tiny_umt5_tokenizer", "auto", "default").result
+    cond, = call(nodes["CausalForcingTextEncode"], te, PROMPTS[0]).result
+    vae, = call(nodes["CausalForcingVAELoader"], "cf_tiny_vae.safetensors", "fp32").result
+    stream, = call(nodes["CausalForcingStart"], model, cond, 64, 64, 1, 0, 0, start_image=_image(), cf_vae=vae).result
     assert stream.stream.num_frames == 1
-    out = nodes["CausalForcingGenerate"]().generate(stream, 3, "chunks", True)
-    latent = out["result"][1]["samples"]
+    out = call(nodes["CausalForcingGenerate"], stream, 3, "chunks", True)
+    latent = out.result[1]["samples"]
     assert latent.shape == (1, 16, 4, 8, 8)
     core = importlib.import_module(f"{env.pack.__name__}.causal_forcing_core")
     pixels = core.image_io.fit_image_tensor(_image(), 64, 64)
     encoded = core.latent_space.to_raw_latents(vae.vae.encode(pixels))
     assert torch.allclose(latent[:, :, :1], encoded, atol=1e-5)
-    images, = nodes["CausalForcingDecode"]().decode(3, stream=out["result"][0], cf_vae=vae)
+    images, = call(nodes["CausalForcingDecode"], 3, stream=out.result[0], cf_vae=vae).result
     assert images.shape == (13, 64, 64, 3) and 0 <= images.min() and images.max() <= 1
 
 
@@ -318,28 +318,28 @@ def test_continuing_a_latent(env) -> None:
     nodes = env.nodes
     model = comfy.cache["1"][0][0]
     cond = comfy.cache["10"][0][0]
-    stream, = nodes["CausalForcingStart"]().start(model, cond, 64, 64, 42, 0, 0, continue_latent={"samples": latent})
+    stream, = call(nodes["CausalForcingStart"], model, cond, 64, 64, 42, 0, 0, continue_latent={"samples": latent}).result
     assert stream.stream.num_frames == 6
-    out = nodes["CausalForcingGenerate"]().generate(stream, 1, "chunks", True)
-    assert out["result"][1]["samples"].shape[2] == 9
+    out = call(nodes["CausalForcingGenerate"], stream, 1, "chunks", True)
+    assert out.result[1]["samples"].shape[2] == 9
     with pytest.raises(Exception, match="set width and height to match"):
-        nodes["CausalForcingStart"]().start(model, cond, 128, 64, 42, 0, 0, continue_latent={"samples": latent})
+        call(nodes["CausalForcingStart"], model, cond, 128, 64, 42, 0, 0, continue_latent={"samples": latent})
 
 
 def test_a_native_vae_decodes_like_the_pack_vae_on_the_same_weights(env) -> None:
     """ComfyUI's VAE object holds the Wan VAE module as first_stage_model (reference key names): the nodes build
     the core VAE on its tensors, so both inputs give the same frames."""
     nodes = env.nodes
-    cf_vae, = nodes["CausalForcingVAELoader"]().load("cf_tiny_vae.safetensors", "fp32")
+    cf_vae, = call(nodes["CausalForcingVAELoader"], "cf_tiny_vae.safetensors", "fp32").result
     native = SimpleNamespace(first_stage_model=cf_vae.vae, patcher=None)
     out = MiniComfy(nodes).run(chain(chunks=(2, 1)), "5")["5"]
-    ours, = nodes["CausalForcingDecode"]().decode(3, stream=out[0], cf_vae=cf_vae)
-    theirs, = nodes["CausalForcingDecode"]().decode(2, stream=out[0], vae=native)
+    ours, = call(nodes["CausalForcingDecode"], 3, stream=out[0], cf_vae=cf_vae).result
+    theirs, = call(nodes["CausalForcingDecode"], 2, stream=out[0], vae=native).result
     assert ours.shape == (33, 64, 64, 3) and torch.equal(ours, theirs)  # chunk size does not matter either
     # the LATENT output is raw VAE space: back to the stream's normalised latents up to float rounding
     core = importlib.import_module(f"{env.pack.__name__}.causal_forcing_core")
     assert torch.allclose(core.latent_space.from_raw_latents(out[1]["samples"]), out[0].stream.latents, atol=1e-5)
-    from_latent, = nodes["CausalForcingDecode"]().decode(3, samples=out[1], vae=native)
+    from_latent, = call(nodes["CausalForcingDecode"], 3, samples=out[1], vae=native).result
     assert torch.allclose(from_latent, ours, atol=5e-3)  # the random tiny VAE amplifies that rounding
 
 
@@ -350,12 +350,12 @@ def test_save_video_writes_the_decoded_stream_chunk_by_chunk(env, monkeypatch) -
     from causal_forcing_core.video_io import read_video_frames
 
     nodes = env.nodes
-    cf_vae, = nodes["CausalForcingVAELoader"]().load("cf_tiny_vae.safetensors", "fp32")
+    cf_vae, = call(nodes["CausalForcingVAELoader"], "cf_tiny_vae.safetensors", "fp32").result
     stream = MiniComfy(nodes).run(chain(chunks=(2, 1)), "5")["5"][0]
-    decoded, = nodes["CausalForcingDecode"]().decode(3, stream=stream, cf_vae=cf_vae)
-    out = nodes["CausalForcingSaveVideo"]().save("cf/take", 3, stream=stream, cf_vae=cf_vae)
-    path, = out["result"]
-    assert out["ui"] == {"images": [{"filename": "take_00001.mp4", "subfolder": "cf", "type": "output"}],
+    decoded, = call(nodes["CausalForcingDecode"], 3, stream=stream, cf_vae=cf_vae).result
+    out = call(nodes["CausalForcingSaveVideo"], "cf/take", 3, stream=stream, cf_vae=cf_vae)
+    path, = out.result
+    assert out.ui == {"images": [{"filename": "take_00001.mp4", "subfolder": "cf", "type": "output"}],
                          "animated": [True]}
     assert path == str(env.rt.output_directory() / "cf" / "take_00001.mp4")
     saved = torch.from_numpy(read_video_frames(path)).float()
@@ -374,11 +374,11 @@ def test_save_video_writes_the_decoded_stream_chunk_by_chunk(env, monkeypatch) -
 
     monkeypatch.setattr(env.rt, "throw_if_interrupted", interrupt_at_the_third_chunk)
     with pytest.raises(InterruptedError):
-        nodes["CausalForcingSaveVideo"]().save("cf/take", 3, stream=stream, cf_vae=cf_vae)
+        call(nodes["CausalForcingSaveVideo"], "cf/take", 3, stream=stream, cf_vae=cf_vae)
     assert read_video_frames(env.rt.output_directory() / "cf" / "take_00002.mp4").shape[0] == 9 + 12  # 2 chunks
     for bad in ("../outside", "/abs/video", "cf/../../x"):
         with pytest.raises(Exception, match="inside the output folder"):
-            nodes["CausalForcingSaveVideo"]().save(bad, 3, stream=stream, cf_vae=cf_vae)
+            call(nodes["CausalForcingSaveVideo"], bad, 3, stream=stream, cf_vae=cf_vae)
     assert sorted(p.name for p in (env.rt.output_directory() / "cf").iterdir()) == ["take_00001.mp4", "take_00002.mp4"]
 
 
@@ -409,10 +409,10 @@ def test_preview_frames_are_pruned_per_node(env) -> None:
     nodes = env.nodes
     out = MiniComfy(nodes).run(chain(prompts=PROMPTS[:1], chunks=(1,)), "3")
     start = out["3"][0]
-    generate = nodes["CausalForcingGenerate"]()
-    first = generate.generate(start, 1, "chunks", True, unique_id="12:7")["ui"]["causal_forcing_frames"]
+    generate = nodes["CausalForcingGenerate"]
+    first = call(generate, start, 1, "chunks", True, hidden={"unique_id": "12:7"}).ui["causal_forcing_frames"]
     for _ in range(3):
-        generate.generate(start, 1, "chunks", True, unique_id="9")
+        call(generate, start, 1, "chunks", True, hidden={"unique_id": "9"})
     root = env.rt.temp_directory() / "causal_forcing"
     assert len(list((root / "9").iterdir())) == 2
     assert all((env.rt.temp_directory() / f["subfolder"] / f["filename"]).is_file() for f in first)

@@ -20,13 +20,17 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parents[1]
+STAND_INS = ROOT / "tests" / "stand_ins"
 HEAVY = ("transformers", "av", "accelerate", "diffusers", "huggingface_hub")
 TEST_COMMAND = "python -m pytest -q"
 
-# Imports the pack as ComfyUI does (spec_from_file_location + submodule_search_locations) under each given name.
+# Imports the pack as ComfyUI does (spec_from_file_location + submodule_search_locations) under each given name, and
+# loads its nodes the way ComfyUI's V3 loader does: await comfy_entrypoint(), check it is a ComfyExtension, await
+# get_node_list(), register each class under its schema's node_id.
 _IMPORT_AS_COMFYUI_DOES = """
-import importlib.util, json, sys
+import asyncio, importlib.util, json, sys
 root, names = sys.argv[1], sys.argv[2:]
+from comfy_api.latest import ComfyExtension
 found = {}
 for name in names:
     spec = importlib.util.spec_from_file_location(name, root + "/__init__.py", submodule_search_locations=[root])
@@ -34,10 +38,14 @@ for name in names:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     found[name] = {
-        "classes": sorted(module.NODE_CLASS_MAPPINGS), "names": module.NODE_DISPLAY_NAME_MAPPINGS,
-        "class_types": all(isinstance(c, type) for c in module.NODE_CLASS_MAPPINGS.values()),
+        "classes": sorted(module.NODE_CLASSES), "names": module.DISPLAY_NAMES,
+        "class_types": all(isinstance(c, type) for c in module.NODE_CLASSES.values()),
         "web": module.WEB_DIRECTORY, "all": sorted(module.__all__),
     }
+    extension = asyncio.run(module.comfy_entrypoint())
+    assert isinstance(extension, ComfyExtension)
+    listed = asyncio.run(extension.get_node_list())
+    found[name]["entrypoint"] = {c.GET_SCHEMA().node_id: c.GET_SCHEMA().display_name for c in listed}
 found["heavy"] = sorted(m for m in HEAVY if m in sys.modules)
 print(json.dumps(found))
 """
@@ -47,6 +55,7 @@ def test_root_package_imports_like_comfyui_loads_it() -> None:
     names = ["custom_nodes_x_causal_forcing_nodes", "some_other_name"]
     script = f"HEAVY = {HEAVY!r}\n" + _IMPORT_AS_COMFYUI_DOES
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(STAND_INS)  # ComfyUI's comfy_api, as the tests stand it in
     out = subprocess.run(
         [sys.executable, "-c", script, str(ROOT), *names], capture_output=True, text=True, cwd="/", env=env,
         timeout=300,
@@ -56,8 +65,9 @@ def test_root_package_imports_like_comfyui_loads_it() -> None:
     assert info.pop("heavy") == [], "importing the pack must not load heavy libraries"
     for name in names:
         pack = info[name]
-        assert pack["all"] == ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
+        assert pack["all"] == ["DISPLAY_NAMES", "NODE_CLASSES", "WEB_DIRECTORY", "comfy_entrypoint"]
         assert pack["classes"] == sorted(pack["names"])
+        assert pack["entrypoint"] == pack["names"]  # what ComfyUI registers: every node, by id, with its name
         assert pack["class_types"]
         assert all(node_id.startswith("CausalForcing") for node_id in pack["classes"])
         assert all(isinstance(label, str) and label for label in pack["names"].values())

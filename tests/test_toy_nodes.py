@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from causal_forcing_core.geometry import WAN21
-from comfy_sim import MiniComfy
+from comfy_sim import MiniComfy, call, combo_choices
 from test_workflows import TOY_NAMES as TOY_WORKFLOWS
 from test_workflows import workflow_prompt
 
@@ -38,13 +38,13 @@ def user_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _combos(pack: ModuleType) -> dict[str, list[str]]:
-    nodes = pack.NODE_CLASS_MAPPINGS
+    nodes = pack.NODE_CLASSES
     text = nodes["CausalForcingTextEncoderLoader"].INPUT_TYPES()["required"]
     return {
-        "model": nodes["CausalForcingModelLoader"].INPUT_TYPES()["required"]["model_name"][0],
-        "text_encoder": text["text_encoder_name"][0],
-        "tokenizer": text["tokenizer"][0],
-        "vae": nodes["CausalForcingVAELoader"].INPUT_TYPES()["required"]["vae_name"][0],
+        "model": combo_choices(nodes["CausalForcingModelLoader"].INPUT_TYPES()["required"]["model_name"]),
+        "text_encoder": combo_choices(text["text_encoder_name"]),
+        "tokenizer": combo_choices(text["tokenizer"]),
+        "vae": combo_choices(nodes["CausalForcingVAELoader"].INPUT_TYPES()["required"]["vae_name"]),
     }
 
 
@@ -64,41 +64,41 @@ def test_no_embedded_entries_without_a_bundle(pack, user_models, tmp_path: Path,
     monkeypatch.setenv("CAUSAL_FORCING_TOY_BUNDLE", str(tmp_path / "empty"))
     combos = _combos(pack)
     assert not any(c.startswith("[embedded toy]") for choices in combos.values() for c in choices), combos
-    loader = pack.NODE_CLASS_MAPPINGS["CausalForcingModelLoader"]()
+    loader = pack.NODE_CLASSES["CausalForcingModelLoader"]
     errors = importlib.import_module(f"{pack.__name__}.causal_forcing_core.errors")
     with pytest.raises(errors.CheckpointError, match="embedded toy model.*incomplete"):
-        loader.load("[embedded toy] cf_toy_chunkwise.safetensors", "auto", "auto", "none")
+        call(loader, "[embedded toy] cf_toy_chunkwise.safetensors", "auto", "auto", "none")
 
 
 def test_the_embedded_entries_load(pack, entries, user_models, toy_bundle) -> None:
-    nodes = pack.NODE_CLASS_MAPPINGS
-    (model,) = nodes["CausalForcingModelLoader"]().load(entries.MODEL_ENTRY, "auto", "auto", "auto")
+    nodes = pack.NODE_CLASSES
+    (model,) = call(nodes["CausalForcingModelLoader"], entries.MODEL_ENTRY, "auto", "auto", "auto").result
     assert model.sampler.name == "chunkwise-4step" and model.name == "cf_toy_chunkwise"
     assert model.config.text_len == 16 and model.config.text_dim == 64
-    (cf_vae,) = nodes["CausalForcingVAELoader"]().load(entries.VAE_ENTRY, "auto")
+    (cf_vae,) = call(nodes["CausalForcingVAELoader"], entries.VAE_ENTRY, "auto").result
     assert cf_vae.vae.config.z_dim == 16 and cf_vae.vae.config.dim == 8
 
 
 def test_the_toy_text_encoder_encodes_a_toy_prompt(pack, entries, user_models, toy_bundle) -> None:
-    nodes = pack.NODE_CLASS_MAPPINGS
+    nodes = pack.NODE_CLASSES
     # the embedded encoder pairs with the embedded tokenizer whatever the tokenizer widget says
-    (encoder,) = nodes["CausalForcingTextEncoderLoader"]().load(entries.TEXT_ENCODER_ENTRY, "google/umt5-xxl",
-                                                                "auto", "default")
-    (cond,) = nodes["CausalForcingTextEncode"]().encode(encoder, "a red square moves left quickly")
+    (encoder,) = call(nodes["CausalForcingTextEncoderLoader"], entries.TEXT_ENCODER_ENTRY, "google/umt5-xxl",
+                                                                "auto", "default").result
+    (cond,) = call(nodes["CausalForcingTextEncode"], encoder, "a red square moves left quickly").result
     embeds = cond[0][0]
     assert embeds.shape == (1, 16, 64) and cond[0][1] == {"pooled_output": None}
     lengths = embeds.abs().sum(-1).gt(0).sum().item()
     assert lengths == 7  # six words and the end-of-sequence token; the rest is zero padding
-    (other,) = nodes["CausalForcingTextEncode"]().encode(encoder, "a blue circle moves up slowly")
+    (other,) = call(nodes["CausalForcingTextEncode"], encoder, "a blue circle moves up slowly").result
     assert not torch.allclose(embeds, other[0][0])
     with pytest.raises(Exception, match="purple.*square, circle, triangle"):  # the pack's own InvalidInputError
-        nodes["CausalForcingTextEncode"]().encode(encoder, "a purple square moves left")
+        call(nodes["CausalForcingTextEncode"], encoder, "a purple square moves left")
 
 
 def test_the_embedded_tokenizer_fits_only_the_embedded_encoder(pack, entries, user_models, toy_bundle) -> None:
-    loader = pack.NODE_CLASS_MAPPINGS["CausalForcingTextEncoderLoader"]()
+    loader = pack.NODE_CLASSES["CausalForcingTextEncoderLoader"]
     with pytest.raises(ValueError, match="only fits the embedded toy text encoder"):
-        loader.load("umt5.safetensors", entries.TOKENIZER_ENTRY, "auto", "default")
+        call(loader, "umt5.safetensors", entries.TOKENIZER_ENTRY, "auto", "default")
 
 
 # ------------------------------------------------------------------------------------------------- workflows
@@ -164,7 +164,7 @@ def test_toy_workflow_runs_as_it_is(name: str, pack, user_models, toy_bundle, tm
     for node in prompt.values():
         if node["class_type"] == "CausalForcingLive":
             node["inputs"].update(LIVE_TEST_INPUTS)
-    comfy = MiniComfy({**pack.NODE_CLASS_MAPPINGS, "CreateVideo": CreateVideo, "SaveVideo": SaveVideo})
+    comfy = MiniComfy({**pack.NODE_CLASSES, "CreateVideo": CreateVideo, "SaveVideo": SaveVideo})
     save = next(k for k, v in prompt.items() if v["class_type"] in ("SaveVideo", "CausalForcingSaveVideo"))
     out = comfy.run(prompt, save)
     if prompt[save]["class_type"] == "SaveVideo":

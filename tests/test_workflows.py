@@ -4,7 +4,7 @@ graphs of this pack's nodes and ComfyUI's core nodes.
 One validator, :func:`validate`, reads the node schemas as data: our nodes' ``INPUT_TYPES``/``RETURN_TYPES`` and, for
 the few core nodes the workflows use, :data:`CORE_NODES` (``/object_info``-shaped; ``tests/test_comfyui_server.py``
 checks it against a real ComfyUI). It checks node types, links against both ends and their socket types, required
-inputs, widget values (count, type, range, choices, our nodes' ``VALIDATE_INPUTS``). The ``/prompt`` form of each
+inputs, widget values (count, type, range, choices, our nodes' ``validate_inputs``). The ``/prompt`` form of each
 file is derived, not committed (``scripts/comfyui_smoke.py``'s ``api_prompt``, which layer 4 compares with the
 frontend's own Export (API)), and checked for the stream rules schemas cannot express; its tiny-model variant (for
 smoke runs) only uses files ``scripts/make_tiny_models.py`` writes. Every check is also run on a broken copy.
@@ -25,6 +25,8 @@ from types import ModuleType
 from typing import Any, Callable
 
 import pytest
+
+from comfy_sim import overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -94,9 +96,9 @@ def pack_schemas(pack: ModuleType, folder: Path | None = None) -> Schemas:
     with pytest.MonkeyPatch.context() as env:
         if folder is not None:
             env.setenv(MODELS_ENV, str(folder))  # where our loaders look without ComfyUI
-        for name, cls in pack.NODE_CLASS_MAPPINGS.items():
+        for name, cls in pack.NODE_CLASSES.items():
             outputs = list(cls.RETURN_TYPES)
-            found[name] = {"display_name": pack.NODE_DISPLAY_NAME_MAPPINGS.get(name, name), "input": cls.INPUT_TYPES(),
+            found[name] = {"display_name": pack.DISPLAY_NAMES.get(name, name), "input": cls.INPUT_TYPES(),
                            "output": outputs, "output_name": list(getattr(cls, "RETURN_NAMES", None) or outputs),
                            "cls": cls}
     return found
@@ -110,9 +112,11 @@ def probed_pack_schemas(pack: ModuleType, probe: Path) -> Schemas:
         info["input"] = copy.deepcopy(info["input"])  # never edit what INPUT_TYPES returned
         for entries in info["input"].values():
             for name, spec in (entries or {}).items():
-                if isinstance(spec[0], list) and {PROBE_FILE, PROBE_FOLDER} & set(spec[0]):
-                    entries[name] = [[FILES, *(c for c in spec[0] if c not in (PROBE_FILE, PROBE_FOLDER))],
-                                     *spec[1:]]
+                choices = combo_options(spec[0], spec[1] if len(spec) > 1 else {})
+                if choices is not None and {PROBE_FILE, PROBE_FOLDER} & set(choices):
+                    listed = [FILES, *(c for c in choices if c not in (PROBE_FILE, PROBE_FOLDER))]
+                    entries[name] = ([listed, *spec[1:]] if isinstance(spec[0], list)
+                                     else [spec[0], {**spec[1], "options": listed}, *spec[2:]])
     return found
 
 
@@ -170,15 +174,15 @@ def value_problem(name: str, kind: Any, options: dict, value: Any) -> str | None
 
 
 def own_check(info: dict, values: dict[str, Any]) -> str | None:
-    """Our node's own VALIDATE_INPUTS on its widget values, called as ComfyUI calls it (linked inputs are None)."""
-    check = getattr(info.get("cls"), "VALIDATE_INPUTS", None)
+    """Our node's own validate_inputs on its widget values, called as ComfyUI calls it (linked inputs are None)."""
+    check = getattr(info.get("cls"), "validate_inputs", None) if overrides(info.get("cls"), "validate_inputs") else None
     if check is None:
         return None
     params = inspect.signature(check).parameters
     kwargs = values if any(p.kind is p.VAR_KEYWORD for p in params.values()) else {
         name: values.get(name) for name in params}
     result = check(**kwargs)
-    return None if result is True else f"VALIDATE_INPUTS says {result!r}"
+    return None if result is True else f"validate_inputs says {result!r}"
 
 
 # =============================================================================================== the validator
@@ -581,7 +585,7 @@ def _widget(kind: str, index: int, value: Any) -> Callable[[dict], None]:
 BREAKS: dict[str, tuple[Callable[[dict], None], str]] = {
     "wrong link type": (_clip_into_model, "CLIP from node"),
     "out-of-range widget": (_widget("CausalForcingStart", 0, 5000), "outside"),  # width > 4096
-    "size not a multiple of 16": (_widget("CausalForcingStart", 0, 830), "VALIDATE_INPUTS"),
+    "size not a multiple of 16": (_widget("CausalForcingStart", 0, 830), "validate_inputs"),
     "widget of the wrong type": (_widget("CreateVideo", 0, "16"), "expected FLOAT"),
     "unknown node type": (lambda wf: _node(wf, "CausalForcingDecode").update(type="CausalForcingDecoder"),
                           "unknown node type"),
