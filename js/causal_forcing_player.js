@@ -48,10 +48,10 @@ const MIN_HEIGHT = 200;
 const MAX_FIT_HEIGHT = 900;
 const BAR_HEIGHT = 22;
 const GAP = 4;
-/** ComfyUI's own canvas preview widget (the progress preview image), hidden while the player has frames. */
-const CANVAS_PREVIEW_WIDGET = "$$canvas-image-preview";
 /** Events after which no more chunks come for the running prompt. */
 const END_EVENTS = ["execution_success", "execution_error", "execution_interrupted"];
+/** ComfyUI's event with a node's `ui` output after it ran (or was taken from the cache). */
+const EXECUTED_EVENT = "executed";
 
 const ICON_PLAY = "\u25B6"; // ▶
 const ICON_PAUSE = "\u275A\u275A"; // ❚❚
@@ -101,6 +101,18 @@ function onLive(event) {
   }
 }
 
+/** An `executed` event: the node's `ui` output goes to its player (the run's complete frame list). */
+function onExecuted(event) {
+  try {
+    const detail = event?.detail;
+    if (!detail || typeof detail !== "object" || !detail.output || typeof detail.output !== "object") return;
+    if (!(UI_FRAMES_KEY in detail.output)) return;
+    for (const c of pickTargets(detail.node, candidates())) c.ref.onOutput(detail.output);
+  } catch (err) {
+    warn("executed event", err);
+  }
+}
+
 function onRunEnded() {
   for (const p of players) {
     try {
@@ -117,6 +129,7 @@ function subscribe(player) {
   if (listening) return;
   api.addEventListener(CHUNK_EVENT, onChunk);
   api.addEventListener(LIVE_EVENT, onLive);
+  api.addEventListener(EXECUTED_EVENT, onExecuted);
   for (const name of END_EVENTS) api.addEventListener(name, onRunEnded);
   listening = true;
 }
@@ -126,6 +139,7 @@ function unsubscribe(player) {
   if (!listening || players.size) return;
   api.removeEventListener(CHUNK_EVENT, onChunk);
   api.removeEventListener(LIVE_EVENT, onLive);
+  api.removeEventListener(EXECUTED_EVENT, onExecuted);
   for (const name of END_EVENTS) api.removeEventListener(name, onRunEnded);
   listening = false;
 }
@@ -302,8 +316,9 @@ class CausalForcingPlayer {
     }
     const loop = this.queue.loop;
     this.loopBtn.setAttribute("aria-pressed", loop ? "true" : "false");
-    this.loopBtn.style.background = loop ? "var(--p-primary-color, #2a6fdb)" : "var(--comfy-input-bg, #222)";
-    this.loopBtn.style.color = loop ? "#fff" : "var(--input-text, #ddd)";
+    // pressed: the palette's colours swapped (only ComfyUI's colour-palette variables, which every frontend sets)
+    this.loopBtn.style.background = loop ? "var(--input-text, #ddd)" : "var(--comfy-input-bg, #222)";
+    this.loopBtn.style.color = loop ? "var(--comfy-input-bg, #222)" : "var(--input-text, #ddd)";
     if (s.state === "unavailable") {
       this.placeholder.textContent = "preview frames are no longer on the server";
       this.placeholder.style.display = "flex";
@@ -480,11 +495,6 @@ class CausalForcingPlayer {
     this.queue.loop = !this.queue.loop;
     this._ensureTimer();
     this._render();
-  }
-
-  /** True once the player has something to show (then ComfyUI's own preview image is hidden). */
-  hasFrames() {
-    return !this.disposed && this.shownAny;
   }
 
   // ------------------------------------------------------------------------------------------- lifecycle
@@ -732,19 +742,6 @@ class LivePanel {
 
 // ----------------------------------------------------------------------------------------- wiring to the node
 
-function removeCanvasPreview(node) {
-  const widgets = node.widgets;
-  if (!Array.isArray(widgets)) return;
-  const i = widgets.findIndex((w) => w && w.name === CANVAS_PREVIEW_WIDGET);
-  if (i < 0) return;
-  try {
-    widgets[i].onRemove?.();
-  } catch {
-    /* ignore */
-  }
-  widgets.splice(i, 1);
-}
-
 function attachPlayer(node) {
   if (!node || node.__cfPlayer) return;
   if (typeof node.addDOMWidget !== "function") {
@@ -760,53 +757,6 @@ function attachPlayer(node) {
       warn("live controls", err);
     }
   }
-
-  const onExecuted = node.onExecuted;
-  node.onExecuted = function (output) {
-    const r = onExecuted?.apply(this, arguments);
-    try {
-      player.onOutput(output);
-    } catch (err) {
-      warn("onExecuted", err);
-    }
-    return r;
-  };
-
-  const onRemoved = node.onRemoved;
-  node.onRemoved = function () {
-    try {
-      player.detach();
-    } catch (err) {
-      warn("onRemoved", err);
-    }
-    return onRemoved?.apply(this, arguments);
-  };
-
-  const onAdded = node.onAdded;
-  node.onAdded = function () {
-    const r = onAdded?.apply(this, arguments);
-    try {
-      player.attach();
-    } catch (err) {
-      warn("onAdded", err);
-    }
-    return r;
-  };
-
-  // The node also gets ComfyUI's progress preview (the chunk's last frame); once the player shows frames that
-  // image would only duplicate it and squeeze the player, so the default preview drawing is skipped then.
-  const onDrawBackground = node.onDrawBackground;
-  node.onDrawBackground = function () {
-    if (player.hasFrames()) {
-      try {
-        removeCanvasPreview(this);
-        return undefined;
-      } catch {
-        /* fall through to the default drawing */
-      }
-    }
-    return onDrawBackground?.apply(this, arguments);
-  };
 
   // room for the player in a freshly created node (a loaded workflow restores its saved size afterwards)
   try {
@@ -825,8 +775,39 @@ function comfyClassOf(node) {
   return node?.comfyClass ?? node?.constructor?.comfyClass ?? node?.type;
 }
 
+/** Wraps `proto[name]` so that `after` runs after whatever was there (other extensions' handlers keep working). */
+function chainMethod(proto, name, after) {
+  const previous = proto[name];
+  proto[name] = function (...args) {
+    const r = previous?.apply(this, args);
+    try {
+      after.call(this);
+    } catch (err) {
+      warn(name, err);
+    }
+    return r;
+  };
+}
+
 app.registerExtension({
   name: EXTENSION,
+
+  // The frontend has no extension hook for a node leaving or re-entering the graph, so the player's node types
+  // chain LiteGraph's onRemoved / onAdded on their prototype (the documented beforeRegisterNodeDef pattern, for our
+  // own node types only). Everything else arrives through extension hooks and api events.
+  beforeRegisterNodeDef(nodeType, nodeData) {
+    try {
+      if (!isPlayerNode(nodeData?.name) || !nodeType?.prototype) return;
+      chainMethod(nodeType.prototype, "onRemoved", function () {
+        this.__cfPlayer?.detach();
+      });
+      chainMethod(nodeType.prototype, "onAdded", function () {
+        this.__cfPlayer?.attach();
+      });
+    } catch (err) {
+      warn("beforeRegisterNodeDef", err);
+    }
+  },
 
   nodeCreated(node) {
     try {

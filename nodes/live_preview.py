@@ -60,7 +60,8 @@ def _prune_runs(root: Path, keep: int) -> None:
 
 
 class ChunkReporter:
-    """Progress bar, node preview and player frames for one node run generating ``num_chunks`` chunks.
+    """Progress bar and player frames for one node run generating ``num_chunks`` chunks (ComfyUI's own node preview
+    image of a chunk only when its player frames could not be written).
 
     Use ``on_step`` and ``on_chunk`` as :meth:`Stream.generate` callbacks.
     """
@@ -134,8 +135,9 @@ class ChunkReporter:
         except OSError as err:  # a full disk must not fail the generation
             logger.warning("Could not write preview frames: %s", err)
             files = []
-        self.bar.update_absolute(self.done_steps, self.total_steps, ("JPEG", _to_pil(frames[-1]), None))
-        if files:
+        if not files:  # the player gets no frames: ComfyUI's own node preview shows the chunk's last one instead
+            self.bar.update_absolute(self.done_steps, self.total_steps, ("JPEG", _to_pil(frames[-1]), None))
+        else:  # the player shows them; a progress preview too would duplicate them beside it on the node
             rt.send_sync(CHUNK_EVENT, {
                 "node": self.node_id, "run": self.run_id, "chunk": stream.num_chunks - 1,
                 "chunk_in_run": self.chunks_done - 1, "chunks_in_run": None if self.open_ended else self.num_chunks,

@@ -275,7 +275,7 @@ def test_one_progress_bar_a_preview_per_chunk_and_player_frames(env, monkeypatch
     bar = next(b for b in _Bar.bars if b.node_id == "21")
     assert [b.node_id for b in _Bar.bars].count("21") == 1, "one bar for the whole run, switches included"
     assert bar.total == 12 and bar.values[-1] == 12 and sorted(bar.values) == bar.values
-    assert len(bar.previews) == 3 and all(p[0] == "JPEG" and p[1].size == (64, 64) for p in bar.previews)
+    assert bar.previews == [], "the player shows the frames: no progress preview beside it"
     chunks = [d for e, d in events if e == "causal_forcing.chunk"]
     assert [d["chunk"] for d in chunks] == [0, 1, 2] and len({d["run"] for d in chunks}) == 1
     assert [len(d["frames"]) for d in chunks] == [9, 12, 12]  # taew: the first chunk loses 3 frames
@@ -284,6 +284,33 @@ def test_one_progress_bar_a_preview_per_chunk_and_player_frames(env, monkeypatch
         assert d["node"] == "21" and d["fps"] == 16 and (d["width"], d["height"]) == (64, 64)
         for f in d["frames"]:
             assert f["type"] == "temp" and (temp / f["subfolder"] / f["filename"]).is_file()
+
+
+def test_the_node_preview_takes_over_when_the_player_frames_cannot_be_written(env, monkeypatch) -> None:
+    """A full temp disk: no player frames, no chunk events, ComfyUI's own preview shows each chunk's last frame,
+    and the run still gives its video."""
+    events = []
+    utils = ModuleType("comfy.utils")
+    utils.ProgressBar = _Bar
+    server = ModuleType("server")
+    server.PromptServer = SimpleNamespace(instance=SimpleNamespace(send_sync=lambda e, d, sid=None: events.append((e, d))))
+    monkeypatch.setitem(sys.modules, "comfy.utils", utils)
+    monkeypatch.setitem(sys.modules, "server", server)
+    preview = importlib.import_module(f"{env.pack.__name__}.nodes.live_preview")
+
+    def full_disk(self, frames, chunk):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(preview.ChunkReporter, "_write_frames", full_disk)
+    _Bar.bars = []
+    comfy = MiniComfy(env.nodes)
+    prompt = _schedule_prompt(f"0: {PROMPTS[0]}", "chunks", 2)
+    prompt["1"]["inputs"]["preview"] = "cf_tiny_preview.safetensors"
+    comfy.run(prompt, "21")
+    bar = next(b for b in _Bar.bars if b.node_id == "21")
+    assert len(bar.previews) == 2 and all(p[0] == "JPEG" and p[1].size == (64, 64) for p in bar.previews)
+    assert not [d for e, d in events if e == "causal_forcing.chunk"]
+    assert comfy.cache["21"][0][1]["samples"].shape[2] == 6
 
 
 # ------------------------------------------------------------------------------------------------- I2V, continue

@@ -1,5 +1,5 @@
 // The player extension against stand-ins for ComfyUI's app/api modules and a minimal fake DOM:
-// `node --test js/tests/`. Checks the wiring (widget options, events, onExecuted, removal), not the looks.
+// `node --test js/tests/`. Checks the wiring (widget options, events, executed outputs, removal), not the looks.
 import assert from "node:assert/strict";
 import { copyFile, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -152,8 +152,25 @@ async function until(cond, ms = 2000) {
   }
 }
 
+/** A LiteGraph-like node class per node type, registered through the extension's beforeRegisterNodeDef as the
+ *  frontend does (its prototype's onRemoved / onAdded are LiteGraph's, here counting calls). */
+const nodeTypes = new Map();
+function nodeType(comfyClass) {
+  if (!nodeTypes.has(comfyClass)) {
+    class FakeNode {
+      onRemoved() {
+        this.baseRemoved = (this.baseRemoved ?? 0) + 1;
+      }
+    }
+    ext.beforeRegisterNodeDef?.(FakeNode, { name: comfyClass }, app);
+    nodeTypes.set(comfyClass, FakeNode);
+  }
+  return nodeTypes.get(comfyClass);
+}
+
 function fakeNode(id, comfyClass = "CausalForcingGenerate", graph = { isRootGraph: true }) {
-  return {
+  const node = new (nodeType(comfyClass))();
+  return Object.assign(node, {
     id,
     comfyClass,
     graph,
@@ -171,8 +188,10 @@ function fakeNode(id, comfyClass = "CausalForcingGenerate", graph = { isRootGrap
       this.size = [s[0], s[1]];
     },
     setDirtyCanvas() {},
-  };
+  });
 }
+/** ComfyUI's `executed` event for node `id` with its `ui` output. */
+const executed = (id, output) => api.emit("executed", { node: String(id), display_node: String(id), output });
 const RUN = "r1";
 const frame = (c, j, run = RUN, name = null) => ({
   filename: name ?? `chunk${String(c).padStart(5, "0")}_${String(j).padStart(3, "0")}.jpg`,
@@ -189,6 +208,27 @@ test("registers the extension and exports the node list", () => {
   assert.ok(ext, "extension registered");
   assert.ok(Array.isArray(player.PLAYER_NODES) && player.PLAYER_NODES.includes("CausalForcingLive"));
   assert.equal(typeof ext.nodeCreated, "function");
+  assert.equal(typeof ext.beforeRegisterNodeDef, "function");
+});
+
+test("only the player's node types are chained, and LiteGraph's own onRemoved still runs", () => {
+  assert.equal(nodeType("CausalForcingStart").prototype.onAdded, undefined, "other node types untouched");
+  const node = fakeNode(7);
+  ext.nodeCreated(node);
+  assert.equal(api.counts["causal_forcing.chunk"], 1);
+  node.onRemoved();
+  assert.equal(node.baseRemoved, 1, "the prototype's previous onRemoved ran");
+  assert.equal(api.counts["causal_forcing.chunk"], 0);
+  assert.equal(api.counts.executed, 0, "the executed listener goes with the last player");
+});
+
+test("the browser code uses only the frontend's public names", async () => {
+  const { readFile } = await import("node:fs/promises");
+  for (const f of (await readdir(JS_DIR)).filter((name) => name.endsWith(".js"))) {
+    const src = await readFile(path.join(JS_DIR, f), "utf8");
+    assert.doesNotMatch(src, /\$\$canvas|--p-[a-z]/, `${f}: a private widget name or PrimeVue variable`);
+    assert.doesNotMatch(src, /node\.on[A-Z][A-Za-z]+ = /, `${f}: a per-node callback override`);
+  }
 });
 
 test("only player nodes get the widget, and it is never serialised", () => {
@@ -234,12 +274,13 @@ test("plays streamed chunks, waits for the next, resets on a new run, replays th
   await until(() => p.timer === null); // stopped one period after the last frame
 
   // the ui output of the same run changes nothing
-  node.onExecuted({ causal_forcing_frames: p.queue.history.map((e) => e.frame), causal_forcing_fps: [200] });
+  executed(7, { causal_forcing_frames: p.queue.history.map((e) => e.frame), causal_forcing_fps: [200] });
   assert.equal(p.queue.status().state, "done");
 
   // malformed input never throws
-  assert.doesNotThrow(() => node.onExecuted(null));
-  assert.doesNotThrow(() => node.onExecuted({ causal_forcing_frames: "x" }));
+  assert.doesNotThrow(() => executed(7, null));
+  assert.doesNotThrow(() => api.emit("executed", null));
+  assert.doesNotThrow(() => executed(7, { causal_forcing_frames: "x" }));
   assert.doesNotThrow(() => api.emit("causal_forcing.chunk", null));
   assert.doesNotThrow(() => api.emit("causal_forcing.chunk", { node: "7", frames: [null] }));
 
@@ -253,7 +294,9 @@ test("plays streamed chunks, waits for the next, resets on a new run, replays th
 
   // the ui output of another run (cached result after a reload) plays from its start, skipping missing files
   const frames = [frame(0, 0, "r0"), frame(0, 1, "r0", "chunk00000_001_missing.jpg"), frame(1, 0, "r0")];
-  node.onExecuted({ causal_forcing_frames: frames, causal_forcing_fps: [100] });
+  executed(8, { causal_forcing_frames: frames, causal_forcing_fps: [100] }); // another node's output: ignored
+  assert.equal(p.queue.runId, "r2");
+  executed(7, { causal_forcing_frames: frames, causal_forcing_fps: [100] });
   assert.equal(p.queue.runId, "r0");
   await until(() => p.queue.status().state === "done");
   assert.match(text(p), /^chunk 2\/2 · frame 3 · 100 fps$/);
