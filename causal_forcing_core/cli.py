@@ -48,12 +48,10 @@ from .prompt import Prompt, trim_padding
 from .rolling import check_rolling_settings
 from .schedule import ScheduleEntry, parse_schedule
 from .stream import Stream, cache_frames_for, start_stream
-from .students import STUDENTS, StudentRelease
+from .students import DEFAULT_SAMPLER, STUDENTS, StudentRelease
 from .video_io import check_file_target, check_fps, check_video_target
 
 logger = logging.getLogger("causal_forcing_core.cli")
-#: the sampler of a student whose file and name do not say (the released chunk-wise student's)
-DEFAULT_SAMPLER = "chunkwise-4step"
 
 @dataclass
 class Timing:

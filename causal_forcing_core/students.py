@@ -14,6 +14,7 @@ timestep and attention (absolute RoPE positions, a fixed sink of the first frame
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from .config import SamplerConfig, sampler_preset
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 #: the Causal Forcing release (reference §3.2)
 CAUSAL_FORCING_REPO = "zhuhz22/Causal-Forcing"
+#: the sampler of a student whose file and name do not say (the released chunk-wise student's)
+DEFAULT_SAMPLER = "chunkwise-4step"
 
 
 @dataclass(frozen=True)
@@ -104,3 +107,32 @@ STUDENTS: dict[str, StudentRelease] = {
     "causvid": StudentRelease("autoregressive_checkpoint/model.pt", "causvid-3step", prefer_ema=False,
                               repo="tianweiy/CausVid", title="CausVid, chunk-wise 3-step, shift 8"),
 }
+
+
+#: words in a file name that stand for a student under another spelling (normalised: lower case, ``_`` -> ``-``)
+_NAME_ALIASES = {"long-video": "longvideo", "selfforcing": "self-forcing", "rollingforcing": "rolling-forcing",
+                 "frame-wise": "framewise", "chunk-wise": "chunkwise"}
+
+
+def _student_in(text: str) -> str | None:
+    """The longest short name of :data:`STUDENTS` in ``text`` (normalised first), or None."""
+    lowered = text.lower().replace("_", "-").replace(" ", "-")
+    for alias, canonical in _NAME_ALIASES.items():
+        lowered = lowered.replace(alias, canonical)
+    if "framewise" in lowered:  # the step count may stand anywhere in the name
+        for steps in ("1step", "2step"):
+            if steps in lowered:
+                lowered += f" framewise-{steps}"
+    found = [key for key in STUDENTS if key in lowered]
+    return max(found, key=len) if found else None
+
+
+def student_for_file(name: str) -> tuple[str, StudentRelease] | None:
+    """The released student a weight file is, judged by its name (a release ``.pt`` carries no metadata): the
+    short name of :data:`STUDENTS` the file's own name contains, else its folders (``chunkwise/longvideo.pt`` is
+    the long-video student, ``framewise/causal_forcing.pt`` the frame-wise one, ``longlive_base.pt`` LongLive,
+    ``self_forcing_dmd.pt`` Self Forcing, ``cf_framewise_tiny_1step`` the 1-step one); the longest match wins.
+    ``(short name, release)``, or None when the name says nothing."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    key = _student_in(path.name) or _student_in(path.as_posix())
+    return (key, STUDENTS[key]) if key else None

@@ -23,6 +23,7 @@ from ..causal_forcing_core.errors import InvalidInputError
 from ..causal_forcing_core.geometry import WAN21
 from ..causal_forcing_core.lora import check_strength, load_lora, plan_loras
 from ..causal_forcing_core.preview_fallback import LatentRGBPreview, Previewer, make_preview_decoder
+from ..causal_forcing_core.students import DEFAULT_SAMPLER, StudentRelease, student_for_file
 from . import comfy_runtime as rt
 from . import toy_entries as toy
 from .common import CATEGORY
@@ -85,18 +86,11 @@ def load_previewer(choice: str, device: torch.device) -> Previewer | None:
 
 
 def guess_variant(name: str) -> str:
-    """A sampler preset from a file name without metadata (release files live in folders such as
-    ``framewise/`` or ``causal-forcing++/framewise-2step.pt``): 1step/2step/framewise, the long-video student
-    (``chunkwise/longvideo.pt``, trained for Rolling Forcing) rolling-4step, else chunkwise-4step."""
-    lowered = name.lower().replace("_", "-")
-    if "longvideo" in lowered or "long-video" in lowered:
-        return "rolling-4step"
-    if "framewise" in lowered or "frame-wise" in lowered:
-        for steps in ("1step", "2step"):
-            if steps in lowered:
-                return f"framewise-{steps}"
-        return "framewise-4step"
-    return "chunkwise-4step"
+    """A sampler preset from a file name without metadata: the released student the name stands for
+    (:func:`~causal_forcing_core.students.student_for_file`: framewise, 1step/2step, the long-video student trained
+    for rolling-4step, LongLive, Self Forcing, Rolling Forcing, CausVid...), else chunkwise-4step."""
+    found = student_for_file(name)
+    return found[1].variant if found else DEFAULT_SAMPLER
 
 
 def _variant_sampler(variant: str, file_name: str | None, what: str) -> SamplerConfig:
@@ -157,10 +151,14 @@ def load_model(name: str, variant: str = "auto", weight_dtype: str = "auto", pre
     """Load the student ``name`` from the model folders; see :class:`CausalForcingModelLoader`."""
     path = model_path(name)
     device = rt.get_torch_device()
+    release = student_for_file(name)
     loaded = load_dit(
         path, weight_dtype=weight_dtype, compute_dtype=_compute_dtype(weight_dtype, device),
         device=rt.offload_device(), variant=None if variant == "auto" else variant,
+        prefer_ema=release[1].prefer_ema if release else None,  # which weights of a release .pt its student runs
     )
+    if release is not None:
+        _log_release_settings(name, *release)
     sampler = loaded.sampler
     if variant != "auto":  # the file's own word (a converted file remembers its sampler) against the widget's
         own = loaded.metadata.get("variant")
@@ -172,6 +170,21 @@ def load_model(name: str, variant: str = "auto", weight_dtype: str = "auto", pre
     model = CFModel(loaded.model, sampler, Path(path).stem, max_frames, previewer)
     model.patcher = rt.manage_model(loaded.model)
     return model
+
+
+def _log_release_settings(file_name: str, key: str, release: StudentRelease) -> None:
+    """Say what else a recognised student's release runs with (its LoRA, window, sink), which the loader cannot
+    set: the LoRA is a Causal Forcing LoRA node, the attention a setting of Causal Forcing Start."""
+    needs = []
+    if release.lora is not None:
+        needs.append(f"its LoRA {Path(release.lora.filename).name} from {release.repo} through Causal Forcing LoRA "
+                     "(strength 1.0)")
+    if release.window_frames:
+        needs.append(f"window_frames {release.window_frames} and sink_frames {release.sink_frames} on Causal "
+                     f"Forcing Start (re-cache: {release.recache.value})")
+    if needs:
+        logger.info("%s looks like the %s release (%s); it runs with %s.", file_name, key, release.title,
+                    "; ".join(needs))
 
 
 def _preview_input() -> Any:
@@ -190,16 +203,17 @@ class CausalForcingModelLoader(io.ComfyNode):
             description=(
                 "Loads a Causal Forcing student (a causal Wan2.1-T2V-1.3B DiT) for chunk-by-chunk generation with a "
                 "KV cache. Files: .safetensors (converted, remembers its variant), or the release .pt/.pth. 'auto' "
-                "variant reads the file's metadata; for a release .pt pick chunkwise-4step or framewise-Nstep "
-                "yourself."
+                "variant reads the file's metadata, else the file name: the Causal Forcing releases and the "
+                "students of the same backbone (LongLive, Self Forcing, Rolling Forcing, CausVid) get their own "
+                "sampler and weights; pick the variant yourself for a file named otherwise."
             ),
             inputs=[
                 io.Combo.Input("model_name", options=model_choices(), tooltip=(
                     "Student weights in models/diffusion_models or models/checkpoints; "
                     f"'{toy.MODEL_ENTRY}' is the small toy model that ships with the pack.")),
                 io.Combo.Input("variant", options=list(VARIANTS), default="auto", tooltip=(
-                    "Sampler the student was trained for: chunk-wise 3-frame blocks with 4 steps, or frame-wise with "
-                    "4, 2 or 1 steps. auto: from the file's metadata.")),
+                    "Sampler the student was trained for: chunk-wise 3-frame blocks with 4 steps, frame-wise with "
+                    "4, 2 or 1 steps, or another student's preset. auto: from the file's metadata, else its name.")),
                 io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="auto", tooltip=(
                     "Storage precision. auto keeps the file's; fp8_e4m3fn halves memory (computed in bf16).")),
                 _preview_input(),
@@ -231,7 +245,8 @@ class CausalForcingNativeModel(io.ComfyNode):
                 io.Model.Input("model", tooltip="A Wan 2.1 T2V Causal Forcing student from Load Diffusion Model."),
                 io.Combo.Input("variant", options=list(VARIANTS), default="auto", tooltip=(
                     "Sampler the student was trained for. auto: guessed from the loaded file's name (framewise / "
-                    "1step / 2step / longvideo), else chunkwise-4step.")),
+                    "1step / 2step / longvideo / longlive / self_forcing / rolling_forcing / causvid), else "
+                    "chunkwise-4step.")),
                 _preview_input(),
             ],
             outputs=[CFModelSocket.Output(display_name="model", tooltip=(

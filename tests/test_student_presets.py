@@ -29,7 +29,7 @@ from causal_forcing_core.lora import LONGLIVE_KEY, Lora, LoraLayer
 from causal_forcing_core.rolling import check_rolling_settings
 from causal_forcing_core.sampling import chunk_timesteps
 from causal_forcing_core.scheduler import FlowMatchScheduler
-from causal_forcing_core.students import STUDENTS, StudentLora
+from causal_forcing_core.students import STUDENTS, StudentLora, student_for_file
 from causal_forcing_core.video_io import read_video_frames
 from test_cli import run_main, weights  # noqa: F401 - weights: fixture (tiny text encoder, tokenizer, VAE)
 from tiny import tiny_model, tiny_stream
@@ -226,6 +226,31 @@ def test_help_lists_every_release_with_its_defaults(capsys) -> None:
     assert "--window 12 --sink 3 --recache recent + its LoRA (rank 256)" in text
 
 
+@pytest.mark.parametrize("name", sorted(STUDENTS))
+def test_each_release_file_is_recognised_by_its_name(name: str) -> None:
+    """A release's own file, under the name the download gives it or a flat one a user saves it as."""
+    release = STUDENTS[name]
+    assert student_for_file(f"{release.repo}/{release.filename}") == (name, release)
+    flat = f"{name.replace('-', '_')}_{Path(release.filename).name}"
+    assert student_for_file(flat) == (name, release)
+
+
+@pytest.mark.parametrize("file_name,expected", [
+    ("chunkwise/longvideo.pt", "longvideo"),  # the file's own name before its folder
+    ("framewise/causal_forcing.pt", "framewise"),
+    ("Causal_Forcing_Framewise_1Step.safetensors", "framewise-1step"),
+    ("cf_framewise_tiny_2step.safetensors", "framewise-2step"),
+    ("causal_forcing_long_video.safetensors", "longvideo"),
+    ("LongLive\\longlive_base.pt", "longlive"),
+    ("SelfForcing_dmd.pt", "self-forcing"),
+    ("model.pt", None),
+    ("wan2.1_t2v_1.3B_fp16.safetensors", None),
+])
+def test_a_file_name_picks_the_student_it_names(file_name: str, expected: str | None) -> None:
+    found = student_for_file(file_name)
+    assert (found[0] if found else None) == expected
+
+
 def _release_pt(path: Path, seed: int) -> Path:
     """A release .pt as the trainers save it: ``generator`` (prefixed ``model.``) and a different
     ``generator_ema`` (FSDP-prefixed), so taking the wrong one shows."""
@@ -356,3 +381,29 @@ def test_a_longlive_run_downloads_merges_the_lora_and_follows_its_defaults(weigh
     assert videos["longlive"].shape == (57, 64, 64, 3)
     assert np.array_equal(videos["longlive"], videos["by_hand"])
     assert np.abs(videos["longlive"].astype(float) - videos["base"].astype(float)).mean() > 1
+
+
+@pytest.mark.parametrize("file_name,key", [("longlive_base.pt", "generator"), ("self_forcing_dmd.pt", "generator_ema"),
+                                            ("my_student.pt", "generator_ema")])  # unknown: EMA when there is one
+def test_the_node_loader_takes_the_weights_the_release_runs(file_name, key, pack, tmp_path, monkeypatch, caplog) -> None:
+    """Causal Forcing Model Loader on a release .pt: ``generator`` or ``generator_ema`` as the student's release
+    says, its sampler, and for LongLive a log line naming the LoRA and the window it runs with."""
+    import importlib
+
+    from scripts.pack_import import run_node
+
+    folder = tmp_path / "diffusion_models"
+    folder.mkdir()
+    _release_pt(folder / file_name, seed=4)
+    monkeypatch.setenv("CF_MODELS_DIR", str(tmp_path))
+    loader = importlib.import_module(f"{pack.__name__}.nodes.model_nodes").CausalForcingModelLoader
+    with caplog.at_level(logging.INFO):
+        (model,) = run_node(loader, file_name, "auto", "fp32", "none").result
+    seed = 4 if key == "generator" else 5
+    expected = tiny_model(PT_CONFIG, seed).state_dict()
+    got = model.dit.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in expected.items())
+    assert model.sampler.name == "chunkwise-4step"
+    if file_name.startswith("longlive"):
+        assert "lora.pt from Efficient-Large-Model/LongLive-1.3B through Causal Forcing LoRA (strength 1.0)" in caplog.text
+        assert "window_frames 12 and sink_frames 3 on Causal Forcing Start (re-cache: recent)" in caplog.text
