@@ -291,7 +291,8 @@ def tiny_variant(prompt: dict[str, dict[str, Any]], native_vae: bool = False) ->
     Load CLIP + CLIP Text Encode become Causal Forcing Text Encoder Loader (cf_tiny_umt5.pth; the 4096-wide
     cf_tiny_umt5_wide when a native UNETLoader feeds the graph) + Causal Forcing Text Encode (same node ids), a
     Prompt Schedule's or Live node's ``clip`` becomes ``text_encoder``; UNETLoader and LoraLoaderModelOnly read the
-    Wan-shaped tiny student and LoRA; Load VAE becomes
+    Wan-shaped tiny student and LoRA (so do Causal Forcing Model Loader and LoRA when a LoRA is applied to it), with
+    the 4096-wide text encoder; Load VAE becomes
     Causal Forcing VAE Loader (cf_tiny_vae) and every ``vae`` input ``cf_vae`` (VAE Decode becomes Causal Forcing
     Decode); students become
     cf_tiny_chunkwise/framewise (a Rolling Forcing variant is kept); sizes 64x64; at most 3 chunks per Generate node and 6 per Generate (Schedule) node,
@@ -302,17 +303,19 @@ def tiny_variant(prompt: dict[str, dict[str, Any]], native_vae: bool = False) ->
     """
     prompt = copy.deepcopy(prompt)
     clip_loaders, vae_loaders = set(), set()
+    # a native UNETLoader, or a LoRA on our loader's model: the Wan-shaped tiny student (and its LoRA) is read
     native_dit = any(node["class_type"] == "UNETLoader" for node in prompt.values())
+    wan_shaped = native_dit or any(node["class_type"] == "CausalForcingLoRA" for node in prompt.values())
     for nid, node in prompt.items():
         inputs, kind = node["inputs"], node["class_type"]
         if kind == "CLIPLoader":
             node["class_type"] = "CausalForcingTextEncoderLoader"
-            node["inputs"] = {"text_encoder_name": TINY_WIDE_TEXT_ENCODER if native_dit else TINY_TEXT_ENCODER,
+            node["inputs"] = {"text_encoder_name": TINY_WIDE_TEXT_ENCODER if wan_shaped else TINY_TEXT_ENCODER,
                               "tokenizer": TINY_TOKENIZER, "dtype": "auto", "device": "default"}
             clip_loaders.add(nid)
         elif kind == "UNETLoader":
             inputs.update(unet_name=TINY_WAN_STUDENT, weight_dtype="default")
-        elif kind == "LoraLoaderModelOnly":
+        elif kind in ("LoraLoaderModelOnly", "CausalForcingLoRA"):
             inputs.update(lora_name=TINY_WAN_LORA)
         elif kind == "VAELoader" and native_vae:
             node["inputs"] = {"vae_name": TINY_NATIVE_VAE}
@@ -323,8 +326,9 @@ def tiny_variant(prompt: dict[str, dict[str, Any]], native_vae: bool = False) ->
         elif kind == "CausalForcingModelLoader":
             framewise = "framewise" in str(inputs["model_name"]) or str(inputs.get("variant", "")).startswith("frame")
             rolling = str(inputs.get("variant", "")).startswith("rolling")  # the tiny chunk-wise model runs it too
-            inputs.update(model_name=TINY_FRAMEWISE if framewise else TINY_CHUNKWISE,
-                          variant=inputs["variant"] if rolling else "auto", weight_dtype="auto", preview="auto")
+            tiny = TINY_FRAMEWISE if framewise else TINY_WAN_STUDENT if wan_shaped else TINY_CHUNKWISE
+            inputs.update(model_name=tiny, variant=inputs["variant"] if rolling else "auto", weight_dtype="auto",
+                          preview="auto")
         elif kind == "CausalForcingStart":
             inputs.update(width=TINY_SIZE, height=TINY_SIZE)
             if inputs.get("window_frames"):

@@ -435,13 +435,44 @@ def test_workflow_has_a_note_naming_its_files(name: str) -> None:
     wf = _load(name)
     notes = "\n".join(n["widgets_values"][0] for n in wf["nodes"] if n["type"] in ("Note", "MarkdownNote"))
     assert notes, "every workflow explains itself in a note"
-    folders = {"CausalForcingModelLoader": "diffusion_models", "CLIPLoader": "text_encoders", "VAELoader": "vae"}
+    folders = {"CausalForcingModelLoader": "diffusion_models", "CLIPLoader": "text_encoders", "VAELoader": "vae",
+               "CausalForcingLoRA": "loras"}
     for node in wf["nodes"]:
         value = (node.get("widgets_values") or [None])[0]
         if isinstance(value, str) and value.startswith(EMBEDDED_TAG):  # the toy model ships with the pack
             assert f"`{value}`" in notes and "no downloads" in notes, f"the note does not name {value}"
         elif node["type"] in folders:
             assert f"{folders[node['type']]}/{value}" in notes, f"the note does not say where {value} goes"
+
+
+#: loaders whose first widget names a model file, and the folder the Missing Models dialog puts it in
+MODEL_LOADERS = {"CausalForcingModelLoader": "diffusion_models", "UNETLoader": "diffusion_models",
+                 "CausalForcingLoRA": "loras", "CLIPLoader": "text_encoders", "VAELoader": "vae"}
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in TOY_NAMES])
+def test_every_model_file_has_its_download_address(name: str) -> None:
+    """The frontend's Missing Models dialog offers what a node's ``properties.models`` lists: every model file a
+    workflow loads is there under its widget's name and folder, with an https address on the hub; a student's
+    address is its release's file (causal_forcing_core/students.py). LoraLoaderModelOnly's file is the user's own
+    LoRA (any LoRA of the backbone), so it has none."""
+    from causal_forcing_core.students import student_for_file
+
+    for node in _load(name)["nodes"]:
+        folder = MODEL_LOADERS.get(node["type"])
+        if folder is None:
+            continue
+        file_name = node["widgets_values"][0]
+        listed = {(m["name"], m["directory"]): m["url"] for m in node.get("properties", {}).get("models", [])}
+        url = listed.get((file_name, folder))
+        assert url and url.startswith("https://huggingface.co/"), f"node {node['id']}: no address for {file_name}"
+        found = student_for_file(file_name) if folder == "diffusion_models" else None
+        if found is not None:
+            release = found[1]
+            assert url == f"https://huggingface.co/{release.repo}/resolve/main/{release.filename}?download=true"
+        if node["type"] == "CausalForcingLoRA" and file_name.startswith("longlive"):
+            lora = student_for_file(file_name)[1].lora
+            assert url.split("?")[0].endswith(f"/{lora.filename}")
 
 
 @pytest.mark.parametrize("name", NAMES)
