@@ -159,18 +159,22 @@ def test_recache_takes_a_mode_and_a_bare_flag_means_recent() -> None:
 @pytest.mark.slow  # two whole command-line runs; the mode itself is checked in test_longlive_recache.py
 def test_generate_with_a_window_recache(weights, tmp_path) -> None:
     """The LongLive-training re-cache (the window, sink included) through the command line: another video than the
-    default re-cache from the switch on, the same before it."""
+    default re-cache from the switch on, the same before it. PNG frames, not mp4: x264's rate control looks ahead,
+    so the same frames before the switch encode differently when the frames after it differ."""
     schedule = "0: a red square moves left\n2: a blue circle moves up"
     videos = {}
     for mode in ("recent", "window"):
-        out = tmp_path / f"{mode}.mp4"
+        out = tmp_path / mode
         result = run_cli(weights, "--schedule", schedule, "--frames", "33", "--seed", "3", "--window", "6",
-                         "--sink", "3", "--recache", mode, "--output", str(out))
+                         "--sink", "3", "--recache", mode, "--output", f"{out}/")
         assert result.returncode == 0, result.stderr
         videos[mode] = read_video_frames(out).astype(float)
     switch = WAN21.pixel_frames(2 * 3)  # pixel frames of the first 2 chunks (decoded identically)
-    assert np.abs(videos["recent"][:switch - 3] - videos["window"][:switch - 3]).max() <= 2
-    assert np.abs(videos["recent"][switch:] - videos["window"][switch:]).mean() > 0.5
+    assert np.array_equal(videos["recent"][:switch - 3], videos["window"][:switch - 3])
+    # the tiny random VAE decodes near white, so the modes' latents (compared with LongLive's in
+    # test_longlive_recache.py) part by one level in 667 of 147,456 values here; the mp4 this test once read hid that
+    # under the encoder's own differences
+    assert not np.array_equal(videos["recent"][switch:], videos["window"][switch:])
 
 
 def _tiny_lora(path: Path, dim: int = TINY.dim, scale: float = 0.5) -> Path:
